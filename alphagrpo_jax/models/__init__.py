@@ -1,0 +1,1 @@
+"""Model families. Only BAGEL for now."""

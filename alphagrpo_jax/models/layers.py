@@ -1,0 +1,99 @@
+"""Small shared building blocks: Dense with logical axes, norms, activations, numerics helpers.
+
+Numerics: params may be bf16; every matmul accumulates in fp32 (`preferred_element_type`), norms are
+computed in fp32, and results are cast to the activation dtype `dtype`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from alphagrpo_jax.parallel.state import param
+
+Axes = tuple[str | None, ...]
+
+
+def to_dtype(name_or_dtype) -> jnp.dtype:
+    return jnp.dtype(name_or_dtype)
+
+
+def matmul(x: jax.Array, w: jax.Array, spec: str, dtype=None) -> jax.Array:
+    """einsum with fp32 accumulation; output cast to `dtype` (default: x.dtype)."""
+    out = jnp.einsum(spec, x.astype(w.dtype) if x.dtype != w.dtype else x, w,
+                     preferred_element_type=jnp.float32)
+    return out.astype(dtype or x.dtype)
+
+
+class Dense(nnx.Module):
+    """y = x @ kernel (+ bias). kernel [*in_shape, *out_shape] with logical `axes`.
+
+    `in_features`/`out_features` may be tuples (e.g. out = (heads, head_dim)); the einsum contracts the
+    trailing `len(in)` dims of x.
+    """
+
+    def __init__(self, in_features: int | Sequence[int], out_features: int | Sequence[int], axes: Axes,
+                 *, use_bias: bool = True, rngs: nnx.Rngs, param_dtype=jnp.float32,
+                 kernel_init=None, bias_init=jax.nn.initializers.zeros):
+        self.in_shape = (in_features,) if isinstance(in_features, int) else tuple(in_features)
+        self.out_shape = (out_features,) if isinstance(out_features, int) else tuple(out_features)
+        if len(axes) != len(self.in_shape) + len(self.out_shape):
+            raise ValueError(f"axes {axes} do not match kernel rank {len(self.in_shape) + len(self.out_shape)}")
+        fan_in = 1
+        for s in self.in_shape:
+            fan_in *= s
+        kernel_init = kernel_init or jax.nn.initializers.normal(fan_in ** -0.5)
+        self.kernel = param(kernel_init(rngs.params(), self.in_shape + self.out_shape, param_dtype), axes)
+        self.bias = (param(bias_init(rngs.params(), self.out_shape, param_dtype), axes[len(self.in_shape):])
+                     if use_bias else None)
+
+    def __call__(self, x: jax.Array, dtype=None) -> jax.Array:
+        letters = "abcdefghijklmnopqrstuvw"
+        n_in, n_out = len(self.in_shape), len(self.out_shape)
+        batch = "".join(letters[: x.ndim - n_in])
+        ins = letters[x.ndim - n_in: x.ndim]
+        outs = letters[x.ndim: x.ndim + n_out]
+        y = matmul(x, self.kernel[...], f"{batch}{ins},{ins}{outs}->{batch}{outs}", dtype=jnp.float32)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(jnp.float32)
+        return y.astype(dtype or x.dtype)
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    """Qwen2 RMSNorm: normalise in fp32, cast back to x.dtype, then multiply by the weight."""
+    xf = x.astype(jnp.float32)
+    y = (xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+    return (weight * y).astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, axes: Axes = ("norm",), *, param_dtype=jnp.float32):
+        self.eps = eps
+        self.weight = param(jnp.ones((dim,), param_dtype), axes)
+
+    def __call__(self, x):
+        return rms_norm(x, self.weight[...], self.eps)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, axes: Axes = ("norm",), *, param_dtype=jnp.float32):
+        self.eps = eps
+        self.scale = param(jnp.ones((dim,), param_dtype), axes)
+        self.bias = param(jnp.zeros((dim,), param_dtype), axes)
+
+    def __call__(self, x):
+        return layer_norm(x, self.scale[...], self.bias[...], self.eps)
+
+
+def gelu_tanh(x):
+    return jax.nn.gelu(x, approximate=True)
