@@ -97,3 +97,48 @@ class LayerNorm(nnx.Module):
 
 def gelu_tanh(x):
     return jax.nn.gelu(x, approximate=True)
+
+
+class Frozen(nnx.Variable):
+    """A non-trainable array that is still part of the state (e.g. BAGEL's sin-cos position tables)."""
+
+
+# ------------------------------------------------------------------------------------------- scanned stacks
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_dots_all": jax.checkpoint_policies.checkpoint_dots,
+}
+
+
+def create_stacked(make_layer, num_layers: int, rngs: nnx.Rngs) -> nnx.Module:
+    """`num_layers` copies of `make_layer(rngs)` with params stacked on a leading `layers` axis."""
+    from alphagrpo_jax.parallel.state import prepend_axis
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(r):
+        return make_layer(r)
+
+    return prepend_axis(make(rngs), "layers")
+
+
+def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
+    """Runs `body(layer, carry, x) -> (carry, y)` over the stacked layers with `lax.scan`.
+
+    `xs` (optional pytree with a leading layer axis, e.g. a KV cache) is scanned alongside the params.
+    `remat` names a policy in REMAT_POLICIES ("none" = no rematerialisation).
+    """
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
+    graphdef, state = nnx.split(stacked)
+
+    def step(c, inp):
+        layer_state, x = inp
+        return body(nnx.merge(graphdef, layer_state), c, x)
+
+    if remat != "none":
+        step = jax.checkpoint(step, policy=REMAT_POLICIES[remat], prevent_cse=False)
+    return jax.lax.scan(step, carry, (state, xs))

@@ -73,3 +73,47 @@ def stacked_keys(fmt: str, *dims: int) -> np.ndarray:
     for idx in np.ndindex(*dims):
         out[idx] = fmt.format(**{names[d]: v for d, v in enumerate(idx)})
     return out
+
+
+class WeightMapError(ValueError):
+    pass
+
+
+def gather(m: TensorMap, read: Callable[[str], np.ndarray], shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Builds our array for `m` (host numpy, `dtype`) by reading its release tensors one at a time."""
+    out = np.empty(shape, dtype=dtype)
+    lead = m.keys.shape
+    if tuple(shape[: len(lead)]) != tuple(lead):
+        raise WeightMapError(f"{'/'.join(m.path)}: stacked dims {lead} do not match our shape {shape}")
+    for idx in np.ndindex(*lead) if lead else [()]:
+        key = str(m.keys[idx]) if lead else str(m.keys[()])
+        t = m.to_ours(read(key))
+        if tuple(t.shape) != tuple(shape[len(lead):]):
+            raise WeightMapError(
+                f"{key}: converted shape {tuple(t.shape)} does not match {'/'.join(m.path)} slice "
+                f"{tuple(shape[len(lead):])}")
+        out[idx] = t.astype(dtype)
+    return out
+
+
+def fill_state(state, maps: list[TensorMap], read: Callable[[str], np.ndarray]):
+    """Host-side, unsharded fill of an nnx State from release tensors (tests and small models).
+
+    `checkpoint.py` does the same per tensor straight into sharded device arrays for real models.
+    """
+    import jax.numpy as jnp
+    from flax import nnx
+
+    flat = dict(nnx.to_flat_state(state))
+    covered = set()
+    for m in maps:
+        if m.path not in flat:
+            raise WeightMapError(f"weight map names {'/'.join(m.path)}, which the model does not have")
+        var = flat[m.path]
+        v = var.get_value()
+        var.set_value(jnp.asarray(gather(m, read, tuple(v.shape), np.dtype(v.dtype))))
+        covered.add(m.path)
+    missing = [("/".join(map(str, p))) for p in flat if p not in covered]
+    if missing:
+        raise WeightMapError(f"model arrays without a weight map entry: {missing}")
+    return state
