@@ -1,0 +1,103 @@
+"""BAGEL attention: masks from per-token metadata, GQA dot-product attention, and the KV-cache write.
+
+Two mask families, both static-shape and batched:
+- `PackedMask` (training, no cache): each row is a packed sequence of documents (`segment_ids`, 0 = padding)
+  made of splits (`split_ids`) with a mode per token: CAUSAL text, FULL (ViT / clean VAE image) or NOISE (noisy
+  VAE image). A query sees key k when both are in the same document and (k is not later than q, or q's split is
+  FULL/NOISE and k is in the same split), and never a NOISE key of another split.
+- `CacheMask` (inference and RL training): a query block of `Lq` tokens (`q_len` valid per row) attends to a KV
+  cache (`kv_len` valid slots per row) followed by its own keys: all valid cache slots, and inside the block
+  either causally (text: flash-attn's bottom-right alignment) or fully (image blocks).
+Masked logits use a large finite negative, so fully padded query rows stay finite (their outputs are unused).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+CAUSAL, FULL, NOISE = 0, 1, 2
+MODES = {"causal": CAUSAL, "full": FULL, "noise": NOISE}
+_MASKED = -1e30
+
+
+@struct.dataclass
+class PackedMask:
+    segment_ids: jax.Array  # [B, L] int32, 0 = padding
+    split_ids: jax.Array    # [B, L] int32, distinct per split within a row
+    modes: jax.Array        # [B, L] int32 in {CAUSAL, FULL, NOISE}
+
+    def dense(self) -> jax.Array:
+        """[B, L, L] bool: query (row) may attend to key (column)."""
+        seg, split, mode = self.segment_ids, self.split_ids, self.modes
+        n = seg.shape[-1]
+        same_doc = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] != 0)
+        earlier = jnp.arange(n)[:, None] >= jnp.arange(n)[None, :]
+        same_split = split[:, :, None] == split[:, None, :]
+        bidir = same_split & (mode[:, :, None] != CAUSAL)
+        hidden_noise = (mode[:, None, :] == NOISE) & ~same_split
+        return same_doc & (earlier[None] | bidir) & ~hidden_noise
+
+
+@struct.dataclass
+class CacheMask:
+    kv_len: jax.Array  # [B] int32 valid cache slots (keys 0..kv_len-1)
+    q_len: jax.Array   # [B] int32 valid query tokens
+    causal: bool = struct.field(pytree_node=False, default=True)
+
+    def dense(self, cache_size: int, q_size: int) -> jax.Array:
+        """[B, Lq, S + Lq] bool over keys = [cache slots ; the block's own keys]."""
+        cache_ok = jnp.arange(cache_size)[None, :] < self.kv_len[:, None]            # [B, S]
+        own_ok = jnp.arange(q_size)[None, :] < self.q_len[:, None]                    # [B, Lq]
+        own = jnp.broadcast_to(own_ok[:, None, :], (own_ok.shape[0], q_size, q_size))
+        if self.causal:
+            own = own & (jnp.arange(q_size)[:, None] >= jnp.arange(q_size)[None, :])[None]
+        cache = jnp.broadcast_to(cache_ok[:, None, :], (cache_ok.shape[0], q_size, cache_size))
+        return jnp.concatenate([cache, own], axis=-1)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """GQA attention. q [B, Lq, Hq, D], k/v [B, Lk, Hk, D], mask [B, Lq, Lk] bool -> [B, Lq, Hq, D].
+
+    Logits and softmax in fp32; probabilities are cast to v's dtype before P@V (as flash attention does).
+    """
+    b, lq, hq, d = q.shape
+    hk = k.shape[2]
+    qg = q.reshape(b, lq, hk, hq // hk, d)
+    logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
+    logits = jnp.where(mask[:, None, None], logits, _MASKED)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, lq, hq, d).astype(q.dtype)
+
+
+def write_cache(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:
+    """Writes new [B, Lq, ...] into cache [B, S, ...] at per-row offsets [B].
+
+    The caller guarantees offsets + Lq <= S (contexts check their capacity on the host): XLA would otherwise
+    clamp the start index and overwrite earlier slots.
+    """
+    def one(c, n, off):
+        return jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (off,) + (0,) * (c.ndim - 1))
+
+    return jax.vmap(one)(cache, new, offsets)
+
+
+def attend(q, k, v, mask, cache_k=None, cache_v=None, impl: str = "jnp") -> jax.Array:
+    """Attention for one layer. With a cache, keys/values are [cache ; own block] (see CacheMask)."""
+    if isinstance(mask, CacheMask):
+        if cache_k is None:
+            raise ValueError("CacheMask needs cache_k/cache_v")
+        dense = mask.dense(cache_k.shape[1], q.shape[1])
+        k = jnp.concatenate([cache_k.astype(k.dtype), k], axis=1)
+        v = jnp.concatenate([cache_v.astype(v.dtype), v], axis=1)
+    elif isinstance(mask, PackedMask):
+        dense = mask.dense()
+    else:
+        raise TypeError(f"unknown mask type {type(mask).__name__}")
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention implementation {impl!r}; known: {sorted(ATTENTION_IMPLS)}")
+    return ATTENTION_IMPLS[impl](q, k, v, dense)
+
+
+ATTENTION_IMPLS = {"jnp": dot_product_attention}

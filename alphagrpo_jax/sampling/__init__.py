@@ -1,0 +1,1 @@
+"""Generation machinery: interleaved contexts, text decoding, flow-matching image sampling (ODE/SDE + CFG)."""
