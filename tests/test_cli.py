@@ -5,7 +5,7 @@ import sys
 import pytest
 
 HERE = os.path.dirname(__file__)
-CFG = os.path.join(HERE, "data", "tiny_config.py")
+CFG = os.path.join(HERE, "fixtures", "tiny_config.py")
 MAIN = ("from alphagrpo_jax import cli; "
         "cli.run(lambda c: print('RESULT', c.steps, c.optim.lr, c.mesh.fsdp))")
 
