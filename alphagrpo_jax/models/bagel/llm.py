@@ -209,6 +209,29 @@ class LanguageModel(nnx.Module):
         """hidden [..., D] -> fp32 logits [..., V]."""
         return matmul(hidden, self.lm_head[...], "...d,dv->...v", dtype=jnp.float32)
 
+    def token_log_probs(self, hidden: jax.Array, labels: jax.Array, temperature: float = 1.0,
+                        chunk: int = 256) -> jax.Array:
+        """log softmax(logits / temperature)[labels] for hidden [B, L, D], labels [B, L] -> [B, L] fp32.
+
+        Runs over sequence chunks with rematerialisation, so [B, L, vocab] logits never exist at once (the
+        Qwen2 vocabulary has 152k entries); only [B, chunk, vocab] does, forward and backward.
+        """
+        b, n, d = hidden.shape
+        chunk = min(chunk, n)
+        pad = -n % chunk
+        h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, -1, chunk, d).swapaxes(0, 1)
+        y = jnp.pad(labels, ((0, 0), (0, pad))).reshape(b, -1, chunk).swapaxes(0, 1)
+
+        @jax.checkpoint
+        def one(args):
+            hc, yc = args
+            logits = self.logits(hc) / temperature
+            picked = jnp.take_along_axis(logits, yc[..., None], axis=-1)[..., 0]
+            return picked - jax.nn.logsumexp(logits, axis=-1)
+
+        out = jax.lax.map(one, (h, y))
+        return out.swapaxes(0, 1).reshape(b, -1)[:, :n]
+
     def __call__(self, x: jax.Array, positions: jax.Array, routing: Routing, mask,
                  cache: KVCache | None = None, write_cache: bool = False, return_layer_outputs: bool = False):
         """x [B, L, D] input embeddings; positions [B, L] RoPE ids.
