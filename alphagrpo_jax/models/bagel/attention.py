@@ -60,15 +60,21 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     """GQA attention. q [B, Lq, Hq, D], k/v [B, Lk, Hk, D], mask [B, Lq, Lk] bool -> [B, Lq, Hq, D].
 
     Logits and softmax in fp32; probabilities are cast to v's dtype before P@V (as flash attention does).
+    The query heads sharing a KV head are folded into the row dimension ([B, Hk, G*Lq, D]): one batched
+    matmul per KV head, which XLA (CPU at least) runs far faster than a dot with a free head-group dimension.
     """
     b, lq, hq, d = q.shape
     hk = k.shape[2]
-    qg = q.reshape(b, lq, hk, hq // hk, d)
-    logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
-    logits = jnp.where(mask[:, None, None], logits, _MASKED)
+    g = hq // hk
+    qf = q.reshape(b, lq, hk, g, d).transpose(0, 2, 3, 1, 4).reshape(b, hk, g * lq, d)
+    # K as [B, Hk, D, Lk]: a plain (non-transposed) matmul operand, 4x faster than contracting both minors.
+    kt, vt = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+    logits = jnp.einsum("bhqd,bhdk->bhqk", qf, kt, preferred_element_type=jnp.float32) * (d ** -0.5)
+    bias = jnp.where(mask, 0.0, _MASKED).astype(jnp.float32)[:, None, None]  # additive: fuses better than where
+    logits = (logits.reshape(b, hk, g, lq, -1) + bias).reshape(b, hk, g * lq, -1)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v, preferred_element_type=jnp.float32)
-    return out.reshape(b, lq, hq, d).astype(q.dtype)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs, vt, preferred_element_type=jnp.float32)
+    return out.reshape(b, hk, g, lq, d).transpose(0, 3, 1, 2, 4).reshape(b, lq, hq, d).astype(q.dtype)
 
 
 def write_cache(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:

@@ -1,0 +1,85 @@
+"""BAGEL's text tokenizer: the release's Qwen2.5 tokenizer files, loaded offline with transformers.
+
+`encode` adds no special tokens (upstream calls `tokenizer.encode(text)` on a Qwen2Tokenizer, which adds
+none); text segments are framed by the caller as [bos] + encode(text) + [eos] (spec §2.1). The four ids BAGEL
+uses (`TokenIds`: <|im_start|>, <|im_end|>, <|vision_start|>, <|vision_end|>) are checked against the folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from alphagrpo_jax.models.bagel.config import TokenIds
+
+SPECIAL_TOKENS = {  # TokenIds field -> token text
+    "bos": "<|im_start|>",
+    "eos": "<|im_end|>",
+    "start_of_image": "<|vision_start|>",
+    "end_of_image": "<|vision_end|>",
+}
+
+
+class TokenizerError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class BagelTokenizer:
+    hf: Any  # a transformers tokenizer
+    token_ids: TokenIds
+    folder: str
+
+    @property
+    def bos(self) -> int:
+        return self.token_ids.bos
+
+    @property
+    def eos(self) -> int:
+        return self.token_ids.eos
+
+    @property
+    def start_of_image(self) -> int:
+        return self.token_ids.start_of_image
+
+    @property
+    def end_of_image(self) -> int:
+        return self.token_ids.end_of_image
+
+    def __len__(self) -> int:
+        """Number of token ids the tokenizer can produce (151665 for Qwen2.5; the LLM pads rows to 152064)."""
+        return len(self.hf)
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"BagelTokenizer.encode: expected str, got {type(text).__name__}")
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens,
+                              clean_up_tokenization_spaces=False)
+
+
+def load_tokenizer(folder: str | os.PathLike, token_ids: TokenIds) -> BagelTokenizer:
+    """Loads `folder` (tokenizer.json or vocab.json + merges.txt, plus tokenizer_config.json) without network.
+
+    Raises TokenizerError naming the folder if it cannot be loaded or a special token does not map to the id
+    configured in `token_ids`.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise TokenizerError(f"tokenizer folder {folder!r} does not exist")
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise TokenizerError(f"cannot load a tokenizer from {folder!r}: {e}") from e
+    vocab = hf.get_vocab()
+    for field, token in SPECIAL_TOKENS.items():
+        want = getattr(token_ids, field)
+        got = vocab.get(token)
+        if got != want:
+            raise TokenizerError(f"tokenizer {folder!r}: {token} has id {got}, but TokenIds.{field} is {want}")
+    return BagelTokenizer(hf=hf, token_ids=token_ids, folder=folder)
