@@ -56,6 +56,24 @@ class CacheMask:
         return jnp.concatenate([cache, own], axis=-1)
 
 
+@struct.dataclass
+class AppendMask:
+    """A packed block (its own `PackedMask`, one document per row) appended after a KV cache: every valid
+    token sees the row's valid cache slots, and the block's own keys by the packed rules."""
+    kv_len: jax.Array  # [B] int32
+    own: PackedMask
+
+    @property
+    def q_len(self) -> jax.Array:
+        return jnp.sum(self.own.segment_ids != 0, axis=-1).astype(jnp.int32)
+
+    def dense(self, cache_size: int, q_size: int) -> jax.Array:
+        cache_ok = jnp.arange(cache_size)[None, :] < self.kv_len[:, None]
+        valid_q = (self.own.segment_ids != 0)[:, :, None]
+        cache = cache_ok[:, None, :] & valid_q
+        return jnp.concatenate([cache, self.own.dense()], axis=-1)
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
     """GQA attention. q [B, Lq, Hq, D], k/v [B, Lk, Hk, D], mask [B, Lq, Lk] bool -> [B, Lq, Hq, D].
 
@@ -91,9 +109,9 @@ def write_cache(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Arr
 
 def attend(q, k, v, mask, cache_k=None, cache_v=None, impl: str = "jnp") -> jax.Array:
     """Attention for one layer. With a cache, keys/values are [cache ; own block] (see CacheMask)."""
-    if isinstance(mask, CacheMask):
+    if isinstance(mask, (CacheMask, AppendMask)):
         if cache_k is None:
-            raise ValueError("CacheMask needs cache_k/cache_v")
+            raise ValueError(f"{type(mask).__name__} needs cache_k/cache_v")
         dense = mask.dense(cache_k.shape[1], q.shape[1])
         k = jnp.concatenate([cache_k.astype(k.dtype), k], axis=1)
         v = jnp.concatenate([cache_v.astype(v.dtype), v], axis=1)

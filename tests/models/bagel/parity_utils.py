@@ -77,3 +77,14 @@ def greedy(m, cache, start_token, start_pos, steps):
         logits.append(np.asarray(lg))
         toks.append(int(np.argmax(logits[-1])))
     return toks, np.stack(logits)
+
+
+@functools.lru_cache(maxsize=None)
+def load_vae():
+    from alphagrpo_jax.models.bagel import vae as vae_lib
+
+    cfg = config.from_release_dir(str(GOLDENS))
+    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    graphdef, state = checkpoint.load_state(lambda: vae_lib.AutoEncoder(cfg.vae, rngs=nnx.Rngs(0)),
+                                            vae_lib.weight_map(cfg.vae), str(GOLDENS / "ae.safetensors"), mesh)
+    return nnx.merge(graphdef, state)

@@ -1,0 +1,59 @@
+"""Prompt sets for RL: JSONL files of DVReward records (reward/records.py format), read with grain.
+
+    ds = prompt_dataset("prompts/train.jsonl", batch_size=8, seed=0)
+    batch = next(iter(ds))            # list of 8 QuestionSet (prompt text + its questions + extra fields)
+
+A file is read once into memory (prompt files are small: ~1 kB per record) and validated as a whole, so a
+bad line fails at start with `path:line` in the message rather than mid-training.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import grain
+
+from alphagrpo_jax.data.pipeline import build_dataset
+from alphagrpo_jax.reward.records import QuestionSet, read_records, write_records
+
+
+class PromptRecords(Sequence):
+    """Random-access view of a JSONL prompt file's records (a grain source)."""
+
+    def __init__(self, path: str | os.PathLike, strict_tags: bool = False):
+        self.path = os.fspath(path)
+        self.records: list[QuestionSet] = read_records(self.path, strict_tags=strict_tags)
+        if not self.records:
+            raise ValueError(f"{self.path}: no prompt records (the file is empty)")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> QuestionSet:
+        return self.records[index]
+
+    def __repr__(self) -> str:
+        return f"PromptRecords({self.path!r}, n={len(self)})"
+
+
+def write_prompt_file(path: str | os.PathLike, records: Iterable[QuestionSet]) -> int:
+    """Writes records as JSONL (atomically; parent folders created); returns how many were written."""
+    records = list(records)
+    parent = os.path.dirname(os.fspath(path))
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    write_records(path, records)
+    return len(records)
+
+
+def prompt_dataset(path_or_records: str | os.PathLike | Sequence[QuestionSet], *, batch_size: int, seed: int = 0,
+                   shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
+                   shard_index: int | None = None, shard_count: int | None = None,
+                   equal_shards: bool = True) -> grain.IterDataset:
+    """Batches (lists) of QuestionSet from a JSONL file (or an in-memory sequence of records); host-sharded,
+    seeded and checkpointable as in data/pipeline.py."""
+    source = (PromptRecords(path_or_records) if isinstance(path_or_records, (str, os.PathLike))
+              else path_or_records)
+    return build_dataset(source, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+                         batch_fn=list, drop_remainder=drop_remainder, shard_index=shard_index,
+                         shard_count=shard_count, equal_shards=equal_shards, read_threads=1)
