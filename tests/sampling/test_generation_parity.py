@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alphagrpo_jax.models.bagel import packing
 from alphagrpo_jax.models.bagel.vae import patchify_latent, to_uint8, unpatchify_latent
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import image as image_lib
@@ -67,7 +68,7 @@ def test_edit_with_image_cfg_text_channel(precision):
 
     def build(items, size=192):
         ctx = ctx_lib.Context.empty(cfg, 1, size)
-        block = ctx_lib.pack_block([items], cfg, np.zeros(1, np.int64), tokens)
+        block = packing.pack([[items]], cfg, [0], tokens)
         return ctx_lib.prefill(m, ctx, block)
 
     instr = _text(d["prompt_ids"])

@@ -84,7 +84,9 @@ class ViTConfig:
 
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
-    """FLUX autoencoder (`AutoEncoderParams`)."""
+    """The image autoencoder: FLUX's (`AutoEncoderParams`, the release) or a parameter-free "pixel" one
+    (space-to-depth by `downsample`, z_channels = 3 * downsample**2) for toy worlds."""
+    kind: str = "flux"
     resolution: int = 256
     in_channels: int = 3
     ch: int = 128
@@ -98,6 +100,13 @@ class VAEConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
+        if self.kind not in ("flux", "pixel"):
+            raise ConfigError(f"vae kind {self.kind!r} must be 'flux' or 'pixel'")
+        if self.kind == "pixel":
+            if self.z_channels != self.in_channels * self.downsample ** 2:
+                raise ConfigError(f"pixel autoencoder: z_channels must be {self.in_channels}*downsample^2 = "
+                                  f"{self.in_channels * self.downsample ** 2}, got {self.z_channels}")
+            return
         if 2 ** (len(self.ch_mult) - 1) != self.downsample:
             raise ConfigError(f"ch_mult {self.ch_mult} gives downsample {2 ** (len(self.ch_mult) - 1)}, "
                               f"not {self.downsample}")
