@@ -93,7 +93,7 @@ def prefill(model, ctx: Context, block: packing.Packed) -> Context:
     need = block.batch.kind.shape[1]
     if (free < need).any():
         raise ContextError(f"context does not fit: block of {need} tokens (padded), but only "
-                           f"{int(free.min())} of {ctx.cache.size} cache slots are free; raise max_context_len")
+                           f"{int(free.min())} of {ctx.cache.size} cache slots are free; use a larger cache size")
     return _prefill(model, ctx, block.batch, jnp.asarray(block.rope_advance, jnp.int32), block.has_gen)
 
 

@@ -104,10 +104,13 @@ def grid_positions(h: int, w: int, max_latent_size: int, batch: int) -> jax.Arra
     return jnp.broadcast_to(jnp.asarray(ids, jnp.int32), (batch, h * w))
 
 
-@functools.partial(jax.jit, static_argnames=("scfg",))
+@functools.partial(jax.jit, static_argnames=("scfg", "on_step"))
 def sample(model, branches: Branches, x_init: jax.Array, latent_pos: jax.Array, key: jax.Array,
-           window_start: jax.Array, scfg: ImageSamplerConfig) -> SampleOutput:
-    """Runs the sampler from x_init [B, N, 64] (noise at t = 1). `window_start` may be traced."""
+           window_start: jax.Array, scfg: ImageSamplerConfig, on_step=None) -> SampleOutput:
+    """Runs the sampler from x_init [B, N, 64] (noise at t = 1). `window_start` may be traced.
+
+    `on_step(i)` (optional, static) is called on the host after each step, e.g. to advance a progress bar.
+    """
     ts = jnp.asarray(scfg.timesteps())
     t_max = ts[1]
     w = scfg.sde_window
@@ -115,6 +118,8 @@ def sample(model, branches: Branches, x_init: jax.Array, latent_pos: jax.Array, 
     cond, stacked = branches.cond, branches.stacked(scfg.cfg)
 
     def step(x, i):
+        if on_step is not None:
+            jax.debug.callback(on_step, i)
         t, t_next = ts[i], ts[i + 1]
         v = guided_velocity(model, cond, stacked, x, t, latent_pos, scfg.cfg)
         x_ode = flow.euler_step(x, v, t, t_next)

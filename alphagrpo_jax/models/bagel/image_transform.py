@@ -90,3 +90,6 @@ class ImageTransform:
 VAE_TRANSFORM = ImageTransform(1024, 512, 16)   # conditioning/edit images (inference)
 VIT_TRANSFORM = ImageTransform(980, 224, 14)    # understanding images (inference)
 VLM_EVAL_TRANSFORM = ImageTransform(980, 378, 14, max_pixels=2_007_040)  # VLM benchmarks / training yaml
+# The toy world draws 32x32 pictures: keep them at 32 px for the autoencoder and 28 px (2x2 patches) for the ViT.
+TOY_VAE_TRANSFORM = ImageTransform(32, 32, 16)
+TOY_VIT_TRANSFORM = ImageTransform(28, 28, 14)

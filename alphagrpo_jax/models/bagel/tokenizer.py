@@ -70,6 +70,8 @@ def load_tokenizer(folder: str | os.PathLike, token_ids: TokenIds) -> BagelToken
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise TokenizerError(f"tokenizer folder {folder!r} does not exist")
+    # transformers is used for tokenizers only; its start-up notice about missing PyTorch is noise here.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from transformers import AutoTokenizer
 
     try:

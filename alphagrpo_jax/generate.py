@@ -1,0 +1,115 @@
+"""Generate images (or answers) with a BAGEL release folder.
+
+    python -m alphagrpo_jax.generate --checkpoint DIR --prompt "a red cube" --out out.png [--think]
+    python -m alphagrpo_jax.generate --checkpoint DIR --image in.png --prompt "make it blue" --out edit.png
+    python -m alphagrpo_jax.generate --checkpoint DIR --prompts-file prompts.txt --out outdir/
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _read_prompts(path: str) -> list[str]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"{path}:{i}: not valid JSON: {e}") from e
+                if not isinstance(rec.get("prompt"), str):
+                    raise SystemExit(f"{path}:{i}: field 'prompt' (a string) is required")
+                out.append(rec["prompt"])
+            else:
+                out.append(line)
+    if not out:
+        raise SystemExit(f"{path}: no prompts")
+    return out
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="BAGEL release folder (ema.safetensors, configs, tokenizer)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt")
+    src.add_argument("--prompts-file", help="one prompt per line, or JSONL with a 'prompt' field")
+    ap.add_argument("--image", help="input image: editing (or understanding with --understand)")
+    ap.add_argument("--understand", action="store_true", help="answer --prompt about --image (text output)")
+    ap.add_argument("--think", action="store_true", help="plan in <think> text before drawing")
+    ap.add_argument("--out", required=True, help="output PNG (one prompt) or folder (--prompts-file)")
+    ap.add_argument("--height", type=int, default=1024)
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--num-steps", type=int, default=50, help="timestep grid points (steps = this - 1)")
+    ap.add_argument("--cfg-text", type=float, default=4.0)
+    ap.add_argument("--cfg-img", type=float, default=None, help="default 2.0 when editing, else 1.0")
+    ap.add_argument("--cfg-interval", default="0.4,1.0")
+    ap.add_argument("--renorm", default=None, choices=["global", "channel", "text_channel"])
+    ap.add_argument("--renorm-min", type=float, default=0.0)
+    ap.add_argument("--shift", type=float, default=3.0)
+    ap.add_argument("--think-tokens", type=int, default=1024)
+    ap.add_argument("--think-temperature", type=float, default=0.3)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache-size", type=int, default=4096, help="KV cache slots per sample")
+    ap.add_argument("--dtype", default=None, help="override param/activation dtype, e.g. float32")
+    ap.add_argument("--transform", default="bagel", choices=["bagel", "toy"],
+                    help="input-image resize rules: BAGEL's (VAE 512-1024 px) or the toy world's (32 px)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from PIL import Image
+
+    from alphagrpo_jax.metrics import progress
+    from alphagrpo_jax.models.bagel import image_transform, release
+    from alphagrpo_jax.parallel import distributed, mesh as mesh_lib
+    from alphagrpo_jax.sampling.pipeline import Pipeline
+    from alphagrpo_jax.sampling.text import TextSamplerConfig
+
+    distributed.maybe_initialize()
+    overrides = dict(param_dtype=args.dtype, dtype=args.dtype) if args.dtype else {}
+    rel = release.load_release(args.checkpoint, mesh_lib.make_mesh({"fsdp": -1}), **overrides)
+    kw = {}
+    if args.transform == "toy":
+        kw = dict(vae_transform=image_transform.TOY_VAE_TRANSFORM, vit_transform=image_transform.TOY_VIT_TRANSFORM)
+    pipe = Pipeline(rel, cache_size=args.cache_size, **kw)
+    image = Image.open(args.image) if args.image else None
+    if args.understand:
+        if image is None or args.prompt is None:
+            raise SystemExit("--understand needs --image and --prompt")
+        print(pipe.understand([image], [args.prompt], think=args.think)[0])
+        return 0
+    prompts = [args.prompt] if args.prompt else _read_prompts(args.prompts_file)
+    lo, hi = (float(x) for x in args.cfg_interval.split(","))
+    think_cfg = TextSamplerConfig(max_new_tokens=args.think_tokens, temperature=args.think_temperature)
+    if args.prompts_file:
+        os.makedirs(args.out, exist_ok=True)
+    for start in range(0, len(prompts), args.batch_size):
+        chunk = prompts[start:start + args.batch_size]
+        bar = progress(total=args.num_steps - 1, desc=f"denoising {start + 1}-{start + len(chunk)}/{len(prompts)}",
+                       unit="step")
+        gens = pipe.generate_images(
+            chunk, think=args.think, images=None if image is None else [image] * len(chunk), height=args.height,
+            width=args.width, num_timesteps=args.num_steps, cfg_text=args.cfg_text, cfg_img=args.cfg_img,
+            cfg_interval=(lo, hi), renorm_type=args.renorm, renorm_min=args.renorm_min, shift=args.shift,
+            seed=args.seed + start, think_sampler=think_cfg, on_step=lambda i: bar.update(1))
+        bar.close()
+        for j, g in enumerate(gens):
+            path = args.out if not args.prompts_file else os.path.join(args.out, f"{start + j:04d}.png")
+            Image.fromarray(g.image).save(path)
+            if g.think is not None:
+                print(f"[think {start + j}] {g.think}")
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""High-level generation API mirroring BAGEL's inferencer: `generate_images`, `understand`.
+
+Contexts follow BAGEL's `interleave_inference`: with think mode the system prompt opens every context; the
+conditional context is [system] [images (VAE then ViT)] [prompt] (+ the decoded think text); the
+text-unconditional one is the snapshot before the last text ([system] [images]; empty for plain T2I); the
+image-unconditional one has the system prompt and texts but no images and no think text.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from alphagrpo_jax.models.bagel import image_transform
+from alphagrpo_jax.models.bagel.release import Release
+from alphagrpo_jax.models.bagel.vae import to_uint8, unpatchify_latent
+from alphagrpo_jax.sampling import context as ctx_lib
+from alphagrpo_jax.sampling import image as image_lib
+from alphagrpo_jax.sampling import text as text_lib
+from alphagrpo_jax.sampling.cfg import CFGConfig
+from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT, VLM_THINK_SYSTEM_PROMPT
+
+
+@dataclasses.dataclass
+class Generation:
+    image: np.ndarray            # [H, W, 3] uint8
+    think: str | None = None     # decoded think text (think mode)
+    think_ids: list[int] | None = None
+
+
+@dataclasses.dataclass
+class Pipeline:
+    release: Release
+    cache_size: int = 4096
+    vae_transform: image_transform.ImageTransform = image_transform.VAE_TRANSFORM
+    vit_transform: image_transform.ImageTransform = image_transform.VIT_TRANSFORM
+
+    @property
+    def cfg(self):
+        return self.release.cfg
+
+    def _text(self, s: str) -> ctx_lib.Text:
+        return ctx_lib.Text(tuple(self.release.tokenizer.encode(s)))
+
+    def condition_items(self, image: Image.Image) -> tuple[list[ctx_lib.Item], tuple[int, int]]:
+        """[VaeImage, VitImage] of a conditioning picture and the (H, W) it is resized to for the VAE."""
+        img = image_transform.to_rgb(image)
+        vae_img = self.vae_transform.resize(img)
+        return (ctx_lib.condition_image(image_transform.to_pixels(vae_img), self.vit_transform(vae_img)),
+                (vae_img.height, vae_img.width))
+
+    def build(self, samples: Sequence[Sequence[ctx_lib.Item]], key) -> ctx_lib.Context:
+        r = self.release
+        return ctx_lib.build(r.model, r.vae, samples, self.cache_size, key)
+
+    def decode_images(self, latents: jax.Array, h: int, w: int) -> np.ndarray:
+        c = self.cfg
+        z = unpatchify_latent(latents, h // c.latent_downsample, w // c.latent_downsample, c.latent_patch_size,
+                              c.vae.z_channels)
+        return np.asarray(to_uint8(self.release.vae.decode(z)))
+
+    def generate_images(self, prompts: Sequence[str], *, think: bool = False,
+                        images: Sequence[Image.Image | None] | None = None, height: int = 1024, width: int = 1024,
+                        num_timesteps: int = 50, cfg_text: float = 4.0, cfg_img: float | None = None,
+                        cfg_interval: tuple[float, float] = (0.4, 1.0), renorm_type: str | None = None,
+                        renorm_min: float = 0.0, shift: float = 3.0, seed: int = 0,
+                        think_sampler: text_lib.TextSamplerConfig | None = None,
+                        on_step=None) -> list[Generation]:
+        """One image per prompt (optionally conditioned on an input image each: editing). Images of one call
+        share their size: (height, width) for T2I, the (resized) input size when editing."""
+        images = list(images) if images is not None else [None] * len(prompts)
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
+        editing = any(im is not None for im in images)
+        if editing and not all(im is not None for im in images):
+            raise ValueError("mix of edit and text-to-image requests: call separately")
+        cfg_img = (2.0 if editing else 1.0) if cfg_img is None else cfg_img
+        renorm_type = renorm_type or ("text_channel" if editing else "global")
+        key = jax.random.key(seed)
+        k_ctx, k_think, k_noise, k_sde = jax.random.split(key, 4)
+        system = [self._text(GEN_THINK_SYSTEM_PROMPT)] if think else []
+        cond, text_unc, img_unc = [], [], []
+        sizes = set()
+        for prompt, im in zip(prompts, images):
+            img_items = []
+            if im is not None:
+                img_items, hw = self.condition_items(im)
+                sizes.add(hw)
+            cond.append(system + img_items + [self._text(prompt)])
+            text_unc.append(system + img_items)
+            img_unc.append(system + [self._text(prompt)])
+        if len(sizes) > 1:
+            raise ValueError(f"input images resize to different sizes {sorted(sizes)}: call separately")
+        h, w = sizes.pop() if sizes else (height, width)
+        cfgc = CFGConfig(cfg_text, cfg_img, tuple(cfg_interval), renorm_type, renorm_min)
+        ctx = self.build(cond, k_ctx)
+        think_out = None
+        if think:
+            tcfg = think_sampler or text_lib.TextSamplerConfig(max_new_tokens=1024, temperature=0.3)
+            ctx, think_out = text_lib.decode(self.release.model, ctx, jax.random.split(k_think, len(prompts)), tcfg)
+        branches = image_lib.Branches(
+            ctx, self.build(text_unc, k_ctx) if cfgc.uses_text_branch else None,
+            self.build(img_unc, k_ctx) if cfgc.uses_img_branch else None)
+        c = self.cfg
+        gh, gw = h // c.latent_downsample, w // c.latent_downsample
+        if gh * c.latent_downsample != h or gw * c.latent_downsample != w:
+            raise ValueError(f"image size {h}x{w} must be a multiple of {c.latent_downsample}")
+        x = jax.random.normal(k_noise, (len(prompts), gh * gw, c.patch_latent_dim), jnp.float32)
+        pos = image_lib.grid_positions(gh, gw, c.max_latent_size, len(prompts))
+        scfg = image_lib.ImageSamplerConfig(num_timesteps=num_timesteps, shift=shift, cfg=cfgc)
+        out = image_lib.sample(self.release.model, branches, x, pos, k_sde, jnp.int32(0), scfg, on_step=on_step)
+        pixels = self.decode_images(out.latents, h, w)
+        results = []
+        for i in range(len(prompts)):
+            gen = Generation(pixels[i])
+            if think_out is not None:
+                ids = np.asarray(think_out.tokens[i, : int(think_out.lengths[i])]).tolist()
+                gen.think_ids = ids
+                gen.think = self.release.tokenizer.decode([t for t in ids if t != c.tokens.eos])
+            results.append(gen)
+        return results
+
+    def generate_image(self, prompt: str, image: Image.Image | None = None, **kw) -> Generation:
+        return self.generate_images([prompt], images=None if image is None else [image], **kw)[0]
+
+    def understand(self, images: Sequence[Image.Image], questions: Sequence[str], *, think: bool = False,
+                   max_new_tokens: int = 512, greedy: bool = True, temperature: float = 0.3,
+                   seed: int = 0) -> list[str]:
+        """Answers one question per image: [system?] [ViT image] [question] -> decoded text (ViT tokens only)."""
+        system = [self._text(VLM_THINK_SYSTEM_PROMPT)] if think else []
+        samples = [system + [ctx_lib.VitImage(self.vit_transform(image_transform.to_rgb(im)))] + [self._text(q)]
+                   for im, q in zip(images, questions)]
+        ctx = self.build(samples, jax.random.key(seed))
+        tcfg = text_lib.TextSamplerConfig(max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature)
+        _, out = text_lib.decode(self.release.model, ctx, jax.random.split(jax.random.key(seed), len(samples)), tcfg)
+        eos = self.cfg.tokens.eos
+        return [self.release.tokenizer.decode([t for t in np.asarray(out.tokens[i, : int(out.lengths[i])]).tolist()
+                                               if t != eos]) for i in range(len(samples))]
