@@ -84,9 +84,14 @@ class KVCache:
 
 
 class ExpertDense(nnx.Module):
-    """Per-expert projection: kernel [2, *in, *out] (+ bias [2, *out]); `__call__(x, expert)`."""
+    """Per-expert projection: kernel [2, *in, *out] (+ bias [2, *out]); `__call__(x, expert)`.
 
-    def __init__(self, in_shape, out_shape, axes, *, use_bias: bool, rngs: nnx.Rngs, param_dtype):
+    With `lora_rank > 0` it also holds LoRA adapters (`nnx.LoRAParam`) lora_a [2, *in, r] (Gaussian) and
+    lora_b [2, r, *out] (zeros): y = x W + scale * (x A) B. Zeroing lora_b gives the base model exactly.
+    """
+
+    def __init__(self, in_shape, out_shape, axes, *, use_bias: bool, rngs: nnx.Rngs, param_dtype,
+                 lora_rank: int = 0, lora_scale: float = 0.0):
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         fan_in = 1
         for s in self.in_shape:
@@ -96,6 +101,16 @@ class ExpertDense(nnx.Module):
                             ("expert",) + tuple(axes))
         self.bias = (param(jnp.zeros((2,) + self.out_shape, param_dtype),
                            ("expert",) + tuple(axes[len(self.in_shape):])) if use_bias else None)
+        self.lora_scale = float(lora_scale)
+        if lora_rank:
+            n_in = len(self.in_shape)
+            self.lora_a = nnx.LoRAParam(
+                init(rngs.params(), (2,) + self.in_shape + (lora_rank,), param_dtype),
+                axes=("expert",) + tuple(axes[:n_in]) + ("lora_rank",))
+            self.lora_b = nnx.LoRAParam(jnp.zeros((2, lora_rank) + self.out_shape, param_dtype),
+                                        axes=("expert", "lora_rank") + tuple(axes[n_in:]))
+        else:
+            self.lora_a = self.lora_b = None
 
     def __call__(self, x: jax.Array, expert: int, dtype=None) -> jax.Array:
         letters = "mnopqrstuvw"
@@ -104,6 +119,9 @@ class ExpertDense(nnx.Module):
         y = matmul(x, self.kernel[expert], f"...{ins},{ins}{outs}->...{outs}", dtype=jnp.float32)
         if self.bias is not None:
             y = y + self.bias[expert].astype(jnp.float32)
+        if self.lora_a is not None:
+            h = matmul(x, self.lora_a[expert], f"...{ins},{ins}z->...z")
+            y = y + self.lora_scale * matmul(h, self.lora_b[expert], f"...z,z{outs}->...{outs}", dtype=jnp.float32)
         return y.astype(dtype or x.dtype)
 
 
@@ -138,21 +156,23 @@ class DecoderLayer(nnx.Module):
     def __init__(self, cfg: BagelConfig, rngs: nnx.Rngs):
         c, pd = cfg.llm, jnp.dtype(cfg.param_dtype)
         d, hq, hk, hd, f = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size
+
+        def dense(name, in_shape, out_shape, axes, bias):
+            rank = cfg.lora_rank if name in cfg.lora_targets else 0
+            return ExpertDense(in_shape, out_shape, axes, use_bias=bias, rngs=rngs, param_dtype=pd, lora_rank=rank,
+                               lora_scale=cfg.lora_scale)
+
         self.input_layernorm = ExpertNorm(d, c.rms_norm_eps, "norm", param_dtype=pd)
         self.post_attention_layernorm = ExpertNorm(d, c.rms_norm_eps, "norm", param_dtype=pd)
-        self.q_proj = ExpertDense((d,), (hq, hd), ("embed", "heads", "head_dim"), use_bias=True, rngs=rngs,
-                                  param_dtype=pd)
-        self.k_proj = ExpertDense((d,), (hk, hd), ("embed", "kv_heads", "head_dim"), use_bias=True, rngs=rngs,
-                                  param_dtype=pd)
-        self.v_proj = ExpertDense((d,), (hk, hd), ("embed", "kv_heads", "head_dim"), use_bias=True, rngs=rngs,
-                                  param_dtype=pd)
-        self.o_proj = ExpertDense((hq, hd), (d,), ("heads", "head_dim", "embed"), use_bias=False, rngs=rngs,
-                                  param_dtype=pd)
+        self.q_proj = dense("q_proj", (d,), (hq, hd), ("embed", "heads", "head_dim"), True)
+        self.k_proj = dense("k_proj", (d,), (hk, hd), ("embed", "kv_heads", "head_dim"), True)
+        self.v_proj = dense("v_proj", (d,), (hk, hd), ("embed", "kv_heads", "head_dim"), True)
+        self.o_proj = dense("o_proj", (hq, hd), (d,), ("heads", "head_dim", "embed"), False)
         self.q_norm = ExpertNorm(hd, c.rms_norm_eps, "head_dim", param_dtype=pd)
         self.k_norm = ExpertNorm(hd, c.rms_norm_eps, "head_dim", param_dtype=pd)
-        self.gate_proj = ExpertDense((d,), (f,), ("embed", "mlp"), use_bias=False, rngs=rngs, param_dtype=pd)
-        self.up_proj = ExpertDense((d,), (f,), ("embed", "mlp"), use_bias=False, rngs=rngs, param_dtype=pd)
-        self.down_proj = ExpertDense((f,), (d,), ("mlp", "embed"), use_bias=False, rngs=rngs, param_dtype=pd)
+        self.gate_proj = dense("gate_proj", (d,), (f,), ("embed", "mlp"), False)
+        self.up_proj = dense("up_proj", (d,), (f,), ("embed", "mlp"), False)
+        self.down_proj = dense("down_proj", (f,), (d,), ("mlp", "embed"), False)
 
     def __call__(self, x, cos, sin, routing: Routing, mask, cache_kv=None, impl: str = "jnp"):
         """x [B, L, D]; cache_kv: (k, v) [B, S, Hk, Dh] of this layer or None.

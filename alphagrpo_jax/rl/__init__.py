@@ -1,0 +1,1 @@
+"""GRPO for unified models: rollouts (RT2I, SRR), advantages, losses, LoRA, the jitted learner step."""

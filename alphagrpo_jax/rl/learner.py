@@ -1,0 +1,173 @@
+"""The jitted GRPO learner: text (GSPO) + image (Flow-GRPO) losses on stored rollouts, gradient
+accumulation over micro-rounds with exact normalisation, and the optax update with donated state.
+
+The policy is `merge(graphdef, trainable, frozen)`; only `trainable` (LoRA adapters, or every Param in full
+fine-tuning) is differentiated. Context caches are stop-gradient inputs: the image loss reaches the params
+through the image queries only, the text loss through the teacher-forced think tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from alphagrpo_jax.models.bagel.attention import CacheMask
+from alphagrpo_jax.models.bagel.llm import Routing
+from alphagrpo_jax.rl import losses
+from alphagrpo_jax.rl.rollout import Rollout
+from alphagrpo_jax.sampling import flow
+from alphagrpo_jax.sampling import image as image_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    image_loss: str = "flow_grpo"
+    text_loss: str = "gspo"
+    image_clip_eps: float = 1e-5
+    adv_clip: float = 5.0
+    text_clip: tuple[float, float] = (0.2, 0.28)
+    text_loss_weight: float = 1.0      # text weight = (#trained image steps) x this
+    train_image: bool = True
+    train_text: bool = True
+    image_kl_beta: float = 0.0
+    text_kl_beta: float = 0.0
+    max_log_ratio: float = 20.0
+    text_temperature: float = 1.0      # the rollout's sampling temperature: log-probs of log_softmax(logits/T)
+
+
+def think_log_probs(model, r: Rollout, temperature: float) -> jax.Array:
+    """Teacher-forced log-probs [B, T] of the sampled think ids given the (stop-gradient) prompt cache."""
+    b, t = r.think_ids.shape
+    bos = model.cfg.tokens.bos
+    inputs = jnp.concatenate([jnp.full((b, 1), bos, jnp.int32), r.think_ids[:, :-1]], axis=1)
+    pos = r.prompt_rope[:, None] + jnp.arange(t)[None]
+    mask = CacheMask(r.prompt_len, jnp.full((b,), t, jnp.int32), causal=True)
+    h, _, _ = model.language_model(model.embed_text(inputs), pos, Routing.und(), mask,
+                                   jax.lax.stop_gradient(r.ctx.cache))
+    return model.language_model.token_log_probs(h, r.think_ids, temperature)
+
+
+def image_log_probs(model, r: Rollout, scfg: image_lib.ImageSamplerConfig):
+    """Log-probs [B, W] and SDE means [B, W, N, 64] of the stored window transitions (rematerialised per step)."""
+    branches = jax.tree.map(jax.lax.stop_gradient, r.branches)
+
+    @jax.checkpoint
+    def one(_, j):
+        i = r.window_start + j
+        x, x_next = jnp.take(r.trajectory, i, axis=1), jnp.take(r.trajectory, i + 1, axis=1)
+        return None, image_lib.step_log_prob(model, branches, x, x_next, i, r.latent_pos, scfg)
+
+    _, (lps, means) = jax.lax.scan(one, None, jnp.arange(scfg.sde_window))
+    return lps.T, means.swapaxes(0, 1)
+
+
+def policy_loss(model, ref_model, r: Rollout, adv: jax.Array, lcfg: LossConfig,
+                scfg: image_lib.ImageSamplerConfig):
+    """(total loss, metrics). `ref_model` is used only when a KL beta is > 0."""
+    valid = jnp.ones(adv.shape, jnp.float32)
+    total, metrics = jnp.float32(0.0), {}
+    w = scfg.sde_window
+    if lcfg.train_image and w > 0:
+        lps, means = image_log_probs(model, r, scfg)
+        li, m = losses.get(lcfg.image_loss)(lps, r.image_logp, adv, valid, clip_eps=lcfg.image_clip_eps,
+                                             adv_clip=lcfg.adv_clip, max_log_ratio=lcfg.max_log_ratio)
+        total += li
+        metrics.update(m, **{"loss/image": li, "image/logp_drift": jnp.max(jnp.abs(lps - r.image_logp))})
+        if lcfg.image_kl_beta > 0:
+            _, ref_means = image_log_probs(ref_model, r, scfg)
+            ts = jnp.asarray(scfg.timesteps())
+            idx = r.window_start + jnp.arange(w)
+            std = flow.sde_std(ts[idx], ts[1], scfg.eta)
+            kl, mk = losses.image_kl(means, jax.lax.stop_gradient(ref_means), std, valid)
+            total += lcfg.image_kl_beta * kl
+            metrics.update(mk)
+    if lcfg.train_text:
+        lp = think_log_probs(model, r, lcfg.text_temperature)
+        mask = jnp.arange(r.think_ids.shape[1])[None] < r.think_len[:, None]
+        lt, m = losses.get(lcfg.text_loss)(lp, r.think_logp, adv, mask, valid, clip_low=lcfg.text_clip[0],
+                                            clip_high=lcfg.text_clip[1], max_log_ratio=lcfg.max_log_ratio)
+        weight = max(w if lcfg.train_image else 1, 1) * lcfg.text_loss_weight
+        total += weight * lt
+        drift = jnp.max(jnp.where(mask, jnp.abs(lp - r.think_logp), 0.0))
+        metrics.update(m, **{"loss/text": lt, "text/logp_drift": drift})
+        if lcfg.text_kl_beta > 0:
+            ref_lp = jax.lax.stop_gradient(think_log_probs(ref_model, r, lcfg.text_temperature))
+            kl, mk = losses.text_k3_kl(lp, ref_lp, mask, valid)
+            total += lcfg.text_kl_beta * weight * kl
+            metrics.update(mk)
+    metrics["loss/total"] = total
+    return total, metrics
+
+
+class Learner:
+    """Holds graphdef + (trainable, frozen) state and the optimizer; `grads` per round, `apply` per step.
+
+    The learner takes ownership of `model`'s trainable arrays (they are donated at every update): use
+    `learner.model()` afterwards, not the model passed in.
+    """
+
+    def __init__(self, model, trainable_filter, tx: optax.GradientTransformation, lcfg: LossConfig,
+                 scfg: image_lib.ImageSamplerConfig, ref_trainable=None):
+        self.graphdef, self.trainable, self.frozen = nnx.split(model, trainable_filter, ...)
+        self.tx, self.lcfg, self.scfg = tx, lcfg, scfg
+        self.needs_ref = lcfg.image_kl_beta > 0 or lcfg.text_kl_beta > 0
+        # The KL reference: the given trainable values (full fine-tuning: the initial params) or, for LoRA,
+        # the adapters with lora_b = 0 (the base model).
+        self.ref_trainable = ref_trainable
+        shardings = jax.tree.map(lambda x: x.sharding, self.trainable)
+        self.opt_state = jax.jit(tx.init)(self.trainable)
+        # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
+        opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
+        self._grad = jax.jit(functools.partial(self._grad_fn, self.graphdef, self.lcfg, self.scfg, self.needs_ref),
+                             out_shardings=(shardings, None))
+        self._apply = jax.jit(functools.partial(self._apply_fn, tx), donate_argnums=(0, 1, 2), static_argnums=(3,),
+                              out_shardings=(shardings, opt_shardings, None))
+
+    def model(self):
+        return nnx.merge(self.graphdef, self.trainable, self.frozen)
+
+    @staticmethod
+    def _grad_fn(graphdef, lcfg, scfg, needs_ref, trainable, frozen, ref_trainable, r, adv):
+        def loss(tr):
+            model = nnx.merge(graphdef, tr, frozen)
+            ref = None
+            if needs_ref:
+                ref_tr = ref_trainable if ref_trainable is not None else _lora_off(tr)
+                ref = nnx.merge(graphdef, jax.lax.stop_gradient(ref_tr), frozen)
+            return policy_loss(model, ref, r, adv, lcfg, scfg)
+
+        (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
+        return grads, metrics
+
+    def grads(self, rollout: Rollout, adv: jax.Array):
+        """Gradients of the round's loss w.r.t. the trainable state, and its metrics."""
+        return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv)
+
+    @staticmethod
+    def _apply_fn(tx, trainable, opt_state, grad_sum, n_rounds):
+        grads = jax.tree.map(lambda g: g / n_rounds, grad_sum)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        return optax.apply_updates(trainable, updates), opt_state, optax.tree.norm(grads)
+
+    def apply(self, grad_sum, n_rounds: int):
+        """One optimizer step with the mean of `n_rounds` accumulated round gradients."""
+        self.trainable, self.opt_state, gnorm = self._apply(self.trainable, self.opt_state, grad_sum, n_rounds)
+        return gnorm
+
+
+def _lora_off(trainable):
+    """The trainable state with every LoRA B set to zero (the base model)."""
+    def f(path, var):
+        name = str(getattr(path[-1], "key", path[-1]))
+        return var.replace(jnp.zeros_like(var.get_value())) if name == "lora_b" else var
+
+    return jax.tree_util.tree_map_with_path(f, trainable, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+@jax.jit
+def add_grads(a, b):
+    return jax.tree.map(jnp.add, a, b)

@@ -1,0 +1,87 @@
+"""LoRA on BAGEL's LLM projections (q/k/v/o and the SwiGLU MLP of both experts), as the reference trains.
+
+`add_lora` turns a loaded base model into one with adapters, reusing the base arrays (no copy) and creating
+only the adapters, directly in their shardings. The reference policy is the same network with the adapters
+disabled (`disable_lora`: lora_b = 0, exact). `merge_lora` folds W + scale * A @ B into the base weights for
+export in the release layout.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from alphagrpo_jax.models.bagel import model as model_lib
+from alphagrpo_jax.models.bagel.llm import ExpertDense
+from alphagrpo_jax.parallel import rules as rules_lib
+
+
+def add_lora(base: model_lib.Bagel, rank: int, alpha: float, targets: tuple[str, ...], mesh: Mesh,
+             key: jax.Array, rules=rules_lib.DEFAULT_RULES) -> model_lib.Bagel:
+    """A Bagel with LoRA adapters (A ~ N(0, 1/fan_in), B = 0) whose base params are `base`'s arrays."""
+    if rank <= 0:
+        raise ValueError(f"LoRA rank must be positive, got {rank}")
+    cfg = base.cfg.replace(lora_rank=rank, lora_alpha=alpha, lora_targets=tuple(targets))
+    abstract = nnx.eval_shape(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    shardings = dict(nnx.to_flat_state(rules_lib.state_shardings(state, mesh, rules)))
+    base_flat = dict(nnx.to_flat_state(nnx.state(base)))
+    fan_in = {path: int(np.prod(m.in_shape)) for path, m in nnx.iter_modules(abstract) if isinstance(m, ExpertDense)}
+    for i, (path, var) in enumerate(nnx.to_flat_state(state)):
+        if path in base_flat:
+            var.set_value(base_flat[path].get_value())
+            continue
+        v = var.get_value()
+        sharding = shardings[path] if not hasattr(shardings[path], "get_value") else shardings[path].get_value()
+        if path[-1] == "lora_a":
+            std = fan_in[path[:-1]] ** -0.5
+            init = jax.jit(lambda k, s=v.shape, d=v.dtype, sd=std: (jax.random.normal(k, s, jnp.float32) * sd).astype(d),
+                           out_shardings=sharding)
+            var.set_value(init(jax.random.fold_in(key, i)))
+        elif path[-1] == "lora_b":
+            var.set_value(jax.jit(lambda s=v.shape, d=v.dtype: jnp.zeros(s, d), out_shardings=sharding)())
+        else:
+            raise ValueError(f"{'/'.join(map(str, path))}: not in the base model and not a LoRA adapter")
+    return nnx.merge(graphdef, state)
+
+
+def disable_lora(model: model_lib.Bagel) -> model_lib.Bagel:
+    """The same network with every adapter's B zeroed: exactly the base model (the KL reference)."""
+    graphdef, state = nnx.split(model)
+    state = jax.tree.map(lambda x: x, state)
+    for path, var in nnx.to_flat_state(state):
+        if path[-1] == "lora_b":
+            var.set_value(jnp.zeros_like(var.get_value()))
+    return nnx.merge(graphdef, state)
+
+
+def merge_lora(model: model_lib.Bagel) -> model_lib.Bagel:
+    """A LoRA-free Bagel with W + scale * A @ B folded into every adapted kernel (for export)."""
+    cfg = model.cfg.replace(lora_rank=0, lora_alpha=0.0)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: model_lib.Bagel(cfg, nnx.Rngs(0))))
+    flat = dict(nnx.to_flat_state(nnx.state(model)))
+    scale = model.cfg.lora_scale
+    for path, var in nnx.to_flat_state(state):
+        w = flat[path].get_value()
+        if path[-1] == "kernel" and path[:-1] + ("lora_a",) in flat:
+            a = flat[path[:-1] + ("lora_a",)].get_value().astype(jnp.float32)
+            b = flat[path[:-1] + ("lora_b",)].get_value().astype(jnp.float32)
+            # a [L, 2, *in, r], b [L, 2, r, *out] -> delta [L, 2, *in, *out]
+            n_in = a.ndim - 3
+            ins = "mnop"[:n_in]
+            outs = "stuv"[: b.ndim - 3]
+            delta = jnp.einsum(f"le{ins}z,lez{outs}->le{ins}{outs}", a, b)
+            w = (w.astype(jnp.float32) + scale * delta).astype(w.dtype)
+        var.set_value(w)
+    return nnx.merge(graphdef, state)
+
+
+def trainable_filter(mode: str):
+    """The nnx filter of trained variables: "lora" (adapters only) or "full" (every Param)."""
+    if mode == "lora":
+        return nnx.LoRAParam
+    if mode == "full":
+        return nnx.Param
+    raise ValueError(f"train.params must be 'lora' or 'full', got {mode!r}")

@@ -1,0 +1,132 @@
+"""RT2I rollouts: P prompts x G samples -> think text (sampled) -> image (SDE window) -> stored for the loss.
+
+Per sample: [system planning prompt] [user prompt] -> decoded think segment -> an image from the SDE sampler
+with CFG inside the policy. The G copies of a prompt share one prefilled prompt context (forked, not rebuilt);
+the unconditional context is the system prompt only (think mode) or empty, as BAGEL. What the learner needs is
+kept on device: the caches (stop-gradient inputs), the sampled ids and their log-probs, the latent trajectory,
+the SDE window and its log-probs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from alphagrpo_jax.models.bagel.vae import to_uint8, unpatchify_latent
+from alphagrpo_jax.sampling import context as ctx_lib
+from alphagrpo_jax.sampling import image as image_lib
+from alphagrpo_jax.sampling import text as text_lib
+from alphagrpo_jax.sampling.cfg import CFGConfig
+from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    group_size: int = 4
+    think: bool = True
+    text: text_lib.TextSamplerConfig = text_lib.TextSamplerConfig(max_new_tokens=64, temperature=1.0, top_p=0.8)
+    image: image_lib.ImageSamplerConfig = image_lib.ImageSamplerConfig(
+        num_timesteps=16, shift=3.0, cfg=CFGConfig(4.0, 1.0, (0.4, 1.0), "global"), sde_window=10, eta=0.7)
+    sde_window_range: tuple[int, int] = (0, 11)  # window start uniform in [lo, hi - width]
+    height: int = 32
+    width: int = 32
+    cache_size: int = 512
+    system_prompt: str = GEN_THINK_SYSTEM_PROMPT
+
+    def draw_window_start(self, rng: np.random.Generator) -> int:
+        lo, hi = self.sde_window_range
+        last = min(hi, self.image.num_steps) - self.image.sde_window
+        if last < lo:
+            raise ValueError(f"SDE window of {self.image.sde_window} steps does not fit in range {self.sde_window_range}"
+                             f" of {self.image.num_steps} steps")
+        return int(rng.integers(lo, last + 1))
+
+
+@struct.dataclass
+class Rollout:
+    """One round of B = P * G samples (device arrays)."""
+    ctx: ctx_lib.Context                  # conditional context after the think segment
+    text_uncond: ctx_lib.Context | None   # CFG branches (None when unused)
+    img_uncond: ctx_lib.Context | None
+    prompt_len: jax.Array                 # [B] cache slots before the think segment
+    prompt_rope: jax.Array                # [B] RoPE id of the think segment's <|im_start|>
+    think_ids: jax.Array                  # [B, T] sampled ids (incl. a sampled EOS)
+    think_logp: jax.Array                 # [B, T] their log-probs at sampling time
+    think_len: jax.Array                  # [B] sampled actions
+    think_truncated: jax.Array            # [B]
+    trajectory: jax.Array                 # [B, num_timesteps, N, 64]
+    window_start: jax.Array               # [] int32
+    image_logp: jax.Array                 # [B, W]
+    image_means: jax.Array                # [B, W, N, 64]
+    latent_pos: jax.Array                 # [B, N]
+
+    @property
+    def branches(self) -> image_lib.Branches:
+        return image_lib.Branches(self.ctx, self.text_uncond, self.img_uncond)
+
+
+@dataclasses.dataclass
+class RolloutResult:
+    rollout: Rollout
+    images: np.ndarray        # [B, H, W, 3] uint8
+    think_texts: list[str]    # decoded think text per sample ("" without think)
+    prompts: list[str]        # per sample (repeated G times)
+    prompt_index: np.ndarray  # [B] index of the sample's prompt in the round
+
+
+def _text(tokenizer, s: str) -> ctx_lib.Text:
+    return ctx_lib.Text(tuple(tokenizer.encode(s)))
+
+
+def rollout_rt2i(model, vae, tokenizer, prompts: list[str], rcfg: RolloutConfig, key: jax.Array,
+                 window_start: int) -> RolloutResult:
+    """Samples G trajectories for each prompt with the current params."""
+    cfg = model.cfg
+    p, g = len(prompts), rcfg.group_size
+    b = p * g
+    k_text, k_noise, k_sde = jax.random.split(key, 3)
+    system = [_text(tokenizer, rcfg.system_prompt)] if rcfg.think else []
+    per_prompt = ctx_lib.build(model, None, [system + [_text(tokenizer, t)] for t in prompts], rcfg.cache_size)
+    repeat = jnp.repeat(jnp.arange(p), g)
+    ctx = per_prompt.take(repeat)
+    prompt_len, prompt_rope = ctx.cache.length, ctx.rope
+    tcfg = rcfg.text
+    if rcfg.think:
+        ctx, dec = text_lib.decode(model, ctx, jax.random.split(k_text, b), tcfg)
+    else:
+        t = tcfg.max_new_tokens
+        dec = text_lib.DecodeOutput(jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t)), jnp.zeros((b,), jnp.int32),
+                                    jnp.zeros((b,), bool))
+    scfg = rcfg.image
+    uncond = None
+    if scfg.cfg.uses_text_branch:
+        uncond = ctx_lib.build(model, None, [system], rcfg.cache_size).take(jnp.zeros((b,), jnp.int32))
+    img_uncond = None
+    if scfg.cfg.uses_img_branch:
+        img_uncond = ctx_lib.build(model, None, [system + [_text(tokenizer, t)] for t in prompts],
+                                   rcfg.cache_size).take(repeat)
+    gh, gw = rcfg.height // cfg.latent_downsample, rcfg.width // cfg.latent_downsample
+    pos = image_lib.grid_positions(gh, gw, cfg.max_latent_size, b)
+    x = jax.random.normal(k_noise, (b, gh * gw, cfg.patch_latent_dim), jnp.float32)
+    out = image_lib.sample(model, image_lib.Branches(ctx, uncond, img_uncond), x, pos, k_sde,
+                           jnp.int32(window_start), scfg)
+    images = np.asarray(decode_images(vae, out.latents, gh, gw, cfg.latent_patch_size, cfg.vae.z_channels))
+    rollout = Rollout(ctx, uncond, img_uncond, prompt_len, prompt_rope, dec.tokens, dec.log_probs, dec.lengths,
+                      dec.truncated, out.trajectory, out.window_start, out.log_probs, out.means, pos)
+    eos = cfg.tokens.eos
+    texts = []
+    if rcfg.think:
+        ids, lens = np.asarray(dec.tokens), np.asarray(dec.lengths)
+        texts = [tokenizer.decode([t for t in ids[i, : lens[i]].tolist() if t != eos]) for i in range(b)]
+    else:
+        texts = [""] * b
+    return RolloutResult(rollout, images, texts, [prompts[i] for i in np.asarray(repeat)], np.asarray(repeat))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def decode_images(vae, latents, gh: int, gw: int, p: int, c: int):
+    return to_uint8(vae.decode(unpatchify_latent(latents, gh, gw, p, c)))
