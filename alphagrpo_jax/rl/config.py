@@ -1,0 +1,35 @@
+"""From the ml_collections training config to the typed configs of the rollout and the learner."""
+from __future__ import annotations
+
+from alphagrpo_jax.rl.learner import LossConfig
+from alphagrpo_jax.rl.rollout import RolloutConfig
+from alphagrpo_jax.sampling.cfg import CFGConfig
+from alphagrpo_jax.sampling.image import ImageSamplerConfig
+from alphagrpo_jax.sampling.text import TextSamplerConfig
+
+
+def rollout_config(config) -> RolloutConfig:
+    r = config.rollout
+    cfg = CFGConfig(r.cfg.text_scale, r.cfg.img_scale, tuple(r.cfg.interval), r.cfg.renorm_type, r.cfg.renorm_min)
+    image = ImageSamplerConfig(num_timesteps=r.image.num_timesteps, shift=r.image.shift, cfg=cfg,
+                               sde_window=r.image.sde_window, eta=r.image.eta)
+    text = TextSamplerConfig(max_new_tokens=r.text.max_new_tokens, temperature=r.text.temperature,
+                             top_p=r.text.top_p, top_k=r.text.top_k)
+    out = RolloutConfig(group_size=r.group_size, think=r.think, text=text, image=image,
+                        sde_window_range=tuple(r.image.sde_window_range), height=r.height, width=r.width,
+                        cache_size=r.cache_size)
+    if image.sde_window > 0:
+        import numpy as np
+
+        out.draw_window_start(np.random.default_rng(0))  # raises early if the window cannot fit
+    return out
+
+
+def loss_config(config) -> LossConfig:
+    lc = config.loss
+    return LossConfig(
+        image_loss=lc.image_loss, text_loss=lc.text_loss, image_clip_eps=lc.image_clip_eps, adv_clip=lc.adv_clip,
+        text_clip=tuple(lc.text_clip), text_loss_weight=lc.text_loss_weight, train_image=lc.train_image,
+        train_text=lc.train_text and config.rollout.think, image_kl_beta=lc.image_kl_beta,
+        text_kl_beta=lc.text_kl_beta, max_log_ratio=lc.max_log_ratio,
+        text_temperature=config.rollout.text.temperature)

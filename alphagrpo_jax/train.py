@@ -1,0 +1,222 @@
+"""GRPO training of a BAGEL-class model for Reasoning Text-to-Image (and SRR, by config).
+
+    python -m alphagrpo_jax.train --config configs/toy_rt2i.py [--config.total_steps=40 ...]
+
+One step: `rounds_per_step` rounds of P prompts x G samples are rolled out with the current params (think text,
+then an image with an SDE window); rewards are scored asynchronously while later rounds roll out; each round's
+group-relative advantages drive the image (Flow-GRPO) and text (GSPO) losses; round gradients are averaged into
+one AdamW update. Everything a resumed run needs (params, optimizer, step, data-iterator state) is checkpointed;
+all randomness derives from (seed, step, round), so a killed run resumes exactly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from alphagrpo_jax import checkpointing, cli, metrics as metrics_lib, optim
+from alphagrpo_jax.parallel import distributed, mesh as mesh_lib, rules as rules_lib
+
+log = logging.getLogger("alphagrpo_jax.train")
+
+
+def round_key(seed: int, step: int, rnd: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), rnd)
+
+
+def prompt_files(config) -> tuple[str, str]:
+    """(train, eval) JSONL prompt files: given, or the toy world's written into the workdir once."""
+    d = config.data
+    if d.toy_prompts:
+        from alphagrpo_jax.toy.data import write_prompt_files
+
+        out = os.path.join(config.workdir, "data")
+        paths = {s: os.path.join(out, "prompts", f"{s}.jsonl") for s in ("train", "eval")}
+        if not all(os.path.exists(p) for p in paths.values()) and jax.process_index() == 0:
+            per = [None if n < 0 else n for n in (d.toy_train_per_category, d.toy_eval_per_category)]  # -1 = all
+            paths = write_prompt_files(out, per[0], per[1], config.seed)
+        return paths["train"], paths["eval"]
+    if not d.train_prompts:
+        raise SystemExit("config.data.train_prompts is required (or set data.toy_prompts=True)")
+    return d.train_prompts, d.eval_prompts
+
+
+def build(config, mesh):
+    """Model (+ LoRA), autoencoder, tokenizer, learner."""
+    from alphagrpo_jax.models.bagel import release
+    from alphagrpo_jax.rl import lora
+    from alphagrpo_jax.rl.config import loss_config, rollout_config
+    from alphagrpo_jax.rl.learner import Learner
+
+    m = config.model
+    overrides = {k: m[k] for k in ("param_dtype", "dtype", "attention", "remat") if m.get(k)}
+    rel = release.load_release(m.release, mesh, **overrides)
+    model = rel.model
+    if config.train.params == "lora":
+        model = lora.add_lora(model, config.train.lora_rank, config.train.lora_alpha, tuple(config.train.lora_targets),
+                              mesh, jax.random.key(config.seed))
+    rcfg = rollout_config(config)
+    tx, schedule = optim.build_optimizer(config.optim)
+    ref = None
+    if config.train.params == "full" and (config.loss.image_kl_beta > 0 or config.loss.text_kl_beta > 0):
+        ref = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+    learner = Learner(model, lora.trainable_filter(config.train.params), tx, loss_config(config), rcfg.image, ref)
+    return rel, rcfg, learner, schedule
+
+
+def train(config) -> dict:
+    distributed.maybe_initialize()
+    mesh = mesh_lib.mesh_from_config(config)
+    rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
+    workdir = config.workdir
+    os.makedirs(workdir, exist_ok=True)
+    with rules_lib.use_rules(mesh, rules):
+        return _train(config, mesh, workdir)
+
+
+def _train(config, mesh, workdir) -> dict:
+    from alphagrpo_jax.data.prompts import PromptRecords, prompt_dataset
+    from alphagrpo_jax.reward.service import build_reward_fn
+    from alphagrpo_jax.rl import advantages
+    from alphagrpo_jax.rl.evaluate import evaluate
+    from alphagrpo_jax.rl.grid import sample_grid
+    from alphagrpo_jax.rl.learner import add_grads
+    from alphagrpo_jax.rl.rollout import rollout_rt2i
+
+    if "toy_dvreward" in dict(config.reward.weights):
+        import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier)
+    log.info("mesh: %s", mesh_lib.describe(mesh))
+    rel, rcfg, learner, schedule = build(config, mesh)
+    train_path, eval_path = prompt_files(config)
+    r = config.rollout
+    data = prompt_dataset(train_path, batch_size=r.prompts_per_round, seed=config.seed, shuffle=True)
+    data_it = iter(data)
+    eval_records = list(PromptRecords(eval_path))[: config.eval.num_prompts] if eval_path else []
+    reward_fn = build_reward_fn(config.reward)
+    writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.log.tensorboard)
+    ckpt = checkpointing.CheckpointManager(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+                                           every=config.checkpoint.every)
+    ckpt.install_preemption_handler()
+    start = 0
+    if ckpt.latest_step() is not None:
+        target = checkpointing.abstract_with_shardings(
+            {"params": learner.trainable, "opt": learner.opt_state},
+            jax.tree.map(lambda x: x.sharding, {"params": learner.trainable, "opt": learner.opt_state}))
+        state, extras = ckpt.restore(target)
+        learner.trainable, learner.opt_state = state["params"], state["opt"]
+        data_it.set_state(extras["data"])
+        start = int(extras["step"])
+        log.info("resumed from step %d", start)
+    timer = metrics_lib.PhaseTimer()
+    results: dict = {}
+
+    def run_eval(step):
+        if not eval_records:
+            return
+        with timer("eval"):
+            ev = evaluate(learner.model(), rel.vae, rel.tokenizer, eval_records, reward_fn, rcfg,
+                          jax.random.key(config.seed + 1), batch_size=config.eval.batch_size,
+                          temperature=config.eval.temperature, greedy=config.eval.greedy)
+        writer.write(step, ev.metrics)
+        results.setdefault("eval", []).append({"step": step, **ev.metrics})
+        n = min(config.log.grid_size, len(ev.prompts))
+        captions = [f"{p} | {t} | r={v:.2f}" for p, t, v in zip(ev.prompts[:n], ev.texts[:n], ev.rewards[:n])]
+        sample_grid(ev.images[:n], captions, os.path.join(workdir, f"samples_step{step:05d}.png"))
+        log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in ev.metrics.items() if k.count("/") == 1})
+
+    if start == 0 and config.eval.every:
+        run_eval(0)
+    bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
+    for step in range(start + 1, config.total_steps + 1):
+        rounds = []
+        for rnd in range(r.rounds_per_step):
+            records = next(data_it)
+            ws = rcfg.draw_window_start(np.random.default_rng((config.seed, step, rnd))) if rcfg.image.sde_window else 0
+            with timer("rollout"):
+                res = rollout_rt2i(learner.model(), rel.vae, rel.tokenizer, [x.prompt for x in records], rcfg,
+                                   round_key(config.seed, step, rnd), ws)
+                jax.block_until_ready(res.rollout.trajectory)
+            per_sample = [records[i] for i in res.prompt_index]
+            future = reward_fn.submit(res.images, res.prompts, per_sample, texts=res.think_texts)
+            rounds.append((res, future))
+        acc, used, stats = None, 0, []
+        for rnd, (res, future) in enumerate(rounds):
+            with timer("reward_wait"):
+                rw = future.result()
+            rewards = np.asarray(rw.rewards, np.float64).reshape(-1, rcfg.group_size)
+            adv = advantages.compute(config.advantage.name, rewards, std=config.advantage.std,
+                                     eps=config.advantage.eps)
+            stats.append((rw, rewards, adv, res))
+            if np.all(adv == 0):
+                log.info("step %d round %d: every advantage is 0, round skipped", step, rnd)
+                continue
+            with timer("train"):
+                grads, m = learner.grads(res.rollout, jnp.asarray(adv.reshape(-1)))
+                acc = grads if acc is None else add_grads(acc, grads)
+                jax.block_until_ready(acc)
+            used += 1
+        row = step_metrics(stats, m if used else {}, rcfg)
+        row["rounds_used"] = used
+        if used:
+            with timer("train"):
+                row["grad_norm"] = float(learner.apply(acc, used))
+        row["lr"] = float(schedule(step - 1))
+        row.update(timer.pop())
+        writer.write(step, row)
+        bar.update(1)
+        bar.set_postfix(reward=f"{row['reward/mean']:.3f}")
+        if ckpt.should_save(step) or step == config.total_steps:
+            ckpt.save(step, {"params": learner.trainable, "opt": learner.opt_state},
+                      {"step": step, "data": data_it.get_state()})
+        if config.eval.every and step % config.eval.every == 0:
+            run_eval(step)
+        if ckpt.preempted(step):
+            log.warning("preempted: saved step %d, exiting", step)
+            break
+    bar.close()
+    ckpt.close()
+    writer.close()
+    reward_fn.close()
+    results["final_step"] = step if config.total_steps > start else start
+    return results
+
+
+def step_metrics(stats, loss_metrics: dict, rcfg) -> dict:
+    """Reward/advantage/think statistics of a step's rounds plus the (last used round's) loss metrics."""
+    rewards = np.concatenate([s[1].reshape(-1) for s in stats])
+    adv = np.concatenate([s[2].reshape(-1) for s in stats])
+    row = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
+           "reward/group_std": float(np.mean([s[1].std(axis=1).mean() for s in stats])),
+           "adv/mean": float(adv.mean()), "adv/abs_mean": float(np.abs(adv).mean()),
+           "adv/zero_frac": float(np.mean(adv == 0))}
+    for name in stats[0][0].components:
+        row[f"reward/{name}"] = float(np.mean(np.concatenate([s[0].components[name] for s in stats])))
+    tags: dict[str, list[float]] = {}
+    for rw, *_ in stats:
+        for info in rw.info:
+            for k, v in info.items():
+                if "/tag/" in k:
+                    tags.setdefault(k, []).append(v)
+    row.update({f"reward/{k}": float(np.mean(v)) for k, v in tags.items()})
+    if rcfg.think:
+        lens = np.concatenate([np.asarray(s[3].rollout.think_len) for s in stats])
+        trunc = np.concatenate([np.asarray(s[3].rollout.think_truncated) for s in stats])
+        row.update({"think/len": float(lens.mean()), "think/truncated": float(trunc.mean())})
+    row.update({k: float(v) for k, v in loss_metrics.items()})
+    return row
+
+
+def main(config) -> None:
+    out = train(config)
+    if "eval" in out and out["eval"]:
+        first, last = out["eval"][0], out["eval"][-1]
+        print(f"held-out reward: step {first['step']}: {first['eval/reward']:.4f} -> "
+              f"step {last['step']}: {last['eval/reward']:.4f}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,41 @@
+"""Pieces shared by the training configs (imported by the config files in this folder)."""
+import ml_collections
+
+from alphagrpo_jax.reward.service import reward_config
+
+
+def rt2i_base() -> ml_collections.ConfigDict:
+    """Every key the GRPO trainer reads, with the reference's RT2I values where it fixes them."""
+    c = ml_collections.ConfigDict()
+    c.workdir = "workdir/rt2i"
+    c.seed = 0
+    c.total_steps = 380
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    c.mesh_dcn = ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1))
+    c.rules = ml_collections.ConfigDict()  # logical-axis rule overrides, e.g. {"mlp": "fsdp"}
+    c.model = ml_collections.ConfigDict(dict(release="", param_dtype="bfloat16", dtype="bfloat16",
+                                             attention="jnp", remat="none"))
+    c.train = ml_collections.ConfigDict(dict(
+        params="lora", lora_rank=32, lora_alpha=64.0,
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")))
+    c.rollout = ml_collections.ConfigDict(dict(
+        prompts_per_round=8, group_size=14, rounds_per_step=4, think=True, cache_size=2048, height=512, width=512,
+        text=dict(max_new_tokens=1024, temperature=1.0, top_p=0.8, top_k=0),
+        image=dict(num_timesteps=16, shift=3.0, sde_window=10, sde_window_range=(0, 11), eta=0.7),
+        cfg=dict(text_scale=4.0, img_scale=1.0, interval=(0.4, 1.0), renorm_type="global", renorm_min=0.0)))
+    c.advantage = ml_collections.ConfigDict(dict(name="grpo", std="global", eps=1e-4))
+    c.loss = ml_collections.ConfigDict(dict(
+        image_loss="flow_grpo", text_loss="gspo", image_clip_eps=1e-5, adv_clip=5.0, text_clip=(0.2, 0.28),
+        text_loss_weight=1.0, train_image=True, train_text=True, image_kl_beta=0.0, text_kl_beta=0.0,
+        max_log_ratio=20.0))
+    c.optim = ml_collections.ConfigDict(dict(lr=5e-5, warmup_steps=0, schedule="constant", decay_steps=0,
+                                             min_lr=0.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,
+                                             clip_norm=1.0))
+    c.reward = reward_config()
+    c.reward.weights = ml_collections.ConfigDict(dict(dvreward=1.0, think_format=1.0, toy_dvreward=0.0))
+    c.data = ml_collections.ConfigDict(dict(train_prompts="", eval_prompts="", toy_prompts=False,
+                                            toy_train_per_category=-1, toy_eval_per_category=-1))
+    c.eval = ml_collections.ConfigDict(dict(every=10, num_prompts=64, batch_size=16, temperature=0.3, greedy=False))
+    c.log = ml_collections.ConfigDict(dict(tensorboard=True, grid_size=16))
+    c.checkpoint = ml_collections.ConfigDict(dict(every=20, keep=3))
+    return c

@@ -1,0 +1,44 @@
+"""RT2I GRPO on the toy world (the project's embedded default; CPU, minutes).
+
+    python -m alphagrpo_jax.train --config configs/toy_rt2i.py
+    python -m alphagrpo_jax.train --config configs/toy_rt2i.py:image_only   # ablation: only image steps train
+    python -m alphagrpo_jax.train --config configs/toy_rt2i.py:text_only    # ablation: only the think text trains
+
+The base model is the shipped toy release (assets/toy_base, made by `python -m alphagrpo_jax.sft --config
+configs/toy_sft.py`); the reward is the exact toy DVReward computed in process (the same answers as the
+OpenAI-compatible `python -m alphagrpo_jax.toy.serve`) plus the think-format reward.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import rt2i_base  # noqa: E402
+
+
+def get_config(arg=None):
+    c = rt2i_base()
+    c.workdir = "workdir/toy_rt2i"
+    c.total_steps = 40
+    c.model.release = "assets/toy_base"
+    c.model.param_dtype = c.model.dtype = "float32"
+    c.train.lora_rank, c.train.lora_alpha = 8, 16.0
+    c.rollout.update(dict(prompts_per_round=4, group_size=8, rounds_per_step=1, cache_size=256, height=32,
+                          width=32))
+    c.rollout.text.update(dict(max_new_tokens=48, temperature=1.0, top_p=0.9))
+    c.rollout.image.update(dict(num_timesteps=12, shift=1.0, sde_window=6, sde_window_range=(0, 8), eta=0.7))
+    c.loss.image_clip_eps = 1e-3
+    c.optim.update(dict(lr=1e-3, weight_decay=0.0))
+    c.reward.weights = dict(dvreward=0.0, think_format=0.2, toy_dvreward=1.0)
+    c.reward.image_format = "png"
+    c.data.update(dict(toy_prompts=True, toy_train_per_category=-1, toy_eval_per_category=8))
+    c.eval.update(dict(every=10, num_prompts=56, batch_size=28, temperature=0.3))
+    c.log.grid_size = 16
+    c.checkpoint.update(dict(every=10, keep=2))
+    if arg == "image_only":
+        c.workdir, c.loss.train_text = "workdir/toy_rt2i_image_only", False
+    elif arg == "text_only":
+        c.workdir, c.loss.train_image = "workdir/toy_rt2i_text_only", False
+    elif arg:
+        raise ValueError(f"toy_rt2i.py: unknown variant {arg!r} (image_only | text_only)")
+    return c
