@@ -85,7 +85,8 @@ def _train(config, mesh, workdir) -> dict:
     from alphagrpo_jax.rl.evaluate import evaluate
     from alphagrpo_jax.rl.grid import sample_grid
     from alphagrpo_jax.rl.learner import add_grads
-    from alphagrpo_jax.rl.rollout import rollout_rt2i
+    from alphagrpo_jax.rl.config import srr_configs
+    from alphagrpo_jax.rl.rounds import start_round
 
     if "toy_dvreward" in dict(config.reward.weights):
         import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier)
@@ -131,35 +132,40 @@ def _train(config, mesh, workdir) -> dict:
     if start == 0 and config.eval.every:
         run_eval(0)
     bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
+    kinds = tuple(config.task.kinds)
+    srr_cfgs = srr_configs(config) if "srr" in kinds else None
     for step in range(start + 1, config.total_steps + 1):
         rounds = []
         for rnd in range(r.rounds_per_step):
-            records = next(data_it)
-            ws = rcfg.draw_window_start(np.random.default_rng((config.seed, step, rnd))) if rcfg.image.sde_window else 0
-            with timer("rollout"):
-                res = rollout_rt2i(learner.model(), rel.vae, rel.tokenizer, [x.prompt for x in records], rcfg,
-                                   round_key(config.seed, step, rnd), ws)
-                jax.block_until_ready(res.rollout.trajectory)
-            per_sample = [records[i] for i in res.prompt_index]
-            future = reward_fn.submit(res.images, res.prompts, per_sample, texts=res.think_texts)
-            rounds.append((res, future))
-        acc, used, stats = None, 0, []
-        for rnd, (res, future) in enumerate(rounds):
+            kind = kinds[((step - 1) * r.rounds_per_step + rnd) % len(kinds)]
+            cfg_k = rcfg if kind == "rt2i" else srr_cfgs[0]
+            ws = (cfg_k.draw_window_start(np.random.default_rng((config.seed, step, rnd)))
+                  if cfg_k.image.sde_window else 0)
+            with timer(f"rollout_{kind}"):
+                rd = start_round(kind, learner.model(), rel, next(data_it), reward_fn,
+                                 round_key(config.seed, step, rnd), ws, rcfg, srr_cfgs)
+                jax.block_until_ready(rd.result.rollout.trajectory)
+            rounds.append(rd)
+        acc, used, stats, extra = None, 0, [], {}
+        for rnd, rd in enumerate(rounds):
             with timer("reward_wait"):
-                rw = future.result()
-            rewards = np.asarray(rw.rewards, np.float64).reshape(-1, rcfg.group_size)
+                rewards, more, rw = rd.rewards()
+            extra.update(more)
             adv = advantages.compute(config.advantage.name, rewards, std=config.advantage.std,
                                      eps=config.advantage.eps)
-            stats.append((rw, rewards, adv, res))
-            if np.all(adv == 0):
-                log.info("step %d round %d: every advantage is 0, round skipped", step, rnd)
+            stats.append((rw, rewards, adv, rd.result))
+            if np.all(adv == 0) or (rd.kind == "srr" and not more["srr/any_improved"]):
+                log.info("step %d round %d (%s): no learning signal (all advantages 0 / nothing improved), "
+                         "round skipped", step, rnd, rd.kind)
                 continue
             with timer("train"):
-                grads, m = learner.grads(res.rollout, jnp.asarray(adv.reshape(-1)))
+                scfg = rcfg.image if rd.kind == "rt2i" else srr_cfgs[0].image
+                grads, m = learner.grads(rd.result.rollout, jnp.asarray(adv.reshape(-1)), scfg)
                 acc = grads if acc is None else add_grads(acc, grads)
                 jax.block_until_ready(acc)
             used += 1
         row = step_metrics(stats, m if used else {}, rcfg)
+        row.update(extra)
         row["rounds_used"] = used
         if used:
             with timer("train"):
@@ -182,6 +188,7 @@ def _train(config, mesh, workdir) -> dict:
     writer.close()
     reward_fn.close()
     results["final_step"] = step if config.total_steps > start else start
+    results["learner"] = learner
     return results
 
 

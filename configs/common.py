@@ -23,6 +23,13 @@ def rt2i_base() -> ml_collections.ConfigDict:
         text=dict(max_new_tokens=1024, temperature=1.0, top_p=0.8, top_k=0),
         image=dict(num_timesteps=16, shift=3.0, sde_window=10, sde_window_range=(0, 11), eta=0.7),
         cfg=dict(text_scale=4.0, img_scale=1.0, interval=(0.4, 1.0), renorm_type="global", renorm_min=0.0)))
+    # Tasks cycled over rounds: ("rt2i",), ("srr",) or a mix such as ("rt2i", "srr").
+    c.task = ml_collections.ConfigDict(dict(
+        kinds=("rt2i",),
+        srr=dict(stage1_images=7, stage1_timesteps=40, selection="worst", selection_temperature=0.1,
+                 transforms="bagel", num_timesteps=40, sde_window=5, sde_window_range=(0, 15),
+                 cfg=dict(text_scale=4.0, img_scale=2.0, interval=(0.0, 1.0), renorm_type="text_channel",
+                          renorm_min=0.0))))
     c.advantage = ml_collections.ConfigDict(dict(name="grpo", std="global", eps=1e-4))
     c.loss = ml_collections.ConfigDict(dict(
         image_loss="flow_grpo", text_loss="gspo", image_clip_eps=1e-5, adv_clip=5.0, text_clip=(0.2, 0.28),

@@ -33,3 +33,25 @@ def loss_config(config) -> LossConfig:
         train_text=lc.train_text and config.rollout.think, image_kl_beta=lc.image_kl_beta,
         text_kl_beta=lc.text_kl_beta, max_log_ratio=lc.max_log_ratio,
         text_temperature=config.rollout.text.temperature)
+
+
+def srr_configs(config):
+    """(stage-2 RolloutConfig, SRRConfig, stage-1 T2I CFGConfig) of the SRR task."""
+    import dataclasses
+
+    from alphagrpo_jax.models.bagel import image_transform
+    from alphagrpo_jax.rl.reflect import SRRConfig
+
+    base = rollout_config(config)
+    s = config.task.srr
+    cfg = CFGConfig(s.cfg.text_scale, s.cfg.img_scale, tuple(s.cfg.interval), s.cfg.renorm_type, s.cfg.renorm_min)
+    image = dataclasses.replace(base.image, num_timesteps=s.num_timesteps, sde_window=s.sde_window, cfg=cfg)
+    rcfg = dataclasses.replace(base, image=image, sde_window_range=tuple(s.sde_window_range), think=True)
+    transforms = {"bagel": (image_transform.VAE_TRANSFORM, image_transform.VIT_TRANSFORM),
+                  "toy": (image_transform.TOY_VAE_TRANSFORM, image_transform.TOY_VIT_TRANSFORM)}
+    if s.transforms not in transforms:
+        raise ValueError(f"task.srr.transforms must be one of {sorted(transforms)}, got {s.transforms!r}")
+    srr = SRRConfig(stage1_images=s.stage1_images, stage1_timesteps=s.stage1_timesteps, selection=s.selection,
+                    selection_temperature=s.selection_temperature, vae_transform=transforms[s.transforms][0],
+                    vit_transform=transforms[s.transforms][1])
+    return rcfg, srr, base.image.cfg

@@ -15,12 +15,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from alphagrpo_jax.models.bagel.attention import CacheMask
-from alphagrpo_jax.models.bagel.llm import Routing
 from alphagrpo_jax.rl import losses
 from alphagrpo_jax.rl.rollout import Rollout
 from alphagrpo_jax.sampling import flow
 from alphagrpo_jax.sampling import image as image_lib
+from alphagrpo_jax.sampling import text as text_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +40,7 @@ class LossConfig:
 
 def think_log_probs(model, r: Rollout, temperature: float) -> jax.Array:
     """Teacher-forced log-probs [B, T] of the sampled think ids given the (stop-gradient) prompt cache."""
-    b, t = r.think_ids.shape
-    bos = model.cfg.tokens.bos
-    inputs = jnp.concatenate([jnp.full((b, 1), bos, jnp.int32), r.think_ids[:, :-1]], axis=1)
-    pos = r.prompt_rope[:, None] + jnp.arange(t)[None]
-    mask = CacheMask(r.prompt_len, jnp.full((b,), t, jnp.int32), causal=True)
-    h, _, _ = model.language_model(model.embed_text(inputs), pos, Routing.und(), mask,
-                                   jax.lax.stop_gradient(r.ctx.cache))
-    return model.language_model.token_log_probs(h, r.think_ids, temperature)
+    return text_lib.continuation_log_probs(model, r.ctx.cache, r.prompt_len, r.prompt_rope, r.think_ids, temperature)
 
 
 def image_log_probs(model, r: Rollout, scfg: image_lib.ImageSamplerConfig):
@@ -122,8 +114,8 @@ class Learner:
         self.opt_state = jax.jit(tx.init)(self.trainable)
         # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
         opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
-        self._grad = jax.jit(functools.partial(self._grad_fn, self.graphdef, self.lcfg, self.scfg, self.needs_ref),
-                             out_shardings=(shardings, None))
+        self._grad = jax.jit(functools.partial(self._grad_fn, self.graphdef, self.lcfg, self.needs_ref),
+                             out_shardings=(shardings, None), static_argnames=("scfg",))
         self._apply = jax.jit(functools.partial(self._apply_fn, tx), donate_argnums=(0, 1, 2), static_argnums=(3,),
                               out_shardings=(shardings, opt_shardings, None))
 
@@ -131,7 +123,7 @@ class Learner:
         return nnx.merge(self.graphdef, self.trainable, self.frozen)
 
     @staticmethod
-    def _grad_fn(graphdef, lcfg, scfg, needs_ref, trainable, frozen, ref_trainable, r, adv):
+    def _grad_fn(graphdef, lcfg, needs_ref, trainable, frozen, ref_trainable, r, adv, scfg):
         def loss(tr):
             model = nnx.merge(graphdef, tr, frozen)
             ref = None
@@ -143,9 +135,10 @@ class Learner:
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
         return grads, metrics
 
-    def grads(self, rollout: Rollout, adv: jax.Array):
-        """Gradients of the round's loss w.r.t. the trainable state, and its metrics."""
-        return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv)
+    def grads(self, rollout: Rollout, adv: jax.Array, scfg: image_lib.ImageSamplerConfig | None = None):
+        """Gradients of the round's loss w.r.t. the trainable state, and its metrics. `scfg`: the image sampler
+        config the rollout used (default: the learner's)."""
+        return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv, scfg=scfg or self.scfg)
 
     @staticmethod
     def _apply_fn(tx, trainable, opt_state, grad_sum, n_rounds):

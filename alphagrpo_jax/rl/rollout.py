@@ -78,21 +78,34 @@ class RolloutResult:
     prompt_index: np.ndarray  # [B] index of the sample's prompt in the round
 
 
-def _text(tokenizer, s: str) -> ctx_lib.Text:
+def text_item(tokenizer, s: str) -> ctx_lib.Text:
     return ctx_lib.Text(tuple(tokenizer.encode(s)))
 
 
 def rollout_rt2i(model, vae, tokenizer, prompts: list[str], rcfg: RolloutConfig, key: jax.Array,
                  window_start: int) -> RolloutResult:
-    """Samples G trajectories for each prompt with the current params."""
+    """Samples G trajectories for each prompt: [system] [prompt] -> think -> image (T2I CFG: the text-
+    unconditional context is the system prompt alone, or empty without think)."""
+    system = [text_item(tokenizer, rcfg.system_prompt)] if rcfg.think else []
+    cond = [system + [text_item(tokenizer, t)] for t in prompts]
+    return rollout_from_items(model, vae, tokenizer, prompts, cond, [system] * len(prompts), cond, rcfg, key,
+                              window_start)
+
+
+def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_items, img_uncond_items,
+                       rcfg: RolloutConfig, key: jax.Array, window_start: int) -> RolloutResult:
+    """The shared rollout: per-prompt item lists of the conditional context and of the CFG branches (built
+    only when the CFG config uses them) -> G samples per prompt (think text if configured, then an image)."""
     cfg = model.cfg
     p, g = len(prompts), rcfg.group_size
     b = p * g
-    k_text, k_noise, k_sde = jax.random.split(key, 3)
-    system = [_text(tokenizer, rcfg.system_prompt)] if rcfg.think else []
-    per_prompt = ctx_lib.build(model, None, [system + [_text(tokenizer, t)] for t in prompts], rcfg.cache_size)
+    k_ctx, k_text, k_noise, k_sde = jax.random.split(key, 4)
     repeat = jnp.repeat(jnp.arange(p), g)
-    ctx = per_prompt.take(repeat)
+
+    def build(items):  # G copies of each prompt's context share one prefill
+        return ctx_lib.build(model, vae, items, rcfg.cache_size, k_ctx).take(repeat)
+
+    ctx = build(cond_items)
     prompt_len, prompt_rope = ctx.cache.length, ctx.rope
     tcfg = rcfg.text
     if rcfg.think:
@@ -102,13 +115,8 @@ def rollout_rt2i(model, vae, tokenizer, prompts: list[str], rcfg: RolloutConfig,
         dec = text_lib.DecodeOutput(jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t)), jnp.zeros((b,), jnp.int32),
                                     jnp.zeros((b,), bool))
     scfg = rcfg.image
-    uncond = None
-    if scfg.cfg.uses_text_branch:
-        uncond = ctx_lib.build(model, None, [system], rcfg.cache_size).take(jnp.zeros((b,), jnp.int32))
-    img_uncond = None
-    if scfg.cfg.uses_img_branch:
-        img_uncond = ctx_lib.build(model, None, [system + [_text(tokenizer, t)] for t in prompts],
-                                   rcfg.cache_size).take(repeat)
+    uncond = build(text_uncond_items) if scfg.cfg.uses_text_branch else None
+    img_uncond = build(img_uncond_items) if scfg.cfg.uses_img_branch else None
     gh, gw = rcfg.height // cfg.latent_downsample, rcfg.width // cfg.latent_downsample
     pos = image_lib.grid_positions(gh, gw, cfg.max_latent_size, b)
     x = jax.random.normal(k_noise, (b, gh * gw, cfg.patch_latent_dim), jnp.float32)
@@ -118,12 +126,10 @@ def rollout_rt2i(model, vae, tokenizer, prompts: list[str], rcfg: RolloutConfig,
     rollout = Rollout(ctx, uncond, img_uncond, prompt_len, prompt_rope, dec.tokens, dec.log_probs, dec.lengths,
                       dec.truncated, out.trajectory, out.window_start, out.log_probs, out.means, pos)
     eos = cfg.tokens.eos
-    texts = []
+    texts = [""] * b
     if rcfg.think:
         ids, lens = np.asarray(dec.tokens), np.asarray(dec.lengths)
         texts = [tokenizer.decode([t for t in ids[i, : lens[i]].tolist() if t != eos]) for i in range(b)]
-    else:
-        texts = [""] * b
     return RolloutResult(rollout, images, texts, [prompts[i] for i in np.asarray(repeat)], np.asarray(repeat))
 
 

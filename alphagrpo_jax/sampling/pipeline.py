@@ -65,23 +65,16 @@ class Pipeline:
 
     def generate_images(self, prompts: Sequence[str], *, think: bool = False,
                         images: Sequence[Image.Image | None] | None = None, height: int = 1024, width: int = 1024,
-                        num_timesteps: int = 50, cfg_text: float = 4.0, cfg_img: float | None = None,
-                        cfg_interval: tuple[float, float] = (0.4, 1.0), renorm_type: str | None = None,
-                        renorm_min: float = 0.0, shift: float = 3.0, seed: int = 0,
-                        think_sampler: text_lib.TextSamplerConfig | None = None,
-                        on_step=None) -> list[Generation]:
+                        cfg_img: float | None = None, renorm_type: str | None = None, **kw) -> list[Generation]:
         """One image per prompt (optionally conditioned on an input image each: editing). Images of one call
-        share their size: (height, width) for T2I, the (resized) input size when editing."""
+        share their size: (height, width) for T2I, the (resized) input size when editing. Other keywords go to
+        `generate_from_items`."""
         images = list(images) if images is not None else [None] * len(prompts)
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
         editing = any(im is not None for im in images)
         if editing and not all(im is not None for im in images):
             raise ValueError("mix of edit and text-to-image requests: call separately")
-        cfg_img = (2.0 if editing else 1.0) if cfg_img is None else cfg_img
-        renorm_type = renorm_type or ("text_channel" if editing else "global")
-        key = jax.random.key(seed)
-        k_ctx, k_think, k_noise, k_sde = jax.random.split(key, 4)
         system = [self._text(GEN_THINK_SYSTEM_PROMPT)] if think else []
         cond, text_unc, img_unc = [], [], []
         sizes = set()
@@ -96,26 +89,41 @@ class Pipeline:
         if len(sizes) > 1:
             raise ValueError(f"input images resize to different sizes {sorted(sizes)}: call separately")
         h, w = sizes.pop() if sizes else (height, width)
+        return self.generate_from_items(cond, text_unc, img_unc, think=think, height=h, width=w,
+                                        cfg_img=(2.0 if editing else 1.0) if cfg_img is None else cfg_img,
+                                        renorm_type=renorm_type or ("text_channel" if editing else "global"), **kw)
+
+    def generate_from_items(self, cond, text_unc, img_unc, *, think: bool, height: int, width: int,
+                            num_timesteps: int = 50, cfg_text: float = 4.0, cfg_img: float = 1.0,
+                            cfg_interval: tuple[float, float] = (0.4, 1.0), renorm_type: str = "global",
+                            renorm_min: float = 0.0, shift: float = 3.0, seed: int = 0,
+                            think_sampler: text_lib.TextSamplerConfig | None = None, on_step=None
+                            ) -> list[Generation]:
+        """Images from explicit per-sample item lists: the conditional context and the CFG branches' contexts
+        (BAGEL's text- and image-unconditional ones); with `think`, a text segment is decoded first."""
+        n = len(cond)
+        key = jax.random.key(seed)
+        k_ctx, k_think, k_noise, k_sde = jax.random.split(key, 4)
         cfgc = CFGConfig(cfg_text, cfg_img, tuple(cfg_interval), renorm_type, renorm_min)
         ctx = self.build(cond, k_ctx)
         think_out = None
         if think:
             tcfg = think_sampler or text_lib.TextSamplerConfig(max_new_tokens=1024, temperature=0.3)
-            ctx, think_out = text_lib.decode(self.release.model, ctx, jax.random.split(k_think, len(prompts)), tcfg)
+            ctx, think_out = text_lib.decode(self.release.model, ctx, jax.random.split(k_think, n), tcfg)
         branches = image_lib.Branches(
             ctx, self.build(text_unc, k_ctx) if cfgc.uses_text_branch else None,
             self.build(img_unc, k_ctx) if cfgc.uses_img_branch else None)
         c = self.cfg
-        gh, gw = h // c.latent_downsample, w // c.latent_downsample
-        if gh * c.latent_downsample != h or gw * c.latent_downsample != w:
-            raise ValueError(f"image size {h}x{w} must be a multiple of {c.latent_downsample}")
-        x = jax.random.normal(k_noise, (len(prompts), gh * gw, c.patch_latent_dim), jnp.float32)
-        pos = image_lib.grid_positions(gh, gw, c.max_latent_size, len(prompts))
+        gh, gw = height // c.latent_downsample, width // c.latent_downsample
+        if gh * c.latent_downsample != height or gw * c.latent_downsample != width:
+            raise ValueError(f"image size {height}x{width} must be a multiple of {c.latent_downsample}")
+        x = jax.random.normal(k_noise, (n, gh * gw, c.patch_latent_dim), jnp.float32)
+        pos = image_lib.grid_positions(gh, gw, c.max_latent_size, n)
         scfg = image_lib.ImageSamplerConfig(num_timesteps=num_timesteps, shift=shift, cfg=cfgc)
         out = image_lib.sample(self.release.model, branches, x, pos, k_sde, jnp.int32(0), scfg, on_step=on_step)
-        pixels = self.decode_images(out.latents, h, w)
+        pixels = self.decode_images(out.latents, height, width)
         results = []
-        for i in range(len(prompts)):
+        for i in range(n):
             gen = Generation(pixels[i])
             if think_out is not None:
                 ids = np.asarray(think_out.tokens[i, : int(think_out.lengths[i])]).tolist()

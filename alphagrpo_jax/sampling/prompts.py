@@ -9,3 +9,11 @@ VLM_THINK_SYSTEM_PROMPT = (
     "You should first think about the reasoning process in your mind and then give the user the answer. "
     "The reasoning process is enclosed within <think> </think> tags, i.e. <think> reasoning process here "
     "</think> answer here.")
+
+
+def reflection_prompt(prompt: str) -> str:
+    """Self-Reflective Refinement's request (our wording of AlphaGRPO's): it follows the model's own image in
+    the context, tells it the image did not satisfy the request, and asks for a reflection and an editing
+    instruction before the image is redrawn."""
+    return (f"You were asked to draw: {prompt}. Your image above does not match this request. Reflect on what "
+            f"went wrong, then write an instruction to edit the image so that it matches.")

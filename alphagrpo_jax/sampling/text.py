@@ -125,3 +125,17 @@ def decode(model, ctx: Context, keys: jax.Array, cfg: TextSamplerConfig) -> tupl
 
     st = jax.lax.while_loop(cond, body, init)
     return st["ctx"], DecodeOutput(st["tokens"], st["logp"], st["n"], ~st["eos"])
+
+
+def continuation_log_probs(model, cache, prompt_len: jax.Array, prompt_rope: jax.Array, ids: jax.Array,
+                           temperature: float = 1.0) -> jax.Array:
+    """Teacher-forced log-probs [B, T] of a text segment `[im_start] ids` given the first `prompt_len` slots of
+    `cache` (a stop-gradient input; later slots are ignored): log_softmax(logits / T)[ids]. The segment starts
+    at RoPE id `prompt_rope`. This is the training path of the decoder's log-probs (same ids, same positions)."""
+    b, t = ids.shape
+    bos = model.cfg.tokens.bos
+    inputs = jnp.concatenate([jnp.full((b, 1), bos, jnp.int32), ids[:, :-1]], axis=1)
+    pos = prompt_rope[:, None] + jnp.arange(t)[None]
+    mask = CacheMask(prompt_len, jnp.full((b,), t, jnp.int32), causal=True)
+    h, _, _ = model.language_model(model.embed_text(inputs), pos, Routing.und(), mask, jax.lax.stop_gradient(cache))
+    return model.language_model.token_log_probs(h, ids, temperature)

@@ -1,6 +1,6 @@
 """BAGEL attention: masks from per-token metadata, GQA dot-product attention, and the KV-cache write.
 
-Two mask families, both static-shape and batched:
+Mask types, all static-shape and batched:
 - `PackedMask` (training, no cache): each row is a packed sequence of documents (`segment_ids`, 0 = padding)
   made of splits (`split_ids`) with a mode per token: CAUSAL text, FULL (ViT / clean VAE image) or NOISE (noisy
   VAE image). A query sees key k when both are in the same document and (k is not later than q, or q's split is
@@ -8,13 +8,25 @@ Two mask families, both static-shape and batched:
 - `CacheMask` (inference and RL training): a query block of `Lq` tokens (`q_len` valid per row) attends to a KV
   cache (`kv_len` valid slots per row) followed by its own keys: all valid cache slots, and inside the block
   either causally (text: flash-attn's bottom-right alignment) or fully (image blocks).
+- `AppendMask`: a packed block (its own `PackedMask`) appended after a KV cache (context building).
 Masked logits use a large finite negative, so fully padded query rows stay finite (their outputs are unused).
+
+`attend` dispatches on a registry (`ATTENTION_IMPLS`): each implementation sees the structured mask, says at
+trace time whether it can compute that call exactly, and otherwise the jnp reference runs (logged). The
+kernel paths live in attention_splash.py (TPU) and attention_gpu.py (cuDNN); see docs/readme_attention.md.
 """
 from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import sys
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+from alphagrpo_jax.parallel import rules as rules_lib
 
 CAUSAL, FULL, NOISE = 0, 1, 2
 MODES = {"causal": CAUSAL, "full": FULL, "noise": NOISE}
@@ -107,21 +119,105 @@ def write_cache(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Arr
     return jax.vmap(one)(cache, new, offsets)
 
 
-def attend(q, k, v, mask, cache_k=None, cache_v=None, impl: str = "jnp") -> jax.Array:
-    """Attention for one layer. With a cache, keys/values are [cache ; own block] (see CacheMask)."""
+# ------------------------------------------------------------------------------------------------ dispatch
+
+def keys_and_values(k, v, mask, cache_k=None, cache_v=None) -> tuple[jax.Array, jax.Array]:
+    """The keys/values a mask indexes: [cache ; own block] for CacheMask/AppendMask, the block otherwise."""
     if isinstance(mask, (CacheMask, AppendMask)):
-        if cache_k is None:
+        if cache_k is None or cache_v is None:
             raise ValueError(f"{type(mask).__name__} needs cache_k/cache_v")
-        dense = mask.dense(cache_k.shape[1], q.shape[1])
-        k = jnp.concatenate([cache_k.astype(k.dtype), k], axis=1)
-        v = jnp.concatenate([cache_v.astype(v.dtype), v], axis=1)
-    elif isinstance(mask, PackedMask):
-        dense = mask.dense()
-    else:
-        raise TypeError(f"unknown mask type {type(mask).__name__}")
+        return (jnp.concatenate([cache_k.astype(k.dtype), k], axis=1),
+                jnp.concatenate([cache_v.astype(v.dtype), v], axis=1))
+    if isinstance(mask, PackedMask):
+        return k, v
+    raise TypeError(f"unknown mask type {type(mask).__name__}; expected PackedMask, CacheMask or AppendMask")
+
+
+def dense_mask(mask, cache_size: int, q_size: int) -> jax.Array:
+    """[B, Lq, Lk] bool for any mask type (`cache_size` is ignored for PackedMask)."""
+    if isinstance(mask, PackedMask):
+        return mask.dense()
+    return mask.dense(cache_size, q_size)
+
+
+def program_platform() -> str:
+    """The platform the program being traced is for: the active rules mesh's devices (an AOT topology mesh
+    counts), else the default backend."""
+    ctx = rules_lib.current()
+    if ctx is not None:
+        return ctx[0].devices.flat[0].platform
+    return jax.default_backend()
+
+
+def unsupported(q, k, v, mask, cache_k=None) -> str | None:
+    """The reference supports every mask and shape."""
+    return None
+
+
+def attention(q, k, v, mask, cache_k=None, cache_v=None) -> jax.Array:
+    """The reference: the dense mask and `dot_product_attention`."""
+    keys, values = keys_and_values(k, v, mask, cache_k, cache_v)
+    cache_size = 0 if cache_k is None else cache_k.shape[1]
+    return dot_product_attention(q, keys, values, dense_mask(mask, cache_size, q.shape[1]))
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionImpl:
+    """A registered implementation: `module` (under models/bagel, imported on first use; None = this module)
+    defines `unsupported(q, k, v, mask, cache_k, **options) -> reason | None` and
+    `attention(q, k, v, mask, cache_k, cache_v, **options) -> [B, Lq, Hq, D]`. `unsupported` runs at trace
+    time on shapes and static fields only; a reason sends the call to the jnp reference."""
+    module: str | None = None
+    options: tuple[tuple[str, object], ...] = ()
+
+    def _mod(self):
+        if self.module is None:
+            return sys.modules[__name__]
+        return importlib.import_module(f"alphagrpo_jax.models.bagel.{self.module}")
+
+    def unsupported(self, q, k, v, mask, cache_k=None) -> str | None:
+        return self._mod().unsupported(q, k, v, mask, cache_k, **dict(self.options))
+
+    def __call__(self, q, k, v, mask, cache_k=None, cache_v=None) -> jax.Array:
+        return self._mod().attention(q, k, v, mask, cache_k, cache_v, **dict(self.options))
+
+
+# "jnp" is the reference and always available. "splash" is the TPU Pallas kernel (attention_splash.py);
+# "cudnn" is cuDNN flash attention through jax.nn.dot_product_attention (attention_gpu.py). The `_interpret`
+# / `_xla` variants run the same argument mapping on any backend (Pallas interpret mode; the XLA
+# implementation of jax.nn.dot_product_attention): tests and debugging, not speed.
+ATTENTION_IMPLS: dict[str, AttentionImpl] = {
+    "jnp": AttentionImpl(),
+    "splash": AttentionImpl("attention_splash", (("interpret", False),)),
+    "splash_interpret": AttentionImpl("attention_splash", (("interpret", True),)),
+    "cudnn": AttentionImpl("attention_gpu", (("implementation", "cudnn"),)),
+    "cudnn_xla": AttentionImpl("attention_gpu", (("implementation", "xla"),)),
+}
+
+_log = logging.getLogger(__name__)
+_reported: set[tuple[str, str]] = set()
+
+
+def resolve(impl: str, q, k, v, mask, cache_k=None) -> tuple[str, str | None]:
+    """Which implementation `attend` runs for this call: (name, None) or ("jnp", why `impl` cannot)."""
     if impl not in ATTENTION_IMPLS:
         raise ValueError(f"unknown attention implementation {impl!r}; known: {sorted(ATTENTION_IMPLS)}")
-    return ATTENTION_IMPLS[impl](q, k, v, dense)
+    if not isinstance(mask, (PackedMask, CacheMask, AppendMask)):
+        raise TypeError(f"unknown mask type {type(mask).__name__}; expected PackedMask, CacheMask or AppendMask")
+    if isinstance(mask, (CacheMask, AppendMask)) and cache_k is None:
+        raise ValueError(f"{type(mask).__name__} needs cache_k/cache_v")
+    reason = ATTENTION_IMPLS[impl].unsupported(q, k, v, mask, cache_k)
+    return (impl, None) if reason is None else ("jnp", reason)
 
 
-ATTENTION_IMPLS = {"jnp": dot_product_attention}
+def attend(q, k, v, mask, cache_k=None, cache_v=None, impl: str = "jnp") -> jax.Array:
+    """Attention for one layer: q [B, Lq, Hq, D], k/v [B, Lq, Hk, D] (the block's own), optional cache
+    [B, S, Hk, D]; with a cache, keys/values are [cache ; own block] (see CacheMask). -> [B, Lq, Hq, D].
+
+    Runs `impl` when it can express this mask and these shapes exactly, else the jnp reference; each
+    distinct fallback is logged once (WARNING) with its reason, at trace time."""
+    name, reason = resolve(impl, q, k, v, mask, cache_k)
+    if reason is not None and (impl, reason) not in _reported:
+        _reported.add((impl, reason))
+        _log.warning("attention %r falls back to 'jnp' for %s: %s", impl, type(mask).__name__, reason)
+    return ATTENTION_IMPLS[name](q, k, v, mask, cache_k, cache_v)

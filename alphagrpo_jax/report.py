@@ -1,0 +1,79 @@
+"""Plot reward curves from training metrics (matplotlib, no display needed).
+
+    python -m alphagrpo_jax.report --workdir workdir/toy_rt2i [--workdir workdir/other --label name ...]
+        [--out reward_curve.png]
+
+Each workdir contributes its train reward (per step, with a moving average) and its held-out eval reward.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+def curves(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from alphagrpo_jax.metrics import read_metrics
+
+    rows = read_metrics(path)
+    out = {}
+    for key in ("reward/mean", "eval/reward"):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        if pts:
+            steps, vals = zip(*pts)
+            out[key] = (np.asarray(steps), np.asarray(vals, np.float64))
+    return out
+
+
+def plot(runs: list[tuple[str, str]], out: str, smooth: int = 5) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, workdir in runs:
+        c = curves(os.path.join(workdir, "metrics.jsonl"))
+        if "reward/mean" in c:
+            s, v = c["reward/mean"]
+            ax_train.plot(s, v, alpha=0.3)
+            k = min(smooth, len(v))
+            ma = np.convolve(v, np.ones(k) / k, mode="valid")
+            ax_train.plot(s[k - 1:], ma, label=f"{label} (moving avg {k})", color=ax_train.lines[-1].get_color())
+        if "eval/reward" in c:
+            s, v = c["eval/reward"]
+            ax_eval.plot(s, v, marker="o", label=label)
+    ax_train.set(title="train reward (rollouts)", xlabel="step", ylabel="reward")
+    ax_eval.set(title="held-out reward (ODE, eval prompts)", xlabel="step", ylabel="mean DVReward")
+    for ax in (ax_train, ax_eval):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", action="append", required=True, help="a training workdir (repeatable)")
+    ap.add_argument("--label", action="append", help="a label per --workdir (default: folder name)")
+    ap.add_argument("--out", default=None, help="PNG path (default: <first workdir>/reward_curve.png)")
+    ap.add_argument("--smooth", type=int, default=5)
+    args = ap.parse_args(argv)
+    labels = args.label or [os.path.basename(os.path.normpath(w)) for w in args.workdir]
+    if len(labels) != len(args.workdir):
+        raise SystemExit("--label must be given once per --workdir")
+    for w in args.workdir:
+        if not os.path.exists(os.path.join(w, "metrics.jsonl")):
+            raise SystemExit(f"{w}: no metrics.jsonl (not a training workdir?)")
+    out = args.out or os.path.join(args.workdir[0], "reward_curve.png")
+    print(plot(list(zip(labels, args.workdir)), out, args.smooth))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""One rollout round of a task (RT2I or SRR) and its rewards, as the trainer loop uses them."""
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Future
+
+import numpy as np
+
+from alphagrpo_jax.rl import reflect
+from alphagrpo_jax.rl.rollout import RolloutResult, rollout_rt2i
+
+TASKS = ("rt2i", "srr")
+
+
+@dataclasses.dataclass
+class Round:
+    kind: str
+    result: RolloutResult
+    future: Future
+    group_size: int
+    r_init: np.ndarray | None = None  # SRR: per-prompt stage-1 reward (the floor)
+    stage1_rewards: np.ndarray | None = None
+
+    def rewards(self) -> tuple[np.ndarray, dict, object]:
+        """([P, G] training rewards, extra metrics, the raw RewardResult). Blocks on the reward future."""
+        rw = self.future.result()
+        raw = np.asarray(rw.rewards, np.float64).reshape(-1, self.group_size)
+        extra = {}
+        if self.kind == "srr":
+            floored, improved = reflect.floor_rewards(raw, self.r_init)
+            extra = {"srr/r_init": float(self.r_init.mean()), "srr/raw_reward": float(raw.mean()),
+                     "srr/gain": float((raw - self.r_init[:, None]).mean()),
+                     "srr/improved_frac": float(np.mean(raw > self.r_init[:, None])),
+                     "srr/any_improved": float(improved)}
+            raw = floored
+        return raw, extra, rw
+
+
+def start_round(kind: str, model, rel, records, reward_fn, key, window_start: int, rcfg, srr_cfgs=None) -> Round:
+    """Rolls out one round and submits its rewards (asynchronously)."""
+    prompts = [r.prompt for r in records]
+    if kind == "rt2i":
+        res = rollout_rt2i(model, rel.vae, rel.tokenizer, prompts, rcfg, key, window_start)
+        extra = {}
+        group = rcfg.group_size
+    elif kind == "srr":
+        s2_cfg, srr, t2i_cfg = srr_cfgs
+        s1 = reflect.run_stage1(model, rel.vae, rel.tokenizer, records, reward_fn, rcfg, srr, t2i_cfg, key)
+        res = reflect.rollout_srr(model, rel.vae, rel.tokenizer, prompts, s1.images, s2_cfg, srr, key,
+                                  window_start)
+        extra = dict(r_init=s1.r_init, stage1_rewards=s1.rewards)
+        group = s2_cfg.group_size
+    else:
+        raise ValueError(f"unknown task {kind!r}; known: {TASKS}")
+    per_sample = [records[i] for i in res.prompt_index]
+    future = reward_fn.submit(res.images, res.prompts, per_sample, texts=res.think_texts)
+    return Round(kind, res, future, group, **extra)
