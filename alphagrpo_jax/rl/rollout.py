@@ -106,7 +106,8 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
         return ctx_lib.build(model, vae, items, rcfg.cache_size, k_ctx).take(repeat)
 
     ctx = build(cond_items)
-    prompt_len, prompt_rope = ctx.cache.length, ctx.rope
+    # Copies: `decode` donates the context, and these two must outlive it.
+    prompt_len, prompt_rope = jnp.copy(ctx.cache.length), jnp.copy(ctx.rope)
     tcfg = rcfg.text
     if rcfg.think:
         ctx, dec = text_lib.decode(model, ctx, jax.random.split(k_text, b), tcfg)
