@@ -121,7 +121,8 @@ def _train(config, mesh, workdir) -> dict:
         with timer("eval"):
             ev = evaluate(learner.model(), rel.vae, rel.tokenizer, eval_records, reward_fn, rcfg,
                           jax.random.key(config.seed + 1), batch_size=config.eval.batch_size,
-                          temperature=config.eval.temperature, greedy=config.eval.greedy)
+                          temperature=config.eval.temperature, greedy=config.eval.greedy,
+                          num_timesteps=config.eval.num_timesteps or None)
         writer.write(step, ev.metrics)
         results.setdefault("eval", []).append({"step": step, **ev.metrics})
         n = min(config.log.grid_size, len(ev.prompts))

@@ -42,7 +42,9 @@ def rt2i_base() -> ml_collections.ConfigDict:
     c.reward.weights = ml_collections.ConfigDict(dict(dvreward=1.0, think_format=1.0, toy_dvreward=0.0))
     c.data = ml_collections.ConfigDict(dict(train_prompts="", eval_prompts="", toy_prompts=False,
                                             toy_train_per_category=-1, toy_eval_per_category=-1))
-    c.eval = ml_collections.ConfigDict(dict(every=10, num_prompts=64, batch_size=16, temperature=0.3, greedy=False))
+    # Held-out eval: ODE; num_timesteps 0 = the rollout's (the reference evaluates with 40).
+    c.eval = ml_collections.ConfigDict(dict(every=10, num_prompts=64, batch_size=16, temperature=0.3, greedy=False,
+                                            num_timesteps=40))
     c.log = ml_collections.ConfigDict(dict(tensorboard=True, grid_size=16))
     c.checkpoint = ml_collections.ConfigDict(dict(every=20, keep=3))
     return c

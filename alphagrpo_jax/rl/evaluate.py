@@ -19,16 +19,18 @@ class EvalResult:
     rewards: np.ndarray
 
 
-def eval_rollout_config(rcfg: RolloutConfig, temperature: float, greedy: bool) -> RolloutConfig:
+def eval_rollout_config(rcfg: RolloutConfig, temperature: float, greedy: bool,
+                        num_timesteps: int | None = None) -> RolloutConfig:
     """One sample per prompt, ODE image sampling (no SDE window), think at the eval temperature."""
     text = dataclasses.replace(rcfg.text, temperature=temperature if not greedy else 1.0, greedy=greedy, top_p=1.0)
-    image = dataclasses.replace(rcfg.image, sde_window=0)
+    image = dataclasses.replace(rcfg.image, sde_window=0, num_timesteps=num_timesteps or rcfg.image.num_timesteps)
     return dataclasses.replace(rcfg, group_size=1, text=text, image=image, sde_window_range=(0, rcfg.image.num_steps))
 
 
 def evaluate(model, vae, tokenizer, records, reward_fn, rcfg: RolloutConfig, key, batch_size: int = 16,
-             temperature: float = 0.3, greedy: bool = False, prefix: str = "eval/") -> EvalResult:
-    ecfg = eval_rollout_config(rcfg, temperature, greedy)
+             temperature: float = 0.3, greedy: bool = False, num_timesteps: int | None = None,
+             prefix: str = "eval/") -> EvalResult:
+    ecfg = eval_rollout_config(rcfg, temperature, greedy, num_timesteps)
     images, texts, prompts = [], [], []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]

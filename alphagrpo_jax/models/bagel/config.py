@@ -242,19 +242,21 @@ def small_100m(**kw) -> BagelConfig:
 def toy(**kw) -> BagelConfig:
     """The toy world's base model (32x32 images; `python -m alphagrpo_jax.sft --config configs/toy_sft.py`).
 
-    Parameter-free pixel autoencoder: space-to-depth by 4 -> 8x8x48 latents, 2x2 latent patches -> a 4x4 grid
-    of 192-d tokens (8x8 px each). Toy pixels in [-1, 1] have mean -0.84 and std 0.545 (mostly black), so
-    z = 1.84 * (x + 0.84) is ~unit variance, the scale flow matching's N(0, 1) noise assumes. The ViT sees 28x28
-    pictures (2x2 patches of 14 px). Text: a 512-id byte-level BPE (toy/tokenizer.py; specials 0..4).
+    Parameter-free pixel autoencoder: space-to-depth by 2 -> 16x16x12 latents, 2x2 latent patches -> an 8x8
+    grid of 48-d tokens (4x4 px each). A token must stay well below the hidden size: llm2vae's output spans at
+    most `hidden_size` directions, and noise in the other directions of the latent would never be removed.
+    Toy pixels in [-1, 1] have mean -0.84 and std 0.545 (mostly black), so z = 1.84 * (x + 0.84) is ~unit
+    variance, the scale flow matching's N(0, 1) noise assumes. The ViT sees 28x28 pictures (2x2 patches of
+    14 px). Text: a 512-id byte-level BPE (toy/tokenizer.py; specials 0..4).
     """
     return BagelConfig(**{
         **dict(
             llm=LLMConfig(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
                           intermediate_size=384, vocab_size=512),
             vit=ViTConfig(hidden_size=32, intermediate_size=64, num_heads=2, num_layers=1, image_size=28),
-            vae=VAEConfig(kind="pixel", downsample=4, z_channels=48, scale_factor=1.84, shift_factor=-0.84),
+            vae=VAEConfig(kind="pixel", downsample=2, z_channels=12, scale_factor=1.84, shift_factor=-0.84),
             tokens=TokenIds(bos=1, eos=2, start_of_image=3, end_of_image=4),
-            max_latent_size=4, vit_max_num_patch_per_side=2, inference_timestep_shift=1.0,
+            max_latent_size=8, vit_max_num_patch_per_side=2, timestep_shift=3.0,
             param_dtype="float32", dtype="float32"),
         **kw})
 

@@ -1,0 +1,383 @@
+"""Supervised fine-tuning of a BAGEL-shaped model on toy-world data, and the export of the base model.
+
+    python -m alphagrpo_jax.sft --config configs/toy_sft.py --config.workdir=runs/toy_sft \
+        --config.export_dir=assets/toy_base
+
+Objective (BAGEL, spec §9): next-token CE on text with loss + flow-matching MSE on noisy latents, each a
+per-token mean over the whole (accumulated) batch; flow time t = shift(sigmoid(n)), n ~ N(0, 1), one draw per
+noisy image; t and the noise come from fold_in(key(seed), step) inside the jitted step, so a resumed run
+draws exactly what an uninterrupted one would. AdamW (optim.py) on fp32 master parameters; the state is
+created sharded on the mesh and updated by one jitted step with donated state. Orbax checkpoints
+(checkpointing.py) hold the state plus the data iterator's state; a restart resumes from the last complete
+one and logs the same losses. Workdir: metrics.jsonl (+ TensorBoard), tokenizer/, checkpoints/,
+eval/step_N.{json,png}. At the end the model is exported as a release folder (`release.load_release` reads
+it), re-loaded from there and evaluated on held-out prompts: eval.json and eval.png (a sample grid: rows =
+categories, columns = plain T2I then think samples) go next to it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from alphagrpo_jax import checkpointing, metrics, optim
+from alphagrpo_jax.models.bagel import checkpoint as ckpt_io, config as config_lib, model as model_lib, packed
+from alphagrpo_jax.models.bagel import release as release_lib
+from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
+from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
+from alphagrpo_jax.parallel.state import create_sharded
+from alphagrpo_jax.toy import sft_data, tokenizer as toy_tokenizer
+
+log = logging.getLogger("alphagrpo_jax.sft")
+BATCH_AXES = ("data", "fsdp")
+
+
+def model_config(config) -> config_lib.BagelConfig:
+    """The preset `config.model` with `config.model_llm` (LLMConfig fields) and `config.model_overrides`
+    (BagelConfig fields) applied; parameters are fp32 master weights whatever the preset says, and
+    `timestep_shift` is the one trained with (config.loss), so the exported bagel_config.json records it."""
+    cfg = config_lib.preset(config.model)
+    if config.model_llm:
+        cfg = cfg.replace(llm=dataclasses.replace(cfg.llm, **dict(config.model_llm)))
+    return cfg.replace(**{**dict(config.model_overrides), "param_dtype": "float32",
+                          "timestep_shift": float(config.loss.timestep_shift)})
+
+
+def data_config(config) -> sft_data.SFTDataConfig:
+    return sft_data.SFTDataConfig(**dict(config.data))
+
+
+def build_tokenizer(config, workdir: str, cfg: config_lib.BagelConfig):
+    """workdir/tokenizer (trained once, deterministically from the seed) and a cached encoder."""
+    folder = os.path.join(workdir, "tokenizer")
+    if jax.process_index() == 0 and not os.path.exists(os.path.join(folder, "vocab.json")):
+        texts = sft_data.corpus(config.seed, config.tokenizer.corpus_examples, data_config(config))
+        toy_tokenizer.build(folder, texts, cfg.llm.vocab_size)
+    tok = load_tokenizer(folder, cfg.tokens)
+    return folder, tok, functools.lru_cache(maxsize=1 << 16)(lambda s: tuple(tok.encode(s)))
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+def init_params(pure: dict, ic, model: model_lib.Bagel, key) -> dict:
+    """Training-start changes to the random init. `zero_residual`: the residual branches' output projections
+    (o_proj, down_proj, both experts) start at 0, as in DiT's adaLN-Zero, so every layer starts as the identity.
+    `identity_velocity`: vae2llm writes the latent (x `vae2llm_scale`) into directions orthogonal to every
+    latent position and timestep embedding, and llm2vae reads it back, so the first velocity is v = x_t: the
+    right answer at t = 1 up to the mean image. A tiny model trained for minutes otherwise leaves that gain
+    ~10% short, and samples keep part of their initial noise. Without it llm2vae starts at 0 (BAGEL)."""
+    zeros = lambda x: jnp.zeros_like(x)  # noqa: E731
+    pure["llm2vae"] = jax.tree.map(zeros, pure["llm2vae"])
+    if ic.zero_residual:
+        for name in ("o_proj", "down_proj"):
+            layer = pure["language_model"]["layers"][name]
+            layer["kernel"] = zeros(layer["kernel"])
+    if ic.identity_velocity:
+        if not ic.zero_residual:
+            raise ValueError("sft config: init.identity_velocity needs init.zero_residual")
+        cfg = model.cfg
+        pos = model.latent_pos_embed(jnp.arange(cfg.max_latent_size ** 2)).astype(jnp.float32)
+        time = model.time_embedder(jnp.linspace(0.0, 1.0, 33)).astype(jnp.float32)
+        _, sv, vt = jnp.linalg.svd(jnp.concatenate([pos, time]), full_matrices=True)
+        free = vt[int(jnp.sum(sv > sv[0] * 1e-4)):]  # orthonormal complement of the context directions
+        if free.shape[0] < cfg.patch_latent_dim:
+            raise ValueError(f"sft init: only {free.shape[0]} free directions for {cfg.patch_latent_dim} latent dims")
+        q = jnp.linalg.qr(jax.random.normal(key, (free.shape[0], cfg.patch_latent_dim)))[0].T @ free
+        scale = float(ic.vae2llm_scale)
+        h0 = pos[:, None] + time[None]  # what the final RMSNorm sees besides the (small) latent
+        rms = jnp.sqrt(jnp.mean(h0 ** 2))
+        pure["vae2llm"] = {"kernel": scale * q, "bias": zeros(pure["vae2llm"]["bias"])}
+        pure["llm2vae"]["kernel"] = (rms / scale) * q.T
+    return pure
+
+
+class TrainSetup:
+    """Model graph, frozen (non-Param) state, sharded train state {params, opt, step} and its shardings."""
+
+    def __init__(self, config, cfg: config_lib.BagelConfig, mesh, rules):
+        self.cfg, self.mesh, self.rules = cfg, mesh, rules
+        graphdef, state, _ = create_sharded(lambda: model_lib.Bagel(cfg, nnx.Rngs(config.seed)), mesh, rules)
+        self.graphdef, params, self.rest = nnx.split(nnx.merge(graphdef, state), nnx.Param, ...)
+        self.abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+        self.rest_shardings = rules_lib.state_shardings(self.rest, mesh, rules)
+        param_sh = nnx.to_pure_dict(rules_lib.state_shardings(params, mesh, rules))
+        pure = nnx.to_pure_dict(params)
+        pure = init_params(pure, config.init, self.model(pure), jax.random.key(config.seed + 1))
+        optim.check_fp32(pure)
+        self.tx, self.schedule = optim.build_optimizer(config.optim)
+        repl = NamedSharding(mesh, PartitionSpec())
+        opt_abs = jax.eval_shape(self.tx.init, pure)
+        opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, opt_abs, param_sh, transform_non_params=lambda _: repl)
+        self.shardings = {"params": param_sh, "opt": opt_sh, "step": repl}
+        opt = jax.jit(self.tx.init, out_shardings=opt_sh)(pure)
+        self.state = {"params": pure, "opt": opt, "step": jax.device_put(jnp.int32(0), repl)}
+
+    def model(self, pure_params, rest=None) -> model_lib.Bagel:
+        """The module from pure-dict parameters and the frozen state (default: this setup's)."""
+        st = jax.tree.map(lambda x: x, self.abstract_params)
+        nnx.replace_by_pure_dict(st, pure_params)
+        return nnx.merge(self.graphdef, st, self.rest if rest is None else rest)
+
+    def abstract_state(self):
+        return checkpointing.abstract_with_shardings(self.state, self.shardings)
+
+
+def flow_inputs(key, batch: packed.PackedBatch, image_id, num_images: int, shift: float):
+    """Flow time per noisy image (logit-normal, shifted; 0 on clean latents) and Gaussian noise per token."""
+    k_t, k_noise = jax.random.split(key)
+    t = jax.nn.sigmoid(jax.random.normal(k_t, (num_images,), jnp.float32))
+    t = shift * t / (1.0 + (shift - 1.0) * t)
+    timestep = jnp.where(batch.mse_mask, t[jnp.clip(image_id, 0)], 0.0)
+    noise = jax.random.normal(k_noise, batch.latent_x0.shape, jnp.float32)
+    return batch.replace(timestep=timestep, noise=noise)
+
+
+def make_train_step(setup: TrainSetup, config, batch_sharding):
+    """jit(state, rest, batch, image_id) -> (state, metrics); the state is donated, `rest` is the frozen
+    (non-Param) model state. Gradient accumulation splits the rows into `grad_accum` micro-batches (every
+    micro-batch sees all ViT images) and normalises by the whole batch's CE / MSE token counts."""
+    lc, accum = config.loss, int(config.grad_accum)
+    num_images = config.data.rows * jax.process_count() * config.data.max_vae_per_row
+    base_key = jax.random.key(config.seed)
+    per_row = {"kind", "text_ids", "positions", "segment_ids", "split_ids", "modes", "ce_labels", "vit_index",
+               "latent_x0", "latent_pos", "timestep", "noise", "mse_mask"}
+
+    def micro_loss(params, rest, batch, ce_total, mse_total):
+        out = packed.forward_packed(setup.model(params, rest), batch)
+        ce = jnp.sum(out["ce"]) / ce_total
+        mse = jnp.sum(jnp.mean(out["mse"], axis=-1)) / mse_total
+        return lc.ce_weight * ce + lc.mse_weight * mse, (ce, mse)
+
+    def step_fn(state, rest, batch, image_id):
+        key = jax.random.fold_in(base_key, state["step"])
+        batch = flow_inputs(key, batch, image_id, num_images, lc.timestep_shift)
+        ce_total = jnp.maximum(jnp.sum(batch.ce_labels >= 0), 1).astype(jnp.float32)
+        mse_total = jnp.maximum(jnp.sum(batch.mse_mask), 1).astype(jnp.float32)
+        split = lambda name, x: x.reshape((accum, -1) + x.shape[1:]) if name in per_row else x  # noqa: E731
+        micro = batch.replace(**{n: split(n, getattr(batch, n)) for n in per_row})
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+        def body(acc, a):
+            mb = micro.replace(**{n: getattr(micro, n)[a] for n in per_row})
+            (loss, (ce, mse)), g = grad_fn(state["params"], rest, mb, ce_total, mse_total)
+            return jax.tree.map(jnp.add, acc, (g, loss, ce, mse)), None
+
+        zero = (jax.tree.map(jnp.zeros_like, state["params"]), 0.0, 0.0, 0.0)
+        (grads, loss, ce, mse), _ = jax.lax.scan(body, zero, jnp.arange(accum))
+        updates, opt = setup.tx.update(grads, state["opt"], state["params"])
+        new = {"params": optax.apply_updates(state["params"], updates), "opt": opt, "step": state["step"] + 1}
+        m = dict(loss=loss, ce=ce, mse=mse, grad_norm=optax.tree.norm(grads), lr=setup.schedule(state["step"]))
+        return new, m
+
+    batch_sh = packed.PackedBatch(**{k: batch_sharding for k in packed.PackedBatch.__dataclass_fields__})
+    return jax.jit(step_fn, in_shardings=(setup.shardings, setup.rest_shardings, batch_sh, batch_sharding),
+                   out_shardings=(setup.shardings, None), donate_argnums=(0,))
+
+
+def to_device(host: dict, sharding: NamedSharding, n_vit_local: int, n_img_local: int):
+    """Host batch (this process's rows) -> global arrays sharded over the batch axes. Per-process image and
+    ViT indices are offset so they index the global arrays."""
+    b = dict(host["batch"])
+    p = jax.process_index()
+    b["vit_index"] = np.where(b["kind"] == packed.VIT, b["vit_index"] + p * n_vit_local * b["vit_pos"].shape[1], 0)
+    image_id = np.where(host["image_id"] >= 0, host["image_id"] + p * n_img_local, -1)
+    put = lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x))  # noqa: E731
+    return packed.PackedBatch(**{k: put(v) for k, v in b.items()}), put(image_id)
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: str, dtype: str) -> str:
+    """A release folder: ema.safetensors, llm_config.json, vit_config.json, bagel_config.json, tokenizer."""
+    os.makedirs(out, exist_ok=True)
+    ckpt_io.export_state(nnx.state(model), model_lib.weight_map(cfg), os.path.join(out, "ema.safetensors"), dtype)
+    c, v = cfg.llm, cfg.vit
+    llm = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=c.hidden_size,
+               num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
+               head_dim=c.head_dim, intermediate_size=c.intermediate_size, vocab_size=c.vocab_size,
+               hidden_act="silu", rms_norm_eps=c.rms_norm_eps, rope_theta=c.rope_theta, rope_scaling=None,
+               tie_word_embeddings=False, torch_dtype=dtype)
+    vit = dict(model_type="siglip_vision_model", hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
+               num_attention_heads=v.num_heads, num_hidden_layers=v.num_layers + 1,  # loaders drop the last one
+               patch_size=v.patch_size, image_size=v.image_size, num_channels=v.num_channels,
+               hidden_act="gelu_pytorch_tanh", layer_norm_eps=v.layer_norm_eps)
+    t = cfg.tokens
+    top = dict(latent_patch_size=cfg.latent_patch_size, max_latent_size=cfg.max_latent_size,
+               vit_max_num_patch_per_side=cfg.vit_max_num_patch_per_side, connector_act="gelu_pytorch_tanh",
+               timestep_shift=cfg.timestep_shift, inference_timestep_shift=cfg.inference_timestep_shift,
+               new_token_ids=dict(bos_token_id=t.bos, eos_token_id=t.eos, start_of_image=t.start_of_image,
+                                  end_of_image=t.end_of_image),
+               vae_config={k: (list(x) if isinstance(x, tuple) else x) for k, x in vars(cfg.vae).items()})
+    for name, d in (("llm_config.json", llm), ("vit_config.json", vit), ("bagel_config.json", top)):
+        with open(os.path.join(out, name), "w", encoding="utf-8") as f:
+            json.dump(d, f, indent=1)
+    for name in os.listdir(tokenizer_dir):
+        shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(out, name))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+def _trim_metrics(path: str, last_step: int) -> None:
+    """Drops records logged after the restored checkpoint (a killed run's tail), so curves stay single."""
+    if not os.path.exists(path):
+        return
+    rows = [r for r in metrics.read_metrics(path) if r["step"] <= last_step]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
+def evaluate(rel: release_lib.Release, ec, seed: int) -> tuple[dict, np.ndarray]:
+    """Held-out prompts (`ec.per_category` per category), ODE sampling with text CFG, plain and (ec.think)
+    think mode; DVReward through the toy verifier (geometric). Returns (metrics, sample grid uint8)."""
+    from alphagrpo_jax.models.bagel.image_transform import TOY_VAE_TRANSFORM, TOY_VIT_TRANSFORM
+    from alphagrpo_jax.reward.dvreward import aggregate
+    from alphagrpo_jax.reward.fmt import think_format_rewards
+    from alphagrpo_jax.sampling.pipeline import Pipeline
+    from alphagrpo_jax.sampling.text import TextSamplerConfig
+    from alphagrpo_jax.toy import decompose, prompts, verifier, world
+
+    specs = prompts.prompt_set("eval", ec.per_category, seed)
+    records = [decompose.decompose(s) for s in specs]
+    pipe = Pipeline(rel, cache_size=ec.cache_size, vae_transform=TOY_VAE_TRANSFORM, vit_transform=TOY_VIT_TRANSFORM)
+    out, columns = {}, []
+    for mode in ("t2i", "think") if ec.think else ("t2i",):
+        gens = pipe.generate_images(
+            [r.prompt for r in records], think=mode == "think", height=world.CANVAS, width=world.CANVAS,
+            num_timesteps=ec.num_timesteps, cfg_text=ec.cfg_text, shift=ec.shift, seed=seed,
+            think_sampler=TextSamplerConfig(max_new_tokens=ec.think_tokens, temperature=ec.think_temperature))
+        rewards = []
+        for r, g in zip(records, gens):
+            p = verifier.score_record(r, g.image)
+            rewards.append(aggregate(p[: len(r.semantic)].tolist(), p[len(r.semantic):].tolist())[0])
+        rewards = np.asarray(rewards)
+        cats = np.asarray([s.category for s in specs])
+        for c in prompts.CATEGORIES:
+            out[f"{mode}/{c}"] = float(rewards[cats == c].mean())
+        out[f"{mode}/all"] = float(rewards.mean())
+        if mode == "think":
+            out["think/format"] = float(think_format_rewards([g.think for g in gens]).mean())
+            out["think/examples"] = [f"{r.prompt} -> {g.think}" for r, g in zip(records[::ec.per_category],
+                                                                                 gens[::ec.per_category])]
+        blank = np.zeros_like(gens[0].image)
+        columns.append([([g.image for g, s in zip(gens, specs) if s.category == c] + [blank] * ec.grid_per_category)
+                        [: ec.grid_per_category] for c in prompts.CATEGORIES])
+    grid = np.concatenate([np.concatenate([np.concatenate(col[i], axis=1) for col in columns], axis=1)
+                           for i in range(len(prompts.CATEGORIES))], axis=0)
+    return out, np.kron(grid, np.ones((ec.grid_scale, ec.grid_scale, 1), np.uint8))
+
+
+def _write_eval(folder: str, name: str, result: dict, grid: np.ndarray) -> None:
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name}.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    Image.fromarray(grid).save(os.path.join(folder, f"{name}.png"))
+
+
+def train(config, step_hook=None) -> dict:
+    """Runs (or resumes) SFT, then exports and evaluates the release; returns a summary dict.
+    `step_hook(step, metrics)` runs after every step (tests raise from it to simulate a crash)."""
+    workdir = config.workdir
+    os.makedirs(workdir, exist_ok=True)
+    cfg, dc = model_config(config), data_config(config)
+    mesh, rules = mesh_lib.make_mesh(dict(config.mesh)), rules_lib.DEFAULT_RULES
+    n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
+    if (dc.rows * jax.process_count()) % n_batch or config.data.rows % int(config.grad_accum):
+        raise ValueError(f"sft config: data.rows x processes ({dc.rows} x {jax.process_count()}) must be a "
+                         f"multiple of the mesh batch axes ({n_batch}), and data.rows of grad_accum")
+    tok_dir, tok, encode = build_tokenizer(config, workdir, cfg)
+    writer = metrics.MetricsWriter(workdir, tensorboard=config.tensorboard)
+    summary: dict = {}
+    with rules_lib.use_rules(mesh, rules):
+        setup = TrainSetup(config, cfg, mesh, rules)
+        batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+        step_fn = make_train_step(setup, config, batch_sharding)
+        it = iter(sft_data.sft_dataset(cfg, dc, encode, config.seed))
+        ck = config.checkpoint
+        ckpt = checkpointing.CheckpointManager(os.path.join(workdir, "checkpoints"), keep=ck.keep, every=ck.every,
+                                               async_save=ck.async_save)
+        ckpt.install_preemption_handler()
+        try:
+            state, start, seen = setup.state, 0, {"tokens": 0, "kinds": [0] * len(sft_data.KINDS)}
+            if ckpt.latest_step() is not None:
+                state, extras = ckpt.restore(setup.abstract_state())
+                it.set_state(extras["data"])
+                start, seen = int(extras["step"]), extras["seen"]
+                _trim_metrics(writer.path, start)
+                log.info("resumed from step %d (%s)", start, ckpt.directory)
+            bar = metrics.progress(config.total_steps, "sft", initial=start, unit="step")
+            t_last = time.perf_counter()
+            for step in range(start + 1, config.total_steps + 1):
+                host = next(it)
+                batch, image_id = to_device(host, batch_sharding, dc.rows * dc.max_vit_per_row,
+                                            dc.rows * dc.max_vae_per_row)
+                state, m = step_fn(state, setup.rest, batch, image_id)
+                seen["tokens"] += int(host["tokens"])
+                seen["kinds"] = [a + int(b) for a, b in zip(seen["kinds"], host["kind_counts"])]
+                if step % config.log_every == 0 or step == config.total_steps:
+                    m = {k: float(v) for k, v in jax.device_get(m).items()}
+                    now = time.perf_counter()
+                    m.update({"tokens_seen": seen["tokens"], "sec_per_step": (now - t_last) / config.log_every,
+                              **{f"examples/{k}": n for k, n in zip(sft_data.KINDS, seen["kinds"])}})
+                    t_last = now
+                    writer.write(step, m)
+                    bar.set_postfix(loss=f"{m['loss']:.3f}", ce=f"{m['ce']:.3f}", mse=f"{m['mse']:.3f}")
+                if step_hook is not None:
+                    step_hook(step, m)
+                if ckpt.should_save(step) or step == config.total_steps:
+                    ckpt.save(step, state, {"step": step, "data": it.get_state(), "seen": seen})
+                if config.eval.every and step % config.eval.every == 0 and step < config.total_steps:
+                    rel = release_lib.Release(cfg, setup.model(state["params"]), release_lib.make_autoencoder(cfg), tok)
+                    result, grid = evaluate(rel, config.eval, config.seed)
+                    writer.write(step, {f"eval/{k}": v for k, v in result.items() if not isinstance(v, list)})
+                    _write_eval(os.path.join(workdir, "eval"), f"step_{step}", result, grid)
+                bar.update(1)
+                if ckpt.preempted(step):
+                    log.warning("preempted: checkpoint saved at step %d, exiting", step)
+                    return {"preempted_at": step}
+            bar.close()
+        finally:
+            ckpt.close()
+        summary.update(step=config.total_steps, tokens_seen=seen["tokens"],
+                       examples=dict(zip(sft_data.KINDS, seen["kinds"])))
+        out = config.export_dir or os.path.join(workdir, "release")
+        if jax.process_index() == 0:
+            export_release(setup.model(state["params"]), cfg, tok_dir, out, config.export.dtype)
+        if jax.process_count() > 1:  # every host re-loads the folder (a shared filesystem or gs:// is assumed)
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("sft_export")
+        if config.eval.final:
+            rel = release_lib.load_release(out, mesh, rules, param_dtype="float32", dtype="float32")
+            result, grid = evaluate(rel, config.eval, config.seed)
+            writer.write(config.total_steps, {f"eval/{k}": v for k, v in result.items() if not isinstance(v, list)})
+            if jax.process_index() == 0:
+                _write_eval(out, "eval", {**result, "train": summary}, grid)
+            summary["eval"] = result
+    writer.close()
+    return summary
+
+
+def main(config) -> None:
+    train(config)
+
+
+if __name__ == "__main__":
+    from alphagrpo_jax import cli
+
+    cli.run(main)
