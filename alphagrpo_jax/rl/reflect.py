@@ -51,7 +51,8 @@ def run_stage1(model, vae, tokenizer, records, reward_fn, rcfg: RolloutConfig, s
     prompts = [r.prompt for r in records]
     res = rollout_rt2i(model, vae, tokenizer, prompts, stage1_config(rcfg, srr, t2i_cfg), key, 0)
     per_sample = [records[i] for i in res.prompt_index]
-    rewards = np.asarray(reward_fn(res.images, res.prompts, per_sample).rewards, np.float64).reshape(len(prompts), -1)
+    rw = reward_fn(res.images, res.prompts, per_sample, texts=res.think_texts)  # texts: "" (no think)
+    rewards = image_rewards(rw, image_weights(reward_fn)).reshape(len(prompts), -1)
     if srr.selection == "worst":
         pick = rewards.argmin(axis=1)
     else:
@@ -63,6 +64,20 @@ def run_stage1(model, vae, tokenizer, records, reward_fn, rcfg: RolloutConfig, s
     k = rewards.shape[1]
     images = res.images.reshape((len(prompts), k) + res.images.shape[1:])[np.arange(len(prompts)), pick]
     return Stage1(images, rewards[np.arange(len(prompts)), pick], rewards)
+
+
+def image_weights(reward_fn) -> dict[str, float]:
+    """{component: weight} of the reward service's components that score the image."""
+    fn = reward_fn.reward_fn
+    weights = {k: fn.weights[k] for k, c in fn.components.items() if "images" in c.needs}
+    if not weights:
+        raise ValueError(f"SRR needs a reward component that scores images; configured: {sorted(fn.components)}")
+    return weights
+
+
+def image_rewards(rw, weights: dict[str, float]) -> np.ndarray:
+    """[N] float64 SRR reward of a RewardResult: sum of weight * value over the image components."""
+    return sum(np.float64(w) * np.asarray(rw.components[k], np.float64) for k, w in weights.items())
 
 
 def srr_items_for(tokenizer, prompt: str, image: np.ndarray, rcfg: RolloutConfig, srr: SRRConfig):

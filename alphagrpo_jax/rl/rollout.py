@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from alphagrpo_jax import metrics
 from alphagrpo_jax.models.bagel.vae import to_uint8, unpatchify_latent
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import image as image_lib
@@ -105,25 +106,28 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
     def build(items):  # G copies of each prompt's context share one prefill
         return ctx_lib.build(model, vae, items, rcfg.cache_size, k_ctx).take(repeat)
 
-    ctx = build(cond_items)
-    # Copies: `decode` donates the context, and these two must outlive it.
-    prompt_len, prompt_rope = jnp.copy(ctx.cache.length), jnp.copy(ctx.rope)
-    tcfg = rcfg.text
-    if rcfg.think:
-        ctx, dec = text_lib.decode(model, ctx, jax.random.split(k_text, b), tcfg)
-    else:
-        t = tcfg.max_new_tokens
-        dec = text_lib.DecodeOutput(jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t)), jnp.zeros((b,), jnp.int32),
-                                    jnp.zeros((b,), bool))
-    scfg = rcfg.image
-    uncond = build(text_uncond_items) if scfg.cfg.uses_text_branch else None
-    img_uncond = build(img_uncond_items) if scfg.cfg.uses_img_branch else None
-    gh, gw = rcfg.height // cfg.latent_downsample, rcfg.width // cfg.latent_downsample
-    pos = image_lib.grid_positions(gh, gw, cfg.max_latent_size, b)
-    x = jax.random.normal(k_noise, (b, gh * gw, cfg.patch_latent_dim), jnp.float32)
-    out = image_lib.sample(model, image_lib.Branches(ctx, uncond, img_uncond), x, pos, k_sde,
-                           jnp.int32(window_start), scfg)
-    images = np.asarray(decode_images(vae, out.latents, gh, gw, cfg.latent_patch_size, cfg.vae.z_channels))
+    with metrics.phase("rollout_text") as sync:  # prefill + think decoding
+        ctx = build(cond_items)
+        # Copies: `decode` donates the context, and these two must outlive it.
+        prompt_len, prompt_rope = jnp.copy(ctx.cache.length), jnp.copy(ctx.rope)
+        tcfg = rcfg.text
+        if rcfg.think:
+            ctx, dec = text_lib.decode(model, ctx, jax.random.split(k_text, b), tcfg)
+        else:
+            t = tcfg.max_new_tokens
+            dec = text_lib.DecodeOutput(jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t)),
+                                        jnp.zeros((b,), jnp.int32), jnp.zeros((b,), bool))
+        sync(dec)
+    with metrics.phase("rollout_image"):  # CFG branch prefills + the flow sampler + VAE decode
+        scfg = rcfg.image
+        uncond = build(text_uncond_items) if scfg.cfg.uses_text_branch else None
+        img_uncond = build(img_uncond_items) if scfg.cfg.uses_img_branch else None
+        gh, gw = rcfg.height // cfg.latent_downsample, rcfg.width // cfg.latent_downsample
+        pos = image_lib.grid_positions(gh, gw, cfg.max_latent_size, b)
+        x = jax.random.normal(k_noise, (b, gh * gw, cfg.patch_latent_dim), jnp.float32)
+        out = image_lib.sample(model, image_lib.Branches(ctx, uncond, img_uncond), x, pos, k_sde,
+                               jnp.int32(window_start), scfg)
+        images = np.asarray(decode_images(vae, out.latents, gh, gw, cfg.latent_patch_size, cfg.vae.z_channels))
     rollout = Rollout(ctx, uncond, img_uncond, prompt_len, prompt_rope, dec.tokens, dec.log_probs, dec.lengths,
                       dec.truncated, out.trajectory, out.window_start, out.log_probs, out.means, pos)
     eos = cfg.tokens.eos

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from concurrent.futures import Future
 
+import jax
 import numpy as np
 
 from alphagrpo_jax.rl import reflect
@@ -20,11 +21,13 @@ class Round:
     group_size: int
     r_init: np.ndarray | None = None  # SRR: per-prompt stage-1 reward (the floor)
     stage1_rewards: np.ndarray | None = None
+    image_weights: dict | None = None  # SRR: reward = these components only (reflect.image_weights)
 
     def rewards(self) -> tuple[np.ndarray, dict, object]:
         """([P, G] training rewards, extra metrics, the raw RewardResult). Blocks on the reward future."""
         rw = self.future.result()
-        raw = np.asarray(rw.rewards, np.float64).reshape(-1, self.group_size)
+        raw = rw.rewards if self.image_weights is None else reflect.image_rewards(rw, self.image_weights)
+        raw = np.asarray(raw, np.float64).reshape(-1, self.group_size)
         extra = {}
         if self.kind == "srr":
             floored, improved = reflect.floor_rewards(raw, self.r_init)
@@ -45,10 +48,11 @@ def start_round(kind: str, model, rel, records, reward_fn, key, window_start: in
         group = rcfg.group_size
     elif kind == "srr":
         s2_cfg, srr, t2i_cfg = srr_cfgs
-        s1 = reflect.run_stage1(model, rel.vae, rel.tokenizer, records, reward_fn, rcfg, srr, t2i_cfg, key)
-        res = reflect.rollout_srr(model, rel.vae, rel.tokenizer, prompts, s1.images, s2_cfg, srr, key,
+        k1, k2 = jax.random.split(key)  # independent stage-1 and stage-2 noise
+        s1 = reflect.run_stage1(model, rel.vae, rel.tokenizer, records, reward_fn, rcfg, srr, t2i_cfg, k1)
+        res = reflect.rollout_srr(model, rel.vae, rel.tokenizer, prompts, s1.images, s2_cfg, srr, k2,
                                   window_start)
-        extra = dict(r_init=s1.r_init, stage1_rewards=s1.rewards)
+        extra = dict(r_init=s1.r_init, stage1_rewards=s1.rewards, image_weights=reflect.image_weights(reward_fn))
         group = s2_cfg.group_size
     else:
         raise ValueError(f"unknown task {kind!r}; known: {TASKS}")

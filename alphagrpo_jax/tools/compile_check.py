@@ -7,6 +7,9 @@ Programs: `und_prefill` (a text block of --prefill-len tokens written into a --c
 `gen_step` (one denoising forward: [vision_start, --latent-tokens latents, vision_end] against the cache,
 returning the velocity). Params are abstract (nothing is allocated); memory comes from the compiled
 executables' `memory_analysis()`. Exits non-zero when a program does not fit the chip's HBM.
+
+With `--config configs/x.py[:variant]` it compiles a training config's whole RT2I programs instead (rollout and
+learner; see tools/compile_rt2i.py).
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ import sys
 # The topology API needs libtpu to believe it is on a TPU VM; these only silence its host probing.
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+# Compiling touches no TPU, so libtpu's one-process lock (/tmp/libtpu_lockfile) would only stop two checks
+# (or a check and a test) from running side by side.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
 
@@ -45,14 +51,15 @@ def parse_mesh(text: str) -> dict[str, int]:
     return out
 
 
-def topology_devices(topology: str):
+def topology_devices(topology: str, slices: int = 1):
+    """Compile-only devices of `slices` copies of a TPU topology (multi-slice devices carry `slice_index`)."""
     import jax
     from jax.experimental import topologies
 
     if ":" not in topology:
         raise SystemExit(f"--topology: expected e.g. v5p:2x2x2, got {topology!r}")
     try:
-        desc = topologies.get_topology_desc(topology, "tpu")
+        desc = topologies.get_topology_desc(topology, "tpu", **({"num_slices": slices} if slices > 1 else {}))
     except Exception as e:  # noqa: BLE001 - libtpu missing or unknown topology: say which
         raise SystemExit(f"cannot get TPU topology {topology!r} ({type(e).__name__}: {e}); "
                          "install the TPU extra: pip install -e '.[tpu]'") from e
@@ -135,6 +142,11 @@ def compile_programs(cfg, mesh, batch: int, prefill_len: int, cache_len: int, la
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--config" or a.startswith("--config=") for a in argv):
+        from alphagrpo_jax.tools import compile_rt2i  # whole training programs of a config
+
+        return compile_rt2i.main(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="bagel_7b_mot", help="model preset (see models/bagel/config.py PRESETS)")
     ap.add_argument("--topology", default="v5p:2x2x2", help="TPU topology, e.g. v5p:2x2x2, v5e:4x4, v6e:4x4")

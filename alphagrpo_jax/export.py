@@ -1,0 +1,83 @@
+"""Export a GRPO checkpoint as a BAGEL release folder (LoRA merged into the base weights).
+
+    python -m alphagrpo_jax.export --config configs/toy_rt2i.py --out exported/toy_rt2i [--step N]
+    python -m alphagrpo_jax.generate --checkpoint exported/toy_rt2i --prompt "..." --out x.png --transform toy
+
+The config must be the training run's (same release, LoRA rank/targets, workdir). The output folder is the base
+release with `ema.safetensors` replaced: every tensor under its release name and shape, so the exported model
+loads with `models/bagel/release.load_release` and with the upstream PyTorch code. Tensors are written in the
+base release's dtype (bf16 for BAGEL-7B, fp32 for the toy model).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+import jax
+from absl import flags
+from flax import nnx
+
+from alphagrpo_jax import checkpointing, cli
+from alphagrpo_jax.models.bagel import checkpoint as ckpt_lib, model as model_lib, safetensors_io
+from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
+
+_OUT = flags.DEFINE_string("out", None, "output release folder (created; must not hold an ema.safetensors)")
+_STEP = flags.DEFINE_integer("step", None, "checkpoint step to export (default: the latest)")
+
+log = logging.getLogger("alphagrpo_jax.export")
+
+
+def release_dtype(path: str) -> str:
+    """The dtype of the release's first floating tensor (what the exported file is written in)."""
+    f = safetensors_io.SafetensorsFile(os.path.join(path, "ema.safetensors"))
+    for key in f.keys():
+        if "float" in str(f.dtype(key)):  # float32, bfloat16, float16
+            return str(f.dtype(key))
+    raise ValueError(f"{path}/ema.safetensors: no floating-point tensor")
+
+
+def export(config, out: str, step: int | None = None) -> str:
+    """Restores `step` of `config.workdir`'s checkpoints, merges LoRA, writes the release to `out`."""
+    from alphagrpo_jax.rl import lora
+    from alphagrpo_jax.train import build
+
+    src = config.model.release
+    if os.path.exists(os.path.join(out, "ema.safetensors")):
+        raise FileExistsError(f"--out {out}: already holds an ema.safetensors; choose a new folder")
+    mesh = mesh_lib.mesh_from_config(config)
+    rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
+    with rules_lib.use_rules(mesh, rules):
+        _, _, learner, _ = build(config, mesh)
+        mgr = checkpointing.CheckpointManager(os.path.join(config.workdir, "checkpoints"), keep=None)
+        tree = {"params": learner.trainable, "opt": learner.opt_state}
+        target = checkpointing.abstract_with_shardings(tree, jax.tree.map(lambda x: x.sharding, tree))
+        state, extras = mgr.restore(target, step)
+        mgr.close()
+        learner.trainable = state["params"]
+        model = learner.model()
+        if config.train.params == "lora":
+            model = lora.merge_lora(model)
+        os.makedirs(out, exist_ok=True)
+        for name in sorted(os.listdir(src)):
+            if name != "ema.safetensors" and os.path.isfile(os.path.join(src, name)):
+                shutil.copy2(os.path.join(src, name), os.path.join(out, name))
+        meta = {"exported_from": os.path.abspath(config.workdir) if "://" not in config.workdir else config.workdir,
+                "step": str(extras["step"])}
+        ckpt_lib.export_state(nnx.state(model), model_lib.weight_map(model.cfg), os.path.join(out, "ema.safetensors"),
+                              dtype=release_dtype(src), metadata=meta)
+    with open(os.path.join(out, "export.json"), "w") as f:
+        json.dump({**meta, "base_release": src}, f, indent=1)
+    log.info("exported step %s of %s to %s", extras["step"], config.workdir, out)
+    return out
+
+
+def main(config) -> None:
+    if not _OUT.value:
+        raise SystemExit("--out is required: the folder to write the release into")
+    print(export(config, _OUT.value, _STEP.value))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,50 @@
+"""Self-Reflective Refinement (SRR) GRPO on the toy world (CPU, minutes).
+
+    python -m alphagrpo_jax.train --config configs/toy_srr.py
+    python -m alphagrpo_jax.train --config configs/toy_srr.py:mixed   # RT2I and SRR rounds alternate
+
+Per SRR round: stage 1 draws `stage1_images` ODE images per prompt without think and keeps each prompt's worst;
+stage 2 (trained) reflects on it and redraws G times with the SDE sampler and edit CFG; rewards are floored at
+the stage-1 reward. The held-out eval adds `eval_srr/*` (rl/evaluate_srr.py: stage-1 draw -> one ODE redraw).
+
+Numbers. From the reference's SRR recipe (JunyiWuCode/AlphaGRPO@1f604ff config/bagel.py:_synthesis_reflect_base,
+spec 4 and 2.4): stage 1 and stage 2 share one schedule; a short SDE window early in the schedule (reference: 5
+of 39 transitions, start in [0, 10], so within the first 15/39; here 3 of 9, start in [0, 1], within the first
+4/9); image CFG 2 on the whole interval with text_channel renorm; reward = the image reward only (reference
+reward_fn = {"dvreward": 1}); text loss weight 1 / window (one reflection weighs like one image step x window = 1).
+Toy choices: edit text CFG 2, not 4: the toy base is sampled with text CFG 2, and at 4 its redraws are much worse
+than its first draws (held-out base, 51 prompts: stage 1 0.285 -> refined 0.143 at text 4 / image 2; 0.305 at
+text 2 / image 2). CPU sizes: P=4 prompts x G=8, 2 stage-1 images per prompt, one round per step, 10-point
+schedules; LoRA r8, lr 3e-4, clip eps 1e-3, 64 think tokens, 32 px are configs/toy_rt2i.py's, which this
+extends; `:mixed` keeps its think-format reward for the RT2I rounds (SRR rounds ignore text-only reward
+components, rl/reflect.py) and its 2 rounds per step (one of each kind).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import toy_rt2i  # noqa: E402
+
+
+def get_config(arg=None):
+    if arg not in (None, "", "mixed"):
+        raise ValueError(f"toy_srr.py: unknown variant {arg!r} ('' | mixed)")
+    c = toy_rt2i.get_config()
+    c.workdir = "workdir/toy_srr"
+    c.task.kinds = ("srr",)
+    c.total_steps = 30
+    c.rollout.rounds_per_step = 1
+    c.task.srr.update(dict(stage1_images=2, stage1_timesteps=10, selection="worst", transforms="toy",
+                           num_timesteps=10, sde_window=3, sde_window_range=(0, 4)))
+    c.task.srr.cfg.update(dict(text_scale=2.0, img_scale=2.0, interval=(0.0, 1.0), renorm_type="text_channel"))
+    c.rollout.cache_size = 320  # [system 48][image: 64 VAE + 4 ViT + 4 markers][reflection ~50][think <= 64]
+    c.loss.text_loss_weight = 1.0 / c.task.srr.sde_window
+    c.reward.weights = dict(dvreward=0.0, think_format=0.0, toy_dvreward=1.0)
+    c.eval.update(dict(every=10, num_prompts=56, batch_size=28, temperature=0.3, num_timesteps=16))  # 51 exist
+    if arg == "mixed":
+        c.workdir = "workdir/toy_srr_mixed"
+        c.task.kinds = ("rt2i", "srr")
+        c.rollout.rounds_per_step = 2
+        c.reward.weights.think_format = 0.2
+    return c
