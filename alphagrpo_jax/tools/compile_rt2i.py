@@ -11,8 +11,8 @@ rules:
   decode      sampling.text.decode: the think while_loop over the B rows
   image       sampling.image.sample: the SDE/ODE scan, CFG branches stacked on the batch
   vae_decode  rl.rollout.decode_images: B latents -> uint8 pixels
-  grads       rl.learner.Learner._grad_fn: value_and_grad of the image (SDE window) + think-text GRPO loss
-  apply       rl.learner.Learner._apply_fn: the optax update (state donated)
+  grads       rl.learner.Learner.jit_steps: value_and_grad of the image (SDE window) + think-text GRPO loss
+  apply       rl.learner.Learner.jit_steps: the optax update (params and optimizer state donated)
 
 Memory per device is `compiled.memory_analysis()` (arguments, outputs, temporaries, donated aliases) plus
 `resident`: arrays alive during the program that are not its arguments, from their shardings (the optimizer
@@ -314,7 +314,8 @@ def main(argv=None) -> int:
     print(f"round: {r.prompts_per_round} prompts x {r.group_size} = {r.prompts_per_round * r.group_size} samples, "
           f"{r.rounds_per_step} rounds/step; think <= {r.text.max_new_tokens} tokens, cache {r.cache_size}, "
           f"{r.height}x{r.width} px, {r.image.num_timesteps} timesteps, SDE window {r.image.sde_window}, "
-          f"CFG text {r.cfg.text_scale} img {r.cfg.img_scale}, remat {config.model.remat}")
+          f"CFG text {r.cfg.text_scale} img {r.cfg.img_scale}, remat {config.model.remat}, attention "
+          f"{config.model.attention}")
     fits = compile_rt2i(config, mesh, args.model, [p for p in args.programs.split(",") if p], args.prompt_tokens)
     over = report(fits, hbm)
     if over:
