@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-if importlib.util.find_spec("libtpu") is None:
-    pytest.skip("libtpu is not importable, so nothing can be compiled for TPU here; install the test extra "
-                "(pip install -c constraints.txt -e '.[test]')", allow_module_level=True)
+if importlib.util.find_spec("libtpu") is None:  # a test dependency: missing is an error, not a skip
+    raise ImportError("libtpu is not importable, so nothing can be compiled for TPU here; install the test extra "
+                      "(pip install -c constraints.txt -e '.[test]')")
 
 from alphagrpo_jax.parallel import mesh as mesh_lib  # noqa: E402
 from alphagrpo_jax.tools import compile_check, compile_rt2i  # noqa: E402
