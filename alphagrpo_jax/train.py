@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from alphagrpo_jax import checkpointing, cli, metrics as metrics_lib, optim
-from alphagrpo_jax.parallel import distributed, mesh as mesh_lib, rules as rules_lib
+from alphagrpo_jax.parallel import distributed, hostdata, mesh as mesh_lib, rules as rules_lib
 
 log = logging.getLogger("alphagrpo_jax.train")
 
@@ -36,7 +36,8 @@ def prompt_files(config) -> tuple[str, str]:
 
         out = os.path.join(config.workdir, "data")
         paths = {s: os.path.join(out, "prompts", f"{s}.jsonl") for s in ("train", "eval")}
-        if not all(os.path.exists(p) for p in paths.values()) and jax.process_index() == 0:
+        # Every process writes its own copy if missing (deterministic, atomic), so a host-local workdir works.
+        if not all(os.path.exists(p) for p in paths.values()):
             per = [None if n < 0 else n for n in (d.toy_train_per_category, d.toy_eval_per_category)]  # -1 = all
             paths = write_prompt_files(out, per[0], per[1], config.seed)
         return paths["train"], paths["eval"]
@@ -81,7 +82,7 @@ def train(config) -> dict:
 
 
 def _train(config, mesh, workdir, timer) -> dict:
-    from alphagrpo_jax.data.prompts import PromptRecords, prompt_dataset
+    from alphagrpo_jax.data.prompts import PromptRecords, round_dataset
     from alphagrpo_jax.reward.service import build_reward_fn
     from alphagrpo_jax.rl import advantages
     from alphagrpo_jax.rl.evaluate import evaluate
@@ -97,7 +98,8 @@ def _train(config, mesh, workdir, timer) -> dict:
     rel, rcfg, learner, schedule = build(config, mesh)
     train_path, eval_path = prompt_files(config)
     r = config.rollout
-    data = prompt_dataset(train_path, batch_size=r.prompts_per_round, seed=config.seed, shuffle=True)
+    # Every process iterates the same rounds; each scores its own block of a round's samples.
+    data = round_dataset(train_path, prompts_per_round=r.prompts_per_round, seed=config.seed)
     data_it = iter(data)
     eval_records = list(PromptRecords(eval_path))[: config.eval.num_prompts] if eval_path else []
     reward_fn = build_reward_fn(config.reward)
@@ -220,8 +222,8 @@ def step_metrics(stats, loss_metrics: dict, rcfg) -> dict:
                     tags.setdefault(k, []).append(v)
     row.update({f"reward/{k}": float(np.mean(v)) for k, v in tags.items()})
     if rcfg.think:
-        lens = np.concatenate([np.asarray(s[3].rollout.think_len) for s in stats])
-        trunc = np.concatenate([np.asarray(s[3].rollout.think_truncated) for s in stats])
+        lens = np.concatenate([hostdata.to_host(s[3].rollout.think_len) for s in stats])
+        trunc = np.concatenate([hostdata.to_host(s[3].rollout.think_truncated) for s in stats])
         row.update({"think/len": float(lens.mean()), "think/truncated": float(trunc.mean())})
     row.update({k: float(v) for k, v in loss_metrics.items()})
     return row

@@ -105,18 +105,11 @@ class TrivialReward:
 # ------------------------------------------------------------------------------------------------ setups
 
 def load_config_file(name: str):
-    """A module from configs/. The config files import their `common` (configs/common.py) by that name, which
-    here is benchmarks/common.py: it is set aside while the file loads."""
-    saved = sys.modules.pop("common", None)
-    try:
-        spec = importlib.util.spec_from_file_location(f"_bench_configs_{name}", os.path.join(REPO, "configs", name))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.modules.pop("common", None)
-        if saved is not None:
-            sys.modules["common"] = saved
+    """A module from configs/ (loaded by path: configs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_configs_{name}", os.path.join(REPO, "configs", name))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def toy_setup(args, workdir):
@@ -132,7 +125,7 @@ def toy_setup(args, workdir):
 
 
 def small_setup(args, workdir):
-    c = load_config_file("common.py").rt2i_base()
+    c = load_config_file("grpo_base.py").rt2i_base()
     c.workdir = workdir
     c.model.release = "<random-init small_100m>"
     c.model.param_dtype = c.model.dtype = "bfloat16"

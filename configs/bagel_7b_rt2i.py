@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import meshes  # noqa: E402
-from common import rt2i_base  # noqa: E402
+from grpo_base import rt2i_base  # noqa: E402
 
 
 def get_config(arg=None):

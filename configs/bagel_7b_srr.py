@@ -13,7 +13,7 @@ prompt, 40-point schedule with a 5-step SDE window starting in [0, 10] (range (0
 + image 2 on [0, 1] with text_channel renorm; 32 prompts per update (4 rounds of 8); reward = DVReward only
 (reward_fn = {"dvreward": 1}; the format rewards feed only the unused text_avg), floored at the stage-1 reward
 (clamp_no_improve_reward); text_loss_weight 1/5 (num_train_timesteps 5); lr 5e-5, no KL. The reference's total
-step count is not published (its eval scripts load checkpoint 379, as configs/common.py's 380). `:mixed` is
+step count is not published (its eval scripts load checkpoint 379, as configs/grpo_base.py's 380). `:mixed` is
 alphagrpo_reflect_mix_t2i in spirit: RT2I rounds (with their think-format reward) alternate with SRR rounds.
 """
 import os

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import rt2i_base  # noqa: E402
+from grpo_base import rt2i_base  # noqa: E402
 
 
 def get_config(arg=None):

@@ -2,6 +2,7 @@
 
     ds = prompt_dataset("prompts/train.jsonl", batch_size=8, seed=0)
     batch = next(iter(ds))            # list of 8 QuestionSet (prompt text + its questions + extra fields)
+    ds = round_dataset("prompts/train.jsonl", prompts_per_round=8, seed=0)   # the GRPO trainer's rounds
 
 A file is read once into memory (prompt files are small: ~1 kB per record) and validated as a whole, so a
 bad line fails at start with `path:line` in the message rather than mid-training.
@@ -57,3 +58,25 @@ def prompt_dataset(path_or_records: str | os.PathLike | Sequence[QuestionSet], *
     return build_dataset(source, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                          batch_fn=list, drop_remainder=drop_remainder, shard_index=shard_index,
                          shard_count=shard_count, equal_shards=equal_shards, read_threads=1)
+
+
+def round_dataset(path_or_records: str | os.PathLike | Sequence[QuestionSet], *, prompts_per_round: int,
+                  seed: int = 0) -> grain.IterDataset:
+    """The GRPO trainer's rounds: one seeded shuffle of the whole prompt set (reshuffled each epoch) cut into
+    lists of `prompts_per_round` records.
+
+    Every process iterates the same rounds (a prompt file is small, and a round's samples are split over the
+    processes by row, `parallel/hostdata.process_block`, so one prompt's group may span hosts). The sequence
+    does not depend on the number of processes: a run on 2 hosts sees the same prompts as on 1 (tested), and a
+    checkpoint resumes onto another host count with the same data order. Checkpointable."""
+    if not isinstance(prompts_per_round, int) or prompts_per_round < 1:
+        raise ValueError(f"data/prompts.py round_dataset: prompts_per_round must be an int >= 1, got "
+                         f"{prompts_per_round!r}")
+    source = (PromptRecords(path_or_records) if isinstance(path_or_records, (str, os.PathLike))
+              else path_or_records)
+    if len(source) < prompts_per_round:
+        raise ValueError(f"data/prompts.py round_dataset: {len(source)} prompts cannot fill a round of "
+                         f"{prompts_per_round}")
+    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1)).batch(prompts_per_round, drop_remainder=True)
+    return ds.map(lambda idx: [source[int(i)] for i in idx])

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from alphagrpo_jax.rl import reflect
-from alphagrpo_jax.rl.evaluate import eval_rollout_config
+from alphagrpo_jax.rl.evaluate import eval_rollout_config, score_rows
 
 
 @dataclasses.dataclass
@@ -60,10 +60,10 @@ def evaluate_srr(model, vae, tokenizer, records, reward_fn, srr_cfgs, key, *, ba
         k1, k2 = jax.random.split(jax.random.fold_in(key, start))
         s1 = reflect.run_stage1(model, vae, tokenizer, chunk, reward_fn, s2_cfg, s1_srr, t2i_cfg, k1)
         res = reflect.rollout_srr(model, vae, tokenizer, [r.prompt for r in chunk], s1.images, ecfg, srr, k2, 0)
-        rw = reward_fn(res.images, res.prompts, chunk, texts=res.think_texts)
+        rw, imgs, txts = score_rows(reward_fn, res, chunk)
         s1_images.append(s1.images)
-        images.append(res.images)
-        texts += res.think_texts
+        images.append(imgs)
+        texts += txts
         stage1.append(s1.r_init)
         refined.append(reflect.image_rewards(rw, weights))
     stage1, refined = np.concatenate(stage1), np.concatenate(refined)

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from alphagrpo_jax.models.bagel import image_transform
+from alphagrpo_jax.parallel import hostdata
 from alphagrpo_jax.rl.rollout import RolloutConfig, RolloutResult, rollout_from_items, rollout_rt2i, text_item
 from alphagrpo_jax.sampling import refine as refine_lib
 
@@ -48,10 +49,15 @@ def stage1_config(rcfg: RolloutConfig, srr: SRRConfig, t2i_cfg) -> RolloutConfig
 
 def run_stage1(model, vae, tokenizer, records, reward_fn, rcfg: RolloutConfig, srr: SRRConfig, t2i_cfg,
                key) -> Stage1:
+    """Every process passes every record, scores its own rows and returns the whole round's Stage1."""
+    from alphagrpo_jax.rl.rounds import gather_reward  # deferred: rounds imports this module
+
     prompts = [r.prompt for r in records]
-    res = rollout_rt2i(model, vae, tokenizer, prompts, stage1_config(rcfg, srr, t2i_cfg), key, 0)
+    scfg = stage1_config(rcfg, srr, t2i_cfg)
+    res = rollout_rt2i(model, vae, tokenizer, prompts, scfg, key, 0)
     per_sample = [records[i] for i in res.prompt_index]
     rw = reward_fn(res.images, res.prompts, per_sample, texts=res.think_texts)  # texts: "" (no think)
+    rw = gather_reward(rw, res.rows, len(prompts) * scfg.group_size)
     rewards = image_rewards(rw, image_weights(reward_fn)).reshape(len(prompts), -1)
     if srr.selection == "worst":
         pick = rewards.argmin(axis=1)
@@ -61,8 +67,11 @@ def run_stage1(model, vae, tokenizer, records, reward_fn, rcfg: RolloutConfig, s
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         pick = np.array([rng.choice(len(row), p=row) for row in p])
-    k = rewards.shape[1]
-    images = res.images.reshape((len(prompts), k) + res.images.shape[1:])[np.arange(len(prompts)), pick]
+    # Stage 2 packs every prompt's image: each process contributes the selected images among its rows.
+    selected = np.arange(len(prompts)) * rewards.shape[1] + pick
+    pos = {int(r): i for i, r in enumerate(res.rows)}
+    mine = np.array([p for p, r in enumerate(selected) if int(r) in pos], np.int64)
+    images = hostdata.allgather_rows(mine, res.images[[pos[int(selected[p])] for p in mine]], len(prompts))
     return Stage1(images, rewards[np.arange(len(prompts)), pick], rewards)
 
 

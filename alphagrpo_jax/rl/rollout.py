@@ -18,6 +18,7 @@ from flax import struct
 
 from alphagrpo_jax import metrics
 from alphagrpo_jax.models.bagel.vae import to_uint8, unpatchify_latent
+from alphagrpo_jax.parallel import hostdata
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import image as image_lib
 from alphagrpo_jax.sampling import text as text_lib
@@ -72,11 +73,14 @@ class Rollout:
 
 @dataclasses.dataclass
 class RolloutResult:
+    """The device-side round (global arrays) and this process's rows of it on the host: a process scores and
+    reads only its own block of samples (hostdata.process_block); one process = every row."""
     rollout: Rollout
-    images: np.ndarray        # [B, H, W, 3] uint8
-    think_texts: list[str]    # decoded think text per sample ("" without think)
-    prompts: list[str]        # per sample (repeated G times)
-    prompt_index: np.ndarray  # [B] index of the sample's prompt in the round
+    images: np.ndarray        # [n, H, W, 3] uint8, this process's rows
+    think_texts: list[str]    # decoded think text per row ("" without think)
+    prompts: list[str]        # per row (each prompt repeated G times)
+    prompt_index: np.ndarray  # [n] index of the row's prompt in the round (global)
+    rows: np.ndarray          # [n] the rows' indices in the round's batch of B = P * G
 
 
 def text_item(tokenizer, s: str) -> ctx_lib.Text:
@@ -101,7 +105,7 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
     p, g = len(prompts), rcfg.group_size
     b = p * g
     k_ctx, k_text, k_noise, k_sde = jax.random.split(key, 4)
-    repeat = jnp.repeat(jnp.arange(p), g)
+    repeat = np.repeat(np.arange(p), g)  # numpy: the same constant on every process
 
     def build(items):  # G copies of each prompt's context share one prefill
         return ctx_lib.build(model, vae, items, rcfg.cache_size, k_ctx).take(repeat)
@@ -127,15 +131,17 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
         x = jax.random.normal(k_noise, (b, gh * gw, cfg.patch_latent_dim), jnp.float32)
         out = image_lib.sample(model, image_lib.Branches(ctx, uncond, img_uncond), x, pos, k_sde,
                                jnp.int32(window_start), scfg)
-        images = np.asarray(decode_images(vae, out.latents, gh, gw, cfg.latent_patch_size, cfg.vae.z_channels))
+        rows = hostdata.process_block(b)
+        images = hostdata.take_rows(
+            decode_images(vae, out.latents, gh, gw, cfg.latent_patch_size, cfg.vae.z_channels), rows)
     rollout = Rollout(ctx, uncond, img_uncond, prompt_len, prompt_rope, dec.tokens, dec.log_probs, dec.lengths,
                       dec.truncated, out.trajectory, out.window_start, out.log_probs, out.means, pos)
     eos = cfg.tokens.eos
-    texts = [""] * b
+    texts = [""] * len(rows)
     if rcfg.think:
-        ids, lens = np.asarray(dec.tokens), np.asarray(dec.lengths)
-        texts = [tokenizer.decode([t for t in ids[i, : lens[i]].tolist() if t != eos]) for i in range(b)]
-    return RolloutResult(rollout, images, texts, [prompts[i] for i in np.asarray(repeat)], np.asarray(repeat))
+        ids, lens = hostdata.take_rows(dec.tokens, rows), hostdata.take_rows(dec.lengths, rows)
+        texts = [tokenizer.decode([t for t in ids[i, : lens[i]].tolist() if t != eos]) for i in range(len(rows))]
+    return RolloutResult(rollout, images, texts, [prompts[i] for i in repeat[rows]], repeat[rows], rows)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))

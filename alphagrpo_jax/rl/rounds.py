@@ -1,12 +1,20 @@
-"""One rollout round of a task (RT2I or SRR) and its rewards, as the trainer loop uses them."""
+"""One rollout round of a task (RT2I or SRR) and its rewards, as the trainer loop uses them.
+
+Multi-process: every process holds the round's prompt records, runs the same global rollout programs and
+scores only its own block of samples (hostdata.process_block); `gather_reward` assembles the per-sample results
+on every process, so group statistics, advantages and logs are the same everywhere.
+"""
 from __future__ import annotations
 
 import dataclasses
+import json
 from concurrent.futures import Future
 
 import jax
 import numpy as np
 
+from alphagrpo_jax.parallel import hostdata
+from alphagrpo_jax.reward.service import RewardResult
 from alphagrpo_jax.rl import reflect
 from alphagrpo_jax.rl.rollout import RolloutResult, rollout_rt2i
 
@@ -25,7 +33,7 @@ class Round:
 
     def rewards(self) -> tuple[np.ndarray, dict, object]:
         """([P, G] training rewards, extra metrics, the raw RewardResult). Blocks on the reward future."""
-        rw = self.future.result()
+        rw = gather_reward(self.future.result(), self.result.rows, len(self.result.rollout.think_len))
         raw = rw.rewards if self.image_weights is None else reflect.image_rewards(rw, self.image_weights)
         raw = np.asarray(raw, np.float64).reshape(-1, self.group_size)
         extra = {}
@@ -39,8 +47,26 @@ class Round:
         return raw, extra, rw
 
 
+def gather_reward(rw: RewardResult, rows: np.ndarray, n: int) -> RewardResult:
+    """Every process's RewardResult for its `rows` of a batch of n -> the whole batch's, on every process
+    (`details` stay per process: they are the scorer's own debugging records)."""
+    if jax.process_count() == 1:
+        return rw
+    rows = np.asarray(rows)
+    gather = lambda v: hostdata.allgather_rows(rows, np.asarray(v), n)  # noqa: E731
+    info = hostdata.allgather_items(rows, rw.info, n)
+    failures = [json.loads(f) for proc in hostdata.allgather_strings([json.dumps(f) for f in rw.failures])
+                for f in proc]
+    counts: dict[str, int] = {}
+    for proc in hostdata.allgather_strings([json.dumps(rw.counts)]):
+        for k, v in json.loads(proc[0]).items():
+            counts[k] = counts.get(k, 0) + int(v)
+    return RewardResult(gather(rw.rewards), {k: gather(v) for k, v in sorted(rw.components.items())}, info, failures,
+                        counts, rw.details)
+
+
 def start_round(kind: str, model, rel, records, reward_fn, key, window_start: int, rcfg, srr_cfgs=None) -> Round:
-    """Rolls out one round and submits its rewards (asynchronously)."""
+    """Rolls out one round and submits this process's rewards (asynchronously)."""
     prompts = [r.prompt for r in records]
     if kind == "rt2i":
         res = rollout_rt2i(model, rel.vae, rel.tokenizer, prompts, rcfg, key, window_start)

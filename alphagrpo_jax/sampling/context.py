@@ -19,10 +19,14 @@ from alphagrpo_jax.models.bagel.attention import AppendMask, PackedMask
 from alphagrpo_jax.models.bagel.config import BagelConfig
 from alphagrpo_jax.models.bagel.llm import GEN, UND, KVCache, Routing
 from alphagrpo_jax.models.bagel.vae import patchify_latent
+from alphagrpo_jax.parallel import hostdata, rules as rules_lib
 
 
 class ContextError(ValueError):
     pass
+
+
+CACHE_AXES = ("layers", "batch", "kv_length", "act_kv_heads", None)  # KVCache.k / .v logical axes
 
 
 Item = packing.Item
@@ -45,11 +49,23 @@ class Context:
 
     @staticmethod
     def empty(cfg: BagelConfig, batch: int, size: int) -> "Context":
-        return Context(KVCache.zeros(cfg, batch, size), jnp.zeros((batch,), jnp.int32))
+        """Zeros, created already sharded by the activation rules when a mesh is active (global arrays, so
+        multi-process runs work; nothing is built whole on one device)."""
+        cur = rules_lib.current()
+        if cur is None:
+            return Context(KVCache.zeros(cfg, batch, size), jnp.zeros((batch,), jnp.int32))
+        mesh, rules = cur
+        c = cfg.llm
+        shape = (c.num_layers, batch, size, c.num_kv_heads, c.head_dim)
+        kv = rules_lib.activation_sharding(shape, CACHE_AXES, mesh, rules)
+        row = rules_lib.activation_sharding((batch,), ("batch",), mesh, rules)
+        dt = jnp.dtype(cfg.dtype)
+        return Context(KVCache(hostdata.zeros(shape, dt, kv), hostdata.zeros(shape, dt, kv),
+                               hostdata.zeros((batch,), np.int32, row)), hostdata.zeros((batch,), np.int32, row))
 
     def take(self, idx) -> "Context":
-        """Rows `idx` (e.g. jnp.repeat(arange(B), G) for G copies of each prompt)."""
-        idx = jnp.asarray(idx)
+        """Rows `idx` (e.g. np.repeat(arange(B), G) for G copies of each prompt; host numpy, so it is the same
+        constant on every process)."""
         c = self.cache
         return Context(KVCache(jnp.take(c.k, idx, axis=1), jnp.take(c.v, idx, axis=1), c.length[idx]),
                        self.rope[idx])
@@ -73,7 +89,7 @@ def encode_vae_images(vae, images: Sequence[VaeImage], key: jax.Array, cfg: Bage
         pix = jnp.asarray(np.stack([images[i].pixels for i in idx]), jnp.float32)
         keys = jax.random.split(jax.random.fold_in(key, idx[0]), len(idx))
         z = _encode(vae, pix, keys)
-        toks = np.asarray(patchify_latent(z, cfg.latent_patch_size))
+        toks = hostdata.to_host(patchify_latent(z, cfg.latent_patch_size))
         for j, i in enumerate(idx):
             out[i] = toks[j]
     return out
@@ -89,7 +105,7 @@ def _encode(vae, pixels, keys):
 def prefill(model, ctx: Context, block: packing.Packed) -> Context:
     """Appends a packed block (one document per row, laid out from the context's RoPE ids) to every row's
     cache; an error if it does not fit."""
-    free = ctx.cache.size - np.asarray(ctx.cache.length)
+    free = ctx.cache.size - hostdata.to_host(ctx.cache.length)
     need = block.batch.kind.shape[1]
     if (free < need).any():
         raise ContextError(f"context does not fit: block of {need} tokens (padded), but only "
@@ -123,5 +139,5 @@ def build(model, vae, samples: Sequence[Sequence[Item]], cache_size: int, key: j
         if vae is None or key is None:
             raise ContextError("VaeImage items need the autoencoder and a PRNG key (posterior sampling)")
         tokens = {id(it): t for it, t in zip(vae_items, encode_vae_images(vae, vae_items, key, cfg))}
-    block = packing.pack([[s] for s in samples], cfg, np.asarray(ctx.rope), tokens, bucket=bucket)
+    block = packing.pack([[s] for s in samples], cfg, hostdata.to_host(ctx.rope), tokens, bucket=bucket)
     return prefill(model, ctx, block)

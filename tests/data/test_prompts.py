@@ -52,3 +52,24 @@ def test_bad_files_fail_at_start_with_the_line(tmp_path):
     empty.write_text("\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no prompt records"):
         data_prompts.PromptRecords(empty)
+
+
+def test_round_dataset_epochs_resume_and_errors(tmp_path):
+    path = tmp_path / "r.jsonl"
+    data_prompts.write_prompt_file(path, _records(10))
+    it = iter(data_prompts.round_dataset(path, prompts_per_round=4, seed=3))
+    rounds = [[r.original_index for r in next(it)] for _ in range(5)]  # 20 draws = two epochs
+    assert all(len(r) == 4 for r in rounds)
+    flat = [i for r in rounds for i in r]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+    assert flat[:10] != flat[10:]  # reshuffled per epoch
+    it = iter(data_prompts.round_dataset(path, prompts_per_round=4, seed=3))
+    next(it)
+    state = it.get_state()
+    again = iter(data_prompts.round_dataset(path, prompts_per_round=4, seed=3))
+    again.set_state(state)
+    assert [r.original_index for r in next(again)] == rounds[1]
+    with pytest.raises(ValueError, match="cannot fill a round"):
+        data_prompts.round_dataset(path, prompts_per_round=11)
+    with pytest.raises(ValueError, match="prompts_per_round"):
+        data_prompts.round_dataset(path, prompts_per_round=0)
