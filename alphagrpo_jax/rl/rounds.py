@@ -33,7 +33,9 @@ class Round:
 
     def rewards(self) -> tuple[np.ndarray, dict, object]:
         """([P, G] training rewards, extra metrics, the raw RewardResult). Blocks on the reward future."""
-        rw = gather_reward(self.future.result(), self.result.rows, len(self.result.rollout.think_len))
+        rw = self.future.result()
+        if jax.process_count() > 1:  # this process scored its own rows: gather the whole round
+            rw = gather_reward(rw, self.result.rows, len(self.result.rollout.think_len))
         raw = rw.rewards if self.image_weights is None else reflect.image_rewards(rw, self.image_weights)
         raw = np.asarray(raw, np.float64).reshape(-1, self.group_size)
         extra = {}
