@@ -164,3 +164,17 @@ def test_shipped_base_model_loads_and_generates():
     gen = pipe.generate_image("a red circle", height=32, width=32, num_timesteps=6, cfg_text=2.0, shift=1.0)
     assert gen.image.shape == (32, 32, 3) and gen.image.dtype == np.uint8 and gen.image.std() > 0
     assert nnx.state(rel.model) is not None
+
+
+def test_config_variants():
+    spec = importlib.util.spec_from_file_location("toy_sft", ROOT / "configs" / "toy_sft.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    full, fast = mod.get_config(), mod.get_config("fast")
+    assert (full.total_steps, fast.total_steps) == (2000, 900)
+    # the fast recipe is the same schedule shape, compressed: warmup then cosine to the end of the run
+    assert fast.optim.warmup_steps + fast.optim.decay_steps == fast.total_steps
+    assert full.optim.warmup_steps + full.optim.decay_steps == full.total_steps
+    assert full.model_llm == fast.model_llm and full.data == fast.data
+    with pytest.raises(ValueError, match="unknown variant"):
+        mod.get_config("nope")
