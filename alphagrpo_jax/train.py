@@ -50,7 +50,7 @@ def build(config, mesh):
     """Model (+ LoRA), autoencoder, tokenizer, learner."""
     from alphagrpo_jax.models.bagel import release
     from alphagrpo_jax.rl import lora
-    from alphagrpo_jax.rl.config import loss_config, rollout_config
+    from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config
     from alphagrpo_jax.rl.learner import Learner
 
     m = config.model
@@ -61,7 +61,7 @@ def build(config, mesh):
         model = lora.add_lora(model, config.train.lora_rank, config.train.lora_alpha, tuple(config.train.lora_targets),
                               mesh, jax.random.key(config.seed))
     rcfg = rollout_config(config)
-    tx, schedule = optim.build_optimizer(config.optim)
+    tx, schedule = optim.build_optimizer(optim_config(config))
     ref = None
     if config.train.params == "full" and (config.loss.image_kl_beta > 0 or config.loss.text_kl_beta > 0):
         ref = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))

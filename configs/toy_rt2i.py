@@ -29,7 +29,9 @@ def get_config(arg=None):
     c.rollout.image.update(dict(num_timesteps=12, shift=3.0, sde_window=5, sde_window_range=(0, 7), eta=0.7))
     c.rollout.cfg.text_scale = 2.0  # the toy base is sampled with text CFG 2 (configs/toy_sft.py eval)
     c.loss.image_clip_eps = 1e-3
-    c.optim.update(dict(lr=3e-4, weight_decay=0.0))
+    # Cosine to 0 over the run (decay_steps 0 = total_steps): at a constant 3e-4 the think policy overshoots
+    # after ~30 steps (README, the toy run).
+    c.optim.update(dict(lr=3e-4, weight_decay=0.0, schedule="cosine", decay_steps=0))
     c.reward.weights = dict(dvreward=0.0, think_format=0.2, toy_dvreward=1.0)
     c.reward.image_format = "png"
     c.data.update(dict(toy_prompts=True, toy_train_per_category=-1, toy_eval_per_category=8))

@@ -34,6 +34,7 @@ def get_config(arg=None):
     c.workdir = "workdir/toy_srr"
     c.task.kinds = ("srr",)
     c.total_steps = 30
+    c.optim.schedule = "constant"  # the SRR runs in README were measured at a constant lr
     c.rollout.rounds_per_step = 1
     c.task.srr.update(dict(stage1_images=2, stage1_timesteps=10, selection="worst", transforms="toy",
                            num_timesteps=10, sde_window=3, sde_window_range=(0, 4)))

@@ -52,3 +52,17 @@ def test_check_fp32_and_bad_configs():
     with pytest.raises(optim.OptimConfigError, match="schedule"):
         optim.build_optimizer(dict(schedule="linear"))
     assert isinstance(optim.build_optimizer({})[0], optax.GradientTransformation)
+
+
+def test_grpo_cosine_zero_decay_steps_spans_the_run():
+    import ml_collections
+
+    from alphagrpo_jax.rl.config import optim_config
+
+    c = ml_collections.ConfigDict(dict(total_steps=40, optim=dict(lr=1e-3, warmup_steps=0, schedule="cosine",
+                                                                  decay_steps=0)))
+    sched = optim.learning_rate_schedule(optim_config(c))
+    assert float(sched(0)) == pytest.approx(1e-3, rel=1e-5) and float(sched(20)) == pytest.approx(5e-4, rel=1e-3)
+    assert float(sched(40)) == pytest.approx(0.0, abs=1e-6)
+    c.optim.schedule = "constant"
+    assert optim_config(c)["decay_steps"] == 0

@@ -55,3 +55,12 @@ def srr_configs(config):
                     selection_temperature=s.selection_temperature, vae_transform=transforms[s.transforms][0],
                     vit_transform=transforms[s.transforms][1])
     return rcfg, srr, base.image.cfg
+
+
+def optim_config(config) -> dict:
+    """config.optim as optim.build_optimizer takes it; a cosine schedule with decay_steps 0 decays over the
+    whole run (config.total_steps), so overriding the step count keeps the schedule's shape."""
+    ocfg = dict(config.optim)
+    if ocfg.get("schedule") == "cosine" and not ocfg.get("decay_steps"):
+        ocfg["decay_steps"] = int(config.total_steps)
+    return ocfg

@@ -206,7 +206,7 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
     from alphagrpo_jax.models.bagel import model as model_lib, release
     from alphagrpo_jax.parallel import rules as rules_lib
     from alphagrpo_jax.rl import lora, rollout as rollout_lib
-    from alphagrpo_jax.rl.config import loss_config, rollout_config
+    from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config
     from alphagrpo_jax.rl.learner import Learner, optimizer_shardings
     from alphagrpo_jax.sampling import context as ctx_lib, image as image_lib, text as text_lib
 
@@ -223,7 +223,7 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
     policy = abstract_module(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), mesh, rules)
     vae = abstract_module(lambda: release.make_autoencoder(cfg), mesh, rules)
     graphdef, trainable, frozen = nnx.split(policy, lora.trainable_filter(config.train.params), ...)
-    tx, _ = optim.build_optimizer(config.optim)
+    tx, _ = optim.build_optimizer(optim_config(config))
     # Outside the mesh context: optax builds its placeholder state eagerly, which compile-only devices cannot run.
     opt_state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                              jax.eval_shape(tx.init, trainable), optimizer_shardings(tx, trainable))

@@ -47,7 +47,7 @@ def learning_config(workdir, seed=0, lr=1e-3):
     c.rollout.update(dict(prompts_per_round=2, group_size=8, rounds_per_step=1))
     c.rollout.text.max_new_tokens = 24
     c.rollout.image.update(dict(num_timesteps=8, sde_window=3, sde_window_range=(0, 4)))
-    c.optim.lr = lr
+    c.optim.lr, c.optim.schedule = lr, "constant"  # calibrated at a constant lr
     # Held-out eval before and after with the same keys (ODE, so with lr = 0 the two evals are identical):
     # the change is the policy's, not sampling noise.
     c.eval.update(dict(every=STEPS, num_prompts=16, batch_size=16, num_timesteps=8))
