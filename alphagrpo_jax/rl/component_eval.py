@@ -25,8 +25,6 @@ from alphagrpo_jax import checkpointing, cli
 from alphagrpo_jax.models.bagel.llm import GEN, UND
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 
-_STEP = flags.DEFINE_integer("step", None, "checkpoint step to evaluate (default: the latest)")
-
 log = logging.getLogger("alphagrpo_jax.rl.component_eval")
 
 VARIANTS = {"base": (), "text_policy": (UND,), "image_policy": (GEN,), "both": (UND, GEN)}
@@ -93,7 +91,7 @@ def component_eval(config, step: int | None = None) -> dict[str, dict[str, float
 
 
 def main(config) -> None:
-    res = component_eval(config, _STEP.value)
+    res = component_eval(config, flags.FLAGS.step)
     keys = sorted(k for k in res["base"] if k.startswith("eval/"))
     print(f"held-out eval of step {res['step']} ({config.workdir})")
     print(f"{'metric':40s}" + "".join(f"{v:>14s}" for v in VARIANTS))
@@ -102,4 +100,6 @@ def main(config) -> None:
 
 
 if __name__ == "__main__":
+    # Defined here, not at import: alphagrpo_jax.export defines its own --step, and both may be imported.
+    flags.DEFINE_integer("step", None, "checkpoint step to evaluate (default: the latest)")
     cli.run(main)
