@@ -15,11 +15,10 @@ import logging
 import os
 import shutil
 
-import jax
 from absl import flags
 from flax import nnx
 
-from alphagrpo_jax import checkpointing, cli
+from alphagrpo_jax import cli
 from alphagrpo_jax.models.bagel import checkpoint as ckpt_lib, model as model_lib, safetensors_io
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 
@@ -41,7 +40,7 @@ def release_dtype(path: str) -> str:
 def export(config, out: str, step: int | None = None) -> str:
     """Restores `step` of `config.workdir`'s checkpoints, merges LoRA, writes the release to `out`."""
     from alphagrpo_jax.rl import lora
-    from alphagrpo_jax.train import build
+    from alphagrpo_jax.train import build, restore_checkpoint
 
     src = config.model.release
     if os.path.exists(os.path.join(out, "ema.safetensors")):
@@ -50,11 +49,7 @@ def export(config, out: str, step: int | None = None) -> str:
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     with rules_lib.use_rules(mesh, rules):
         _, _, learner, _ = build(config, mesh)
-        mgr = checkpointing.CheckpointManager(os.path.join(config.workdir, "checkpoints"), keep=None)
-        tree = {"params": learner.trainable, "opt": learner.opt_state}
-        target = checkpointing.abstract_with_shardings(tree, jax.tree.map(lambda x: x.sharding, tree))
-        state, extras = mgr.restore(target, step)
-        mgr.close()
+        state, extras = restore_checkpoint(config, learner, step)
         learner.trainable = state["params"]
         model = learner.model()
         if config.train.params == "lora":

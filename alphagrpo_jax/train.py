@@ -69,6 +69,21 @@ def build(config, mesh):
     return rel, rcfg, learner, schedule
 
 
+def checkpoint_target(learner) -> dict:
+    """The abstract {params, opt} state the trainer checkpoints, in the learner's shardings (a restore target)."""
+    tree = {"params": learner.trainable, "opt": learner.opt_state}
+    return checkpointing.abstract_with_shardings(tree, jax.tree.map(lambda x: x.sharding, tree))
+
+
+def restore_checkpoint(config, learner, step: int | None = None) -> tuple[dict, dict]:
+    """(state {params, opt}, extras) of checkpoint `step` (default: the latest) of `config.workdir`."""
+    mgr = checkpointing.CheckpointManager(os.path.join(config.workdir, "checkpoints"), keep=None)
+    try:
+        return mgr.restore(checkpoint_target(learner), step)
+    finally:
+        mgr.close()
+
+
 def train(config) -> dict:
     distributed.maybe_initialize()
     mesh = mesh_lib.mesh_from_config(config)
@@ -109,10 +124,7 @@ def _train(config, mesh, workdir, timer) -> dict:
     ckpt.install_preemption_handler()
     start = 0
     if ckpt.latest_step() is not None:
-        target = checkpointing.abstract_with_shardings(
-            {"params": learner.trainable, "opt": learner.opt_state},
-            jax.tree.map(lambda x: x.sharding, {"params": learner.trainable, "opt": learner.opt_state}))
-        state, extras = ckpt.restore(target)
+        state, extras = ckpt.restore(checkpoint_target(learner))
         learner.trainable, learner.opt_state = state["params"], state["opt"]
         data_it.set_state(extras["data"])
         start = int(extras["step"])

@@ -5,8 +5,8 @@ read the shards on its own devices. The rollout/reward loop therefore needs thre
 
 - `to_host(x)`: the full value of a (small) global array on every process (an all-gather when some shards live
   on other hosts; a plain device-to-host copy on one host).
-- `local_rows(x)`: this process's rows of a batch-sharded array (e.g. the decoded images it scores), without
-  moving anything between hosts.
+- `read_block(x)`: this process's block of rows of a batch-sharded array (e.g. the decoded images it scores),
+  without moving anything between hosts in the usual layout.
 - `allgather_rows` / `allgather_items`: assemble per-process results (rewards, texts, per-sample info) on every
   process.
 
@@ -33,51 +33,25 @@ def to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def row_ids(x: jax.Array) -> np.ndarray:
-    """Sorted indices along axis 0 of the rows of `x` stored on this process's devices."""
-    if not isinstance(x, jax.Array) or x.is_fully_addressable:
-        return np.arange(x.shape[0])
-    rows = set()
-    for shard in x.addressable_shards:
-        rows.update(range(x.shape[0])[shard.index[0]] if shard.index else range(x.shape[0]))
-    return np.array(sorted(rows), np.int64)
-
-
-def local_rows(x) -> tuple[np.ndarray, np.ndarray]:
-    """(row ids, values [len(ids), ...]) of this process's rows of `x` (no communication)."""
-    if not isinstance(x, jax.Array) or x.is_fully_addressable:
-        v = np.asarray(x)
-        return np.arange(v.shape[0]), v
-    ids = row_ids(x)
-    out = np.empty((len(ids),) + x.shape[1:], x.dtype)
-    pos = {r: i for i, r in enumerate(ids)}
-    for shard in x.addressable_shards:
-        rows = range(x.shape[0])[shard.index[0]] if shard.index else range(x.shape[0])
-        data = np.asarray(shard.data)
-        for j, r in enumerate(rows):
-            out[pos[r]] = data[j]
-    return ids, out
-
-
 def allgather_rows(ids: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     """Every process's rows assembled into [n, ...] on every process. Each row must come from exactly one
     process (a clear error otherwise: the batch layout put one sample on two hosts, or on none)."""
     values = np.asarray(values)
     if jax.process_count() == 1:
-        got = np.asarray(ids)
-        if sorted(got.tolist()) != list(range(n)):
-            raise HostLayoutError(f"rows {got.tolist()} do not cover 0..{n - 1} exactly once")
-        out = np.empty((n,) + values.shape[1:], values.dtype)
-        out[got] = values
-        return out
-    all_ids = np.asarray(multihost_utils.process_allgather(np.asarray(ids, np.int64)))   # [H, k]
-    all_vals = np.asarray(multihost_utils.process_allgather(values))                      # [H, k, ...]
+        all_ids, all_vals = np.asarray(ids, np.int64)[None], values[None]
+    else:
+        all_ids = np.asarray(multihost_utils.process_allgather(np.asarray(ids, np.int64)))   # [H, k]
+        all_vals = np.asarray(multihost_utils.process_allgather(values))                      # [H, k, ...]
     flat_ids = all_ids.reshape(-1)
-    if sorted(flat_ids.tolist()) != list(range(n)):
-        raise HostLayoutError(f"process rows {all_ids.tolist()} do not cover 0..{n - 1} exactly once")
+    _check_cover(flat_ids.tolist(), n, all_ids.tolist())
     out = np.empty((n,) + values.shape[1:], values.dtype)
     out[flat_ids] = all_vals.reshape((-1,) + values.shape[1:])
     return out
+
+
+def _check_cover(rows: list[int], n: int, per_process) -> None:
+    if sorted(rows) != list(range(n)):
+        raise HostLayoutError(f"process rows {per_process} do not cover 0..{n - 1} exactly once")
 
 
 def allgather_strings(items: Sequence[str]) -> list[list[str]]:
@@ -104,14 +78,27 @@ def process_block(n: int) -> np.ndarray:
     return np.arange(h * k, (h + 1) * k)
 
 
-def take_rows(x, rows: np.ndarray) -> np.ndarray:
-    """Rows `rows` of `x` as numpy: read from this process's devices when they hold them (the usual layout,
-    where process h's devices hold batch block h), else all-gathered first."""
-    ids, values = local_rows(x)
-    pos = {int(r): i for i, r in enumerate(ids)}
-    if all(int(r) in pos for r in rows):
-        return values[[pos[int(r)] for r in rows]]
-    return to_host(x)[rows]
+def read_block(x) -> np.ndarray:
+    """This process's block of `x` (rows process_block(x.shape[0])) as numpy. Read from its own devices when
+    every process's block lies on that process's devices (the usual layout); else all-gathered first. The
+    choice comes from the sharding, which every process sees whole, so all processes take the same branch (the
+    all-gather is a collective)."""
+    rows = process_block(x.shape[0])
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)[rows]
+    n, count = x.shape[0], jax.process_count()
+    held: dict[int, set[int]] = {}
+    for device, index in x.sharding.devices_indices_map(x.shape).items():
+        held.setdefault(device.process_index, set()).update(range(n)[index[0]])
+    if not all(set(range(p * n // count, (p + 1) * n // count)) <= held.get(p, set()) for p in range(count)):
+        return to_host(x)[rows]
+    out = np.empty((len(rows),) + x.shape[1:], x.dtype)
+    for shard in x.addressable_shards:
+        data = np.asarray(shard.data)
+        for j, r in enumerate(range(n)[shard.index[0]]):
+            if rows[0] <= r <= rows[-1]:
+                out[r - rows[0]] = data[j]
+    return out
 
 
 def zeros(shape: tuple[int, ...], dtype, sharding) -> jax.Array:
@@ -122,19 +109,13 @@ def zeros(shape: tuple[int, ...], dtype, sharding) -> jax.Array:
 
 def allgather_items(rows: np.ndarray, items: Sequence, n: int) -> list:
     """Like allgather_rows, for per-row JSON-able Python values (texts, info dicts)."""
-    if jax.process_count() == 1:
-        out: list = [None] * n
-        for r, v in zip(np.asarray(rows).tolist(), items):
+    parts = [(np.asarray(rows).tolist(), list(items))]
+    if jax.process_count() > 1:
+        packed = json.dumps({"rows": parts[0][0], "items": parts[0][1]})
+        parts = [(d["rows"], d["items"]) for d in (json.loads(p[0]) for p in allgather_strings([packed]))]
+    out: list = [None] * n
+    for proc_rows, proc_items in parts:
+        for r, v in zip(proc_rows, proc_items):
             out[r] = v
-        return out
-    packed = json.dumps({"rows": np.asarray(rows).tolist(), "items": list(items)})
-    out = [None] * n
-    seen = 0
-    for proc in allgather_strings([packed]):
-        d = json.loads(proc[0])
-        for r, v in zip(d["rows"], d["items"]):
-            out[r] = v
-            seen += 1
-    if seen != n:
-        raise HostLayoutError(f"processes returned {seen} rows for a batch of {n}")
+    _check_cover([r for proc_rows, _ in parts for r in proc_rows], n, [r for r, _ in parts])
     return out

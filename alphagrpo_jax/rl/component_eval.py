@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from absl import flags
 from flax import nnx
 
-from alphagrpo_jax import checkpointing, cli
+from alphagrpo_jax import cli
 from alphagrpo_jax.models.bagel.llm import GEN, UND
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 
@@ -51,7 +51,7 @@ def component_eval(config, step: int | None = None) -> dict[str, dict[str, float
     from alphagrpo_jax.data.prompts import PromptRecords
     from alphagrpo_jax.reward.service import build_reward_fn
     from alphagrpo_jax.rl.evaluate import evaluate
-    from alphagrpo_jax.train import build, prompt_files
+    from alphagrpo_jax.train import build, prompt_files, restore_checkpoint
 
     if config.train.params != "lora":
         raise SystemExit("component_eval needs a LoRA run (config.train.params == 'lora')")
@@ -62,11 +62,7 @@ def component_eval(config, step: int | None = None) -> dict[str, dict[str, float
     out: dict[str, dict[str, float]] = {}
     with rules_lib.use_rules(mesh, rules):
         rel, rcfg, learner, _ = build(config, mesh)
-        mgr = checkpointing.CheckpointManager(os.path.join(config.workdir, "checkpoints"), keep=None)
-        tree = {"params": learner.trainable, "opt": learner.opt_state}
-        state, extras = mgr.restore(checkpointing.abstract_with_shardings(
-            tree, jax.tree.map(lambda x: x.sharding, tree)), step)
-        mgr.close()
+        state, extras = restore_checkpoint(config, learner, step)
         step = int(extras["step"])
         _, eval_path = prompt_files(config)
         if not eval_path:

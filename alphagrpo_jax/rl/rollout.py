@@ -132,14 +132,14 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
         out = image_lib.sample(model, image_lib.Branches(ctx, uncond, img_uncond), x, pos, k_sde,
                                jnp.int32(window_start), scfg)
         rows = hostdata.process_block(b)
-        images = hostdata.take_rows(
-            decode_images(vae, out.latents, gh, gw, cfg.latent_patch_size, cfg.vae.z_channels), rows)
+        images = hostdata.read_block(decode_images(vae, out.latents, gh, gw, cfg.latent_patch_size,
+                                                   cfg.vae.z_channels))
     rollout = Rollout(ctx, uncond, img_uncond, prompt_len, prompt_rope, dec.tokens, dec.log_probs, dec.lengths,
                       dec.truncated, out.trajectory, out.window_start, out.log_probs, out.means, pos)
     eos = cfg.tokens.eos
     texts = [""] * len(rows)
     if rcfg.think:
-        ids, lens = hostdata.take_rows(dec.tokens, rows), hostdata.take_rows(dec.lengths, rows)
+        ids, lens = hostdata.read_block(dec.tokens), hostdata.read_block(dec.lengths)
         texts = [tokenizer.decode([t for t in ids[i, : lens[i]].tolist() if t != eos]) for i in range(len(rows))]
     return RolloutResult(rollout, images, texts, [prompts[i] for i in repeat[rows]], repeat[rows], rows)
 

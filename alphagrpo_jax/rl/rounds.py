@@ -57,11 +57,12 @@ def gather_reward(rw: RewardResult, rows: np.ndarray, n: int) -> RewardResult:
     rows = np.asarray(rows)
     gather = lambda v: hostdata.allgather_rows(rows, np.asarray(v), n)  # noqa: E731
     info = hostdata.allgather_items(rows, rw.info, n)
-    failures = [json.loads(f) for proc in hostdata.allgather_strings([json.dumps(f) for f in rw.failures])
-                for f in proc]
+    failures: list = []
     counts: dict[str, int] = {}
-    for proc in hostdata.allgather_strings([json.dumps(rw.counts)]):
-        for k, v in json.loads(proc[0]).items():
+    for proc in hostdata.allgather_strings([json.dumps({"failures": rw.failures, "counts": rw.counts})]):
+        d = json.loads(proc[0])
+        failures += d["failures"]
+        for k, v in d["counts"].items():
             counts[k] = counts.get(k, 0) + int(v)
     return RewardResult(gather(rw.rewards), {k: gather(v) for k, v in sorted(rw.components.items())}, info, failures,
                         counts, rw.details)

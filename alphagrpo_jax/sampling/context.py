@@ -51,17 +51,16 @@ class Context:
     def empty(cfg: BagelConfig, batch: int, size: int) -> "Context":
         """Zeros, created already sharded by the activation rules when a mesh is active (global arrays, so
         multi-process runs work; nothing is built whole on one device)."""
+        def make():
+            return Context(KVCache.zeros(cfg, batch, size), jnp.zeros((batch,), jnp.int32))
+
         cur = rules_lib.current()
         if cur is None:
-            return Context(KVCache.zeros(cfg, batch, size), jnp.zeros((batch,), jnp.int32))
+            return make()
         mesh, rules = cur
-        c = cfg.llm
-        shape = (c.num_layers, batch, size, c.num_kv_heads, c.head_dim)
-        kv = rules_lib.activation_sharding(shape, CACHE_AXES, mesh, rules)
-        row = rules_lib.activation_sharding((batch,), ("batch",), mesh, rules)
-        dt = jnp.dtype(cfg.dtype)
-        return Context(KVCache(hostdata.zeros(shape, dt, kv), hostdata.zeros(shape, dt, kv),
-                               hostdata.zeros((batch,), np.int32, row)), hostdata.zeros((batch,), np.int32, row))
+        names = Context(KVCache(CACHE_AXES, CACHE_AXES, ("batch",)), ("batch",))
+        return jax.tree.map(lambda a, n: hostdata.zeros(a.shape, a.dtype, rules_lib.activation_sharding(
+            a.shape, n, mesh, rules)), jax.eval_shape(make), names)
 
     def take(self, idx) -> "Context":
         """Rows `idx` (e.g. np.repeat(arange(B), G) for G copies of each prompt; host numpy, so it is the same
