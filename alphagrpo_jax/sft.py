@@ -114,6 +114,7 @@ class TrainSetup:
         param_sh = nnx.to_pure_dict(rules_lib.state_shardings(params, mesh, rules))
         pure = nnx.to_pure_dict(params)
         pure = init_params(pure, config.init, self.model(pure), jax.random.key(config.seed + 1))
+        pure = jax.device_put(pure, param_sh)  # init_params computes some leaves outside the mesh layout
         optim.check_fp32(pure)
         self.tx, self.schedule = optim.build_optimizer(config.optim)
         repl = NamedSharding(mesh, PartitionSpec())

@@ -151,6 +151,24 @@ def test_identity_velocity_init_gives_v_equal_x_t():
         assert rel_err < 0.05, (t, rel_err)
 
 
+def test_initial_state_has_the_rule_shardings():
+    """init_params computes some leaves (identity velocity) outside the mesh: they are put back in the rules'
+    layout, else the jitted step rejects them on a multi-device fsdp mesh."""
+    config = _config("/tmp/unused")
+    config.init.identity_velocity = True
+    config.model_llm = dict(hidden_size=128, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=32,
+                            intermediate_size=128)
+    mesh = make_mesh({"fsdp": -1})
+    with rules_lib.use_rules(mesh, rules_lib.DEFAULT_RULES):
+        setup = sft.TrainSetup(config, sft.model_config(config), mesh, rules_lib.DEFAULT_RULES)
+    flat_sh = jax.tree.leaves(setup.shardings["params"], is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    flat = jax.tree.leaves(setup.state["params"])
+    assert len(flat) == len(flat_sh) and mesh.shape["fsdp"] == 8
+    assert any(not sh.is_fully_replicated for sh in flat_sh)
+    for x, sh in zip(flat, flat_sh):
+        assert x.sharding.is_equivalent_to(sh, x.ndim), (x.shape, x.sharding, sh)
+
+
 @pytest.mark.skipif(not (BASE / "ema.safetensors").exists(), reason="assets/toy_base not built")
 def test_shipped_base_model_loads_and_generates():
     from alphagrpo_jax.models.bagel.image_transform import TOY_VAE_TRANSFORM, TOY_VIT_TRANSFORM

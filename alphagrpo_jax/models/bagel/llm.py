@@ -5,9 +5,9 @@ stacked on a `layers` axis and run under `lax.scan`. Which expert a token uses i
 - `und` / `gen`: the whole block uses one expert (text prefill and decoding, ViT prefill: und);
 - `block(start, end)`: tokens [start, end) use gen, the rest und — an image query
   `[vision_start, latents..., vision_end]` is block(1, Lq-1), so each expert runs on exactly its rows;
-- `mixed(expert_ids)`: per-token ids at unknown places (packed SFT batches, contexts with images): each row's
-  tokens are sorted into expert-pure chunks, so every token runs through its own expert only
-  (`apply_sorted`; ~(1 + MIXED_CHUNK / L) x one expert's FLOPs, where running both and selecting costs 2x).
+- `mixed(expert_ids)`: per-token ids at unknown places (packed SFT batches, contexts with images): each batch
+  shard's tokens are sorted into expert-pure chunks, so every token runs through its own expert only
+  (`apply_sorted`; ~1.125x one expert's FLOPs, where running both and selecting costs 2x).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from flax import nnx, struct
 from alphagrpo_jax.models.bagel import attention as attn_lib
 from alphagrpo_jax.models.bagel.config import BagelConfig
 from alphagrpo_jax.models.layers import create_stacked, matmul, rms_norm, scan_layers
+from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.rules import constrain
 from alphagrpo_jax.parallel.state import param
 
@@ -65,29 +66,47 @@ class Routing:
         raise ValueError(f"unknown routing {self.kind!r}")
 
 
-MIXED_CHUNK = 64  # tokens per expert-pure chunk of `apply_sorted`
+MIXED_CHUNK = 64  # smallest expert-pure chunk of `apply_sorted` (tokens)
 
 
-def apply_sorted(x: jax.Array, expert_ids: jax.Array, f, chunk: int = MIXED_CHUNK) -> jax.Array:
+def batch_groups(b: int) -> int:
+    """How many shards the batch axis of a [b, ...] activation has on the active mesh (1 without one)."""
+    ctx = rules_lib.current()
+    if ctx is None:
+        return 1
+    spec = rules_lib.activation_sharding((b,), ("batch",), *ctx).spec
+    return math.prod(ctx[0].shape[a] for a in rules_lib.as_tuple(spec[0])) if spec and spec[0] else 1
+
+
+def apply_sorted(x: jax.Array, expert_ids: jax.Array, f, chunk: int | None = None) -> jax.Array:
     """`f(x_part, expert)` on each token with its own expert, at static shapes.
 
-    Per row, und tokens fill slots [0, n_und) and gen tokens start at the next multiple of `chunk` (a stable
-    sort into L + chunk slots); each chunk of `chunk` slots then runs one expert (`f` is vmapped over chunks
-    with the expert as data), and the outputs are gathered back. x [B, L, ...], expert_ids [B, L] int32.
+    The rows of each batch shard are taken as one long row of m tokens (so the sort never crosses devices);
+    there, und tokens fill slots [0, n_und) and gen tokens start at the next multiple of `chunk` (a stable
+    sort into whole chunks covering m + chunk - 1 slots); each chunk of slots then runs one expert (`f`
+    vmapped over chunks with the expert as data: every chunk holds its own copy of the expert's weights, so
+    few large chunks beat many small ones), and the outputs are gathered back. Default chunk: m/8 rounded up
+    to a multiple of 8, at least MIXED_CHUNK: ~9 chunks, at most one of padding. x [B, L, ...], ids [B, L].
     """
     b, n = expert_ids.shape
-    chunk = math.gcd(n, chunk)
-    is_gen = expert_ids == GEN
-    gen_start = (n - jnp.sum(is_gen, axis=1, dtype=jnp.int32) + chunk - 1) // chunk * chunk  # [B]
+    g = batch_groups(b)
+    m = b // g * n
+    if chunk is None:
+        chunk = max(MIXED_CHUNK, -(-m // 64) * 8)
+    ids = expert_ids.reshape(g, m)
+    xs = constrain(x.reshape((g, m) + x.shape[2:]), ("batch", "length") + (None,) * (x.ndim - 2))
+    is_gen = ids == GEN
+    gen_start = (m - jnp.sum(is_gen, axis=1, dtype=jnp.int32) + chunk - 1) // chunk * chunk  # [g]
     rank = jnp.where(is_gen, jnp.cumsum(is_gen, axis=1), jnp.cumsum(~is_gen, axis=1)) - 1
-    slot = jnp.where(is_gen, gen_start[:, None] + rank, rank).astype(jnp.int32)  # [B, L], distinct per row
-    slots = n + chunk
-    rows = jnp.arange(b)[:, None]
-    buf = jnp.zeros((b, slots) + x.shape[2:], x.dtype).at[rows, slot].set(x)
+    slot = jnp.where(is_gen, gen_start[:, None] + rank, rank).astype(jnp.int32)  # [g, m], distinct per group
+    slots = -(-(m + chunk - 1) // chunk) * chunk
+    rows = jnp.arange(g)[:, None]
+    buf = jnp.zeros((g, slots) + x.shape[2:], x.dtype).at[rows, slot].set(xs)
     n_chunks = slots // chunk
-    experts = (jnp.arange(n_chunks)[None] * chunk >= gen_start[:, None]).astype(jnp.int32)  # [B, n_chunks]
-    y = jax.vmap(f)(buf.reshape((b * n_chunks, 1, chunk) + x.shape[2:]), experts.reshape(-1))
-    return y.reshape((b, slots) + y.shape[3:])[rows, slot]
+    experts = (jnp.arange(n_chunks)[None] * chunk >= gen_start[:, None]).astype(jnp.int32)  # [g, n_chunks]
+    y = jax.vmap(f)(buf.reshape((g * n_chunks, 1, chunk) + x.shape[2:]), experts.reshape(-1))
+    y = y.reshape((g, slots) + y.shape[3:])[rows, slot]
+    return y.reshape((b, n) + y.shape[2:])
 
 
 @struct.dataclass
