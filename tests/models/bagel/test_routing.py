@@ -49,25 +49,23 @@ def test_sorted_routing_equals_select_both(layout):
                                _select_both(x, jnp.asarray(ids), _f(params)), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("b", [16, 3])
-def test_sorted_routing_on_a_mesh_sorts_within_each_batch_shard(b):
-    """On the 8-device mesh the rows of each batch shard are sorted together (16 rows: 8 groups of 2; 3 rows
-    do not split over 8 devices: one group); the result is still the select-both definition, also for a row
+def test_sorted_routing_on_a_mesh_sorts_within_each_batch_shard():
+    """On the 8-device mesh the rows of each batch shard are sorted together (16 rows: 8 groups of 2; 3 rows do
+    not split over 8 devices: one group); the result is still the select-both definition, also for a row
     length that no chunk size divides."""
     from alphagrpo_jax.models.bagel.llm import batch_groups
     from alphagrpo_jax.parallel import rules as rules_lib
     from alphagrpo_jax.parallel.mesh import make_mesh
 
     rng = np.random.default_rng(1)
-    n, d = 45, 8
+    b, n, d = 16, 45, 8
     ids = jnp.asarray(rng.integers(0, 2, (b, n)), jnp.int32)
     x = jnp.asarray(rng.normal(size=(b, n, d)), jnp.float32)
     params = (jnp.asarray(rng.normal(size=(2, d, 5)), jnp.float32), jnp.asarray(rng.normal(size=(2, d)), jnp.float32))
-    mesh = make_mesh({"fsdp": -1})
-    with rules_lib.use_rules(mesh, rules_lib.DEFAULT_RULES):
-        assert batch_groups(b) == (8 if b == 16 else 1)
+    with rules_lib.use_rules(make_mesh({"fsdp": -1}), rules_lib.DEFAULT_RULES):
+        assert (batch_groups(16), batch_groups(3)) == (8, 1)
         got = jax.jit(lambda x: apply_sorted(x, ids, _f(params), chunk=16))(x)
-    assert batch_groups(b) == 1  # no mesh: one group
-    np.testing.assert_allclose(got, _select_both(x, ids, _f(params)), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(apply_sorted(x, ids, _f(params)), _select_both(x, ids, _f(params)), rtol=1e-6,
-                               atol=1e-6)
+    assert batch_groups(16) == 1  # no mesh: one group
+    want = _select_both(x, ids, _f(params))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(apply_sorted(x, ids, _f(params)), want, rtol=1e-6, atol=1e-6)
