@@ -1,8 +1,8 @@
-"""SFT of the toy base model (the GRPO trainer's starting point): 2000 steps at ~0.5 s/step on 2 CPU cores.
+"""SFT of the toy base model (the GRPO trainer's starting point): 2000 steps at ~0.41 s/step on 2 CPU cores.
 
     python -m alphagrpo_jax.sft --config configs/toy_sft.py --config.workdir=runs/toy_sft \
         --config.export_dir=assets/toy_base
-    python -m alphagrpo_jax.sft --config configs/toy_sft.py:fast --config.workdir=runs/toy_sft_fast  # 8 minutes
+    python -m alphagrpo_jax.sft --config configs/toy_sft.py:fast --config.workdir=runs/toy_sft_fast  # ~7 minutes
     python -m alphagrpo_jax.sft --config configs/toy_sft.py:tiny --config.workdir=/tmp/sft_tiny   # smoke run
 
 Variants (`:arg`): "" = the shipped base model; "fast" = the same recipe in 900 steps (under 10 minutes; a
