@@ -1,6 +1,5 @@
 """The SFT trainer on a tiny config on the 8-device mesh: the loss decreases, a crashed run resumes from its
 last checkpoint with IDENTICAL losses, the exported release loads; and the shipped base model generates."""
-import dataclasses
 import importlib.util
 import os
 import pathlib
@@ -128,20 +127,27 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, full_run):
 
 
 def test_identity_velocity_init_gives_v_equal_x_t():
-    """At init the toy model's velocity is the noisy latent itself (the t = 1 answer up to the mean image)."""
+    """At init the toy model's velocity is the noisy latent itself (the t = 1 answer up to the mean image). The
+    train state is created on the 8-device mesh with every parameter in the rules' layout, including the
+    leaves init_params computes (the jitted step rejects any other sharding)."""
     import jax.numpy as jnp
 
-    from alphagrpo_jax.models.bagel import model as model_lib
     from alphagrpo_jax.sampling import context as ctx_lib, image as image_lib
 
     config = _config("/tmp/unused")
     config.init.identity_velocity = True
-    cfg = sft.model_config(config).replace(llm=dataclasses.replace(sft.config_lib.toy().llm, num_layers=1))
-    graphdef, params, rest = nnx.split(model_lib.Bagel(cfg, nnx.Rngs(0)), nnx.Param, ...)
-    pure = nnx.to_pure_dict(params)
-    pure = sft.init_params(pure, config.init, nnx.merge(graphdef, params, rest), jax.random.key(1))
-    nnx.replace_by_pure_dict(params, pure)
-    model = nnx.merge(graphdef, params, rest)
+    config.model_llm = dict(hidden_size=128, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=32,
+                            intermediate_size=384)  # the toy's layer (the tiny one has no room for the identity)
+    cfg = sft.model_config(config)
+    mesh = make_mesh({"fsdp": -1})
+    with rules_lib.use_rules(mesh, rules_lib.DEFAULT_RULES):
+        setup = sft.TrainSetup(config, cfg, mesh, rules_lib.DEFAULT_RULES)
+    shardings = jax.tree.leaves(setup.shardings["params"], is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    params = jax.tree.leaves(setup.state["params"])
+    assert len(params) == len(shardings) and any(not sh.is_fully_replicated for sh in shardings)
+    for x, sh in zip(params, shardings):
+        assert x.sharding.is_equivalent_to(sh, x.ndim), (x.shape, x.sharding, sh)
+    model = setup.model(setup.state["params"])
     x = jax.random.normal(jax.random.key(2), (2, 64, cfg.patch_latent_dim))
     pos = image_lib.grid_positions(8, 8, cfg.max_latent_size, 2)
     velocity = jax.jit(image_lib.velocity)
@@ -149,24 +155,6 @@ def test_identity_velocity_init_gives_v_equal_x_t():
         v = velocity(model, ctx_lib.Context.empty(cfg, 2, 8), x, jnp.full((2,), t), pos)
         rel_err = float(jnp.linalg.norm(v - x) / jnp.linalg.norm(x))
         assert rel_err < 0.05, (t, rel_err)
-
-
-def test_initial_state_has_the_rule_shardings():
-    """init_params computes some leaves (identity velocity) outside the mesh: they are put back in the rules'
-    layout, else the jitted step rejects them on a multi-device fsdp mesh."""
-    config = _config("/tmp/unused")
-    config.init.identity_velocity = True
-    config.model_llm = dict(hidden_size=128, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=32,
-                            intermediate_size=128)
-    mesh = make_mesh({"fsdp": -1})
-    with rules_lib.use_rules(mesh, rules_lib.DEFAULT_RULES):
-        setup = sft.TrainSetup(config, sft.model_config(config), mesh, rules_lib.DEFAULT_RULES)
-    flat_sh = jax.tree.leaves(setup.shardings["params"], is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-    flat = jax.tree.leaves(setup.state["params"])
-    assert len(flat) == len(flat_sh) and mesh.shape["fsdp"] == 8
-    assert any(not sh.is_fully_replicated for sh in flat_sh)
-    for x, sh in zip(flat, flat_sh):
-        assert x.sharding.is_equivalent_to(sh, x.ndim), (x.shape, x.sharding, sh)
 
 
 @pytest.mark.skipif(not (BASE / "ema.safetensors").exists(), reason="assets/toy_base not built")
