@@ -7,7 +7,7 @@ stacked on a `layers` axis and run under `lax.scan`. Which expert a token uses i
   `[vision_start, latents..., vision_end]` is block(1, Lq-1), so each expert runs on exactly its rows;
 - `mixed(expert_ids)`: per-token ids at unknown places (packed SFT batches, contexts with images): each batch
   shard's tokens are sorted into expert-pure chunks, so every token runs through its own expert only
-  (`apply_sorted`; ~1.125x one expert's FLOPs, where running both and selecting costs 2x).
+  (`apply_sorted`; ~1.1-1.2x one expert's FLOPs, where running both and selecting costs 2x).
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def apply_sorted(x: jax.Array, expert_ids: jax.Array, f, chunk: int | None = Non
     sort into whole chunks covering m + chunk - 1 slots); each chunk of slots then runs one expert (`f`
     vmapped over chunks with the expert as data: every chunk holds its own copy of the expert's weights, so
     few large chunks beat many small ones), and the outputs are gathered back. Default chunk: m/8 rounded up
-    to a multiple of 8, at least MIXED_CHUNK: ~9 chunks, at most one of padding. x [B, L, ...], ids [B, L].
+    to a multiple of 8, at least MIXED_CHUNK: ~9 chunks, < 2 of them padding. x [B, L, ...], ids [B, L].
     """
     b, n = expert_ids.shape
     g = batch_groups(b)
