@@ -7,7 +7,7 @@ stacked on a `layers` axis and run under `lax.scan`. Which expert a token uses i
   `[vision_start, latents..., vision_end]` is block(1, Lq-1), so each expert runs on exactly its rows;
 - `mixed(expert_ids)`: per-token ids at unknown places (packed SFT batches, contexts with images): each batch
   shard's tokens are sorted into expert-pure chunks, so every token runs through its own expert only
-  (`apply_sorted`; ~1.1-1.2x one expert's FLOPs, where running both and selecting costs 2x).
+  (`apply_sorted`; ~1.1-1.2x one expert's FLOPs on long packed rows, where running both and selecting costs 2x).
 """
 from __future__ import annotations
 
