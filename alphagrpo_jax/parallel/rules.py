@@ -79,7 +79,7 @@ def validate_rules(rules: Rules, mesh: Mesh) -> None:
     """Every mesh axis named by the rules must exist in the mesh."""
     bad = []
     for name, target in rules:
-        for axis in as_tuple(target):
+        for axis in _as_tuple(target):
             if axis not in mesh.axis_names:
                 bad.append(f"{name!r} -> {axis!r}")
     if bad:
@@ -88,10 +88,18 @@ def validate_rules(rules: Rules, mesh: Mesh) -> None:
             f"mesh axes are {mesh.axis_names}")
 
 
-def as_tuple(target) -> tuple[str, ...]:
+def _as_tuple(target) -> tuple[str, ...]:
     if target is None:
         return ()
     return (target,) if isinstance(target, str) else tuple(target)
+
+
+def shard_count(entry, mesh: Mesh) -> int:
+    """How many shards a PartitionSpec entry (None, an axis name or a tuple of them) cuts a dimension into."""
+    n = 1
+    for a in _as_tuple(entry):
+        n *= mesh.shape[a]
+    return n
 
 
 def logical_to_spec(names: Sequence[str | None], rules: Rules, mesh: Mesh) -> PartitionSpec:
@@ -105,8 +113,8 @@ def logical_to_spec(names: Sequence[str | None], rules: Rules, mesh: Mesh) -> Pa
             continue
         if name not in table:
             raise ShardingRulesError(f"logical axis {name!r} is not in the rules table")
-        axes = tuple(a for a in as_tuple(table[name]) if mesh.shape.get(a, None) is not None)
-        missing = [a for a in as_tuple(table[name]) if a not in mesh.axis_names]
+        axes = tuple(a for a in _as_tuple(table[name]) if mesh.shape.get(a, None) is not None)
+        missing = [a for a in _as_tuple(table[name]) if a not in mesh.axis_names]
         if missing:
             raise ShardingRulesError(f"rule {name!r} -> {missing} names axes missing from mesh {mesh.axis_names}")
         if used & set(axes):
@@ -122,9 +130,7 @@ def axes_of(var: nnx.Variable) -> tuple[str | None, ...] | None:
 
 def _check_divisible(path: str, shape: Sequence[int], spec: PartitionSpec, mesh: Mesh) -> str | None:
     for dim, (size, entry) in enumerate(zip(shape, spec)):
-        n = 1
-        for a in as_tuple(entry):
-            n *= mesh.shape[a]
+        n = shard_count(entry, mesh)
         if size % n:
             return f"{path}: dim {dim} of shape {tuple(shape)} is {size}, not divisible by mesh axes {entry} ({n})"
     return None
@@ -218,10 +224,7 @@ def activation_sharding(shape: Sequence[int], names: Sequence[str | None], mesh:
         raise ShardingRulesError(f"constrain: names {tuple(names)} do not match rank {len(shape)} of {tuple(shape)}")
     spec = list(logical_to_spec(names, rules, mesh))
     for d, entry in enumerate(spec):
-        n = 1
-        for a in as_tuple(entry):
-            n *= mesh.shape[a]
-        if shape[d] % n:
+        if shape[d] % shard_count(entry, mesh):
             spec[d] = None
     return NamedSharding(mesh, PartitionSpec(*spec))
 

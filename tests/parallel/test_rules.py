@@ -79,7 +79,7 @@ def test_rule_to_missing_axis_fails(mesh):
 def test_default_rules_only_name_mesh_axes(mesh):
     rules_lib.validate_rules(rules_lib.DEFAULT_RULES, mesh)
     for name, target in rules_lib.DEFAULT_RULES:
-        for axis in rules_lib.as_tuple(target):
+        for axis in rules_lib._as_tuple(target):
             assert axis in mesh_lib.AXES, (name, axis)
 
 

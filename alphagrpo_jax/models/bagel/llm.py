@@ -11,7 +11,6 @@ stacked on a `layers` axis and run under `lax.scan`. Which expert a token uses i
 """
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -74,8 +73,7 @@ def batch_groups(b: int) -> int:
     ctx = rules_lib.current()
     if ctx is None:
         return 1
-    spec = rules_lib.activation_sharding((b,), ("batch",), *ctx).spec
-    return math.prod(ctx[0].shape[a] for a in rules_lib.as_tuple(spec[0])) if spec and spec[0] else 1
+    return rules_lib.shard_count(rules_lib.activation_sharding((b,), ("batch",), *ctx).spec[0], ctx[0])
 
 
 def apply_sorted(x: jax.Array, expert_ids: jax.Array, f, chunk: int | None = None) -> jax.Array:
