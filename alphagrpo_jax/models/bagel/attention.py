@@ -18,6 +18,7 @@ kernel paths live in attention_splash.py (TPU) and attention_gpu.py (cuDNN); see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import logging
 import sys
@@ -92,6 +93,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     Logits and softmax in fp32; probabilities are cast to v's dtype before P@V (as flash attention does).
     The query heads sharing a KV head are folded into the row dimension ([B, Hk, G*Lq, D]): one batched
     matmul per KV head, which XLA (CPU at least) runs far faster than a dot with a free head-group dimension.
+    The gradient is flash attention's (`_attend_folded`): it recomputes the probabilities instead of keeping
+    them, so a layer scan stores no [B, Hq, Lq, Lk] stack per layer.
     """
     b, lq, hq, d = q.shape
     hk = k.shape[2]
@@ -99,12 +102,56 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     qf = q.reshape(b, lq, hk, g, d).transpose(0, 2, 3, 1, 4).reshape(b, hk, g * lq, d)
     # K as [B, Hk, D, Lk]: a plain (non-transposed) matmul operand, 4x faster than contracting both minors.
     kt, vt = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+    out = _attend_folded(qf, kt, vt, mask, g)
+    return out.reshape(b, hk, g, lq, d).transpose(0, 3, 1, 2, 4).reshape(b, lq, hq, d).astype(q.dtype)
+
+
+def _folded_logits(qf, kt, mask, g):
+    """Masked fp32 logits [B, Hk, G*Lq, Lk] of folded queries qf [B, Hk, G*Lq, D] against kt [B, Hk, D, Lk]."""
+    b, hk, gq, d = qf.shape
     logits = jnp.einsum("bhqd,bhdk->bhqk", qf, kt, preferred_element_type=jnp.float32) * (d ** -0.5)
     bias = jnp.where(mask, 0.0, _MASKED).astype(jnp.float32)[:, None, None]  # additive: fuses better than where
-    logits = (logits.reshape(b, hk, g, lq, -1) + bias).reshape(b, hk, g * lq, -1)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return (logits.reshape(b, hk, g, gq // g, -1) + bias).reshape(b, hk, gq, -1)
+
+
+def _folded_softmax_stats(logits):
+    """Row max and sum of exp(logits - max), [..., 1] fp32: the softmax is exp(logits - max) / sum."""
+    row_max = jnp.max(logits, axis=-1, keepdims=True)
+    return row_max, jnp.sum(jnp.exp(logits - row_max), axis=-1, keepdims=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attend_folded(qf, kt, vt, mask, g):
+    """softmax(mask(qf kt / sqrt(D))) @ vt -> [B, Hk, G*Lq, D] fp32 (vt [B, Hk, Lk, D])."""
+    return _attend_folded_fwd(qf, kt, vt, mask, g)[0]
+
+
+def _attend_folded_fwd(qf, kt, vt, mask, g):
+    logits = _folded_logits(qf, kt, mask, g)
+    row_max, row_sum = _folded_softmax_stats(logits)
+    probs = (jnp.exp(logits - row_max) / row_sum).astype(vt.dtype)  # == jax.nn.softmax, to the bit
     out = jnp.einsum("bhqk,bhkd->bhqd", probs, vt, preferred_element_type=jnp.float32)
-    return out.reshape(b, hk, g, lq, d).transpose(0, 3, 1, 2, 4).reshape(b, lq, hq, d).astype(q.dtype)
+    return out, (qf, kt, vt, mask, row_max, row_sum, out)
+
+
+def _attend_folded_bwd(g, residuals, d_out):
+    # Flash attention's backward: P from the saved row statistics, and the softmax's row term
+    # sum_k P dP = sum_d dO O from the output, so no [.., Lq, Lk] reduction and no stored P.
+    qf, kt, vt, mask, row_max, row_sum, out = residuals
+    probs = jnp.exp(_folded_logits(qf, kt, mask, g) - row_max) / row_sum
+    d_out = d_out.astype(jnp.float32)
+    d_vt = jnp.einsum("bhqk,bhqd->bhkd", probs.astype(vt.dtype), d_out.astype(vt.dtype),
+                      preferred_element_type=jnp.float32)
+    d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_out.astype(vt.dtype), vt, preferred_element_type=jnp.float32)
+    row_term = jnp.sum(d_out * out, axis=-1, keepdims=True)
+    d_scores = (probs * (d_probs - row_term)).astype(qf.dtype)  # d logits / scale: the scale goes on [.., D]
+    scale = qf.shape[-1] ** -0.5
+    d_qf = jnp.einsum("bhqk,bhdk->bhqd", d_scores, kt, preferred_element_type=jnp.float32) * scale
+    d_kt = jnp.einsum("bhqd,bhqk->bhdk", qf, d_scores, preferred_element_type=jnp.float32) * scale
+    return d_qf.astype(qf.dtype), d_kt.astype(kt.dtype), d_vt.astype(vt.dtype), None
+
+
+_attend_folded.defvjp(_attend_folded_fwd, _attend_folded_bwd)
 
 
 def write_cache(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:

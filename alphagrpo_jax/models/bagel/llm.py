@@ -216,6 +216,12 @@ class DecoderLayer(nnx.Module):
         self.gate_proj = dense("gate_proj", (d,), (f,), ("embed", "mlp"), False)
         self.up_proj = dense("up_proj", (d,), (f,), ("embed", "mlp"), False)
         self.down_proj = dense("down_proj", (f,), (d,), ("mlp", "embed"), False)
+        self.remat_experts = cfg.remat == "experts"
+
+    def _tokenwise(self, f):
+        # remat "experts": the backward recomputes the per-token expert functions (norm, QKV, the MLP) from
+        # their input instead of keeping their activations per layer; attention keeps its own residuals.
+        return jax.checkpoint(f) if self.remat_experts else f
 
     def __call__(self, x, cos, sin, routing: Routing, mask, cache_kv=None, impl: str = "jnp"):
         """x [B, L, D]; cache_kv: (k, v) [B, S, Hk, Dh] of this layer or None.
@@ -231,7 +237,7 @@ class DecoderLayer(nnx.Module):
 
         hq = self.q_proj.out_shape[0]
         hk = self.k_proj.out_shape[0]
-        fused = routing.apply(x, qkv)
+        fused = routing.apply(x, self._tokenwise(qkv))
         q, k, v = fused[:, :, :hq], fused[:, :, hq:hq + hk], fused[:, :, hq + hk:]
         q = apply_rope(q, cos, sin).astype(x.dtype)
         k = apply_rope(k, cos, sin).astype(x.dtype)
@@ -248,7 +254,7 @@ class DecoderLayer(nnx.Module):
             act = constrain((jax.nn.silu(g) * u).astype(x.dtype), ("batch", "length", "act_mlp"))
             return self.down_proj(act, e)
 
-        x = x + routing.apply(x, mlp)
+        x = x + routing.apply(x, self._tokenwise(mlp))
         return constrain(x, ("batch", "length", "act_embed")), (k, v)
 
 

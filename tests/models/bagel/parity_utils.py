@@ -21,9 +21,10 @@ FP32_ATOL = 5e-5
 
 
 @functools.lru_cache(maxsize=None)
-def load_model(precision: str = "fp32"):
+def load_model(precision: str = "fp32", **overrides):
+    """The golden checkpoint as a Bagel on a 4 x 2 (fsdp, tensor) mesh; `overrides`: BagelConfig fields."""
     dt = "float32" if precision == "fp32" else "bfloat16"
-    cfg = config.from_release_dir(str(GOLDENS), param_dtype=dt, dtype=dt)
+    cfg = config.from_release_dir(str(GOLDENS), param_dtype=dt, dtype=dt, **overrides)
     mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
     graphdef, state = checkpoint.load_state(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), model_lib.weight_map(cfg),
                                             str(GOLDENS / "ema.safetensors"), mesh)

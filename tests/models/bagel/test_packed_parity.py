@@ -1,8 +1,10 @@
 """The packed training forward (CE + MSE) against upstream Bagel.forward (golden h): two samples packed in one
 row with causal / full / noise splits, a ViT image, a noisy and a clean VAE image."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from alphagrpo_jax.models.bagel import packed
 from alphagrpo_jax.models.bagel.attention import MODES, PackedMask
@@ -82,3 +84,30 @@ def test_training_losses(precision):
     rtol = 0 if precision == "fp32" else 2e-3
     for ours, theirs in (("ce", "dense_ce_mean"), ("mse", "dense_mse_mean"), ("loss", "dense_loss")):
         np.testing.assert_allclose(red[ours], h[theirs + s], atol=FP32_ATOL, rtol=rtol, err_msg=ours)
+
+
+def test_gradients_do_not_depend_on_remat():
+    """The packed loss's parameter gradients with remat "experts" (per-token expert functions recomputed in
+    the backward) equal those without remat, fp32, on the golden batch (layer-level policies: test_vit.py)."""
+    h = golden("h_train_loss.npz")
+
+    def loss_and_grads(remat):
+        cfg, m = load_model("fp32", remat=remat)
+        graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+        batch = golden_batch(h, cfg)
+
+        def loss(params):
+            return packed.losses(packed.forward_packed(nnx.merge(graphdef, params, rest), batch))["loss"]
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    want_loss, want = loss_and_grads("none")
+    for remat in ("experts",):
+        got_loss, got = loss_and_grads(remat)
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6, err_msg=remat)
+        flat_want = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+        for path, g in jax.tree_util.tree_flatten_with_path(got)[0]:
+            # per-leaf scale; 1e-7 absolute for leaves whose exact gradient is 0 (key biases: softmax ignores
+            # a per-query shift), where only rounding remains (~1e-9)
+            scale = float(jnp.max(jnp.abs(flat_want[path])))
+            np.testing.assert_allclose(g, flat_want[path], atol=2e-5 * scale + 1e-7, rtol=0,
+                                       err_msg=f"{remat} {jax.tree_util.keystr(path)}")
