@@ -2,7 +2,7 @@
 
     python -m alphagrpo_jax.sft --config configs/toy_sft.py --config.workdir=runs/toy_sft \
         --config.export_dir=assets/toy_base
-    python -m alphagrpo_jax.sft --config configs/toy_sft.py:fast --config.workdir=runs/toy_sft_fast  # ~7 minutes
+    python -m alphagrpo_jax.sft --config configs/toy_sft.py:fast --config.workdir=runs/toy_sft_fast  # ~5 minutes
     python -m alphagrpo_jax.sft --config configs/toy_sft.py:tiny --config.workdir=/tmp/sft_tiny   # smoke run
 
 Variants (`:arg`): "" = the shipped base model; "fast" = the same recipe in 900 steps (under 10 minutes; a
@@ -42,7 +42,6 @@ def get_config(arg: str | None = None):
     if arg == "fast":
         c.total_steps = 900
         c.optim.decay_steps = 850
-        c.eval.every = 0
     elif arg == "tiny":
         c.model_llm = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
                            intermediate_size=64)
@@ -53,7 +52,7 @@ def get_config(arg: str | None = None):
         c.tokenizer.corpus_examples = 200
         c.optim.update(warmup_steps=2, decay_steps=6)
         c.checkpoint.every = 4
-        c.eval.update(every=0, per_category=2, num_timesteps=4, think_tokens=16, grid_per_category=1)
+        c.eval.update(per_category=2, num_timesteps=4, think_tokens=16, grid_per_category=1)
     elif arg:
         raise ValueError(f"configs/toy_sft.py: unknown variant {arg!r}; use '', 'fast' or 'tiny'")
     return c
