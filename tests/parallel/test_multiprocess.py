@@ -1,7 +1,8 @@
 """Multi-process GRPO training on CPU: 2 processes x 4 devices (jax.distributed over localhost, gloo collectives)
 run the trainer (tests/parallel/multiprocess_worker.py: tiny golden release, toy prompts and verifier, two
-steps and a held-out eval) and must give EXACTLY the metrics, held-out rewards and final adapters of 1 process x 8
-devices. Each process scores only its own block of every round's samples (RT2I: 3 prompts x 4 samples over 2
+steps and a held-out eval) and must give the metrics, held-out rewards and final adapters of 1 process x 8
+devices: exactly up to the first update, to float rounding after it (the gradient's cross-process sum runs in
+another order). Each process scores only its own block of every round's samples (RT2I: 3 prompts x 4 samples over 2
 processes, so one prompt's group spans both), so the agreement also checks the gathers (rewards, per-tag info,
 think texts, eval images; SRR: the stage-1 selection) and the host-count-independent data order
 (data/prompts.round_dataset)."""
@@ -65,16 +66,25 @@ def _run_and_compare(tmp_path, task: str) -> None:
     assert [r["step"] for r in train_rows] == [1, 2]
     assert any(r["rounds_used"] for r in train_rows), "no round trained: the comparison would not test updates"
     assert len(s["eval"]) == 2 and s["eval"][-1]["eval/reward"] != s["eval"][0]["eval/reward"]
-    # Same global programs on the same data: rollouts, rewards, advantages and evals are equal, not merely close.
-    # Only the learner's cross-device sums (losses, ratio statistics, grad norm) are added in another order (gloo
-    # across processes), so those are compared to float rounding (the on-policy losses are ~1e-8).
+    # Same global programs on the same data. Up to the first update everything is equal, not merely close.
+    # The learner's cross-device sums (the gradient itself, losses, ratio statistics, grad norm) are added in
+    # another order (gloo across processes), so the updated parameters agree to float rounding only, and a
+    # rollout after an update may round differently (seen: step 2's mean reward 4e-10 relative apart). Rows after the first update are therefore compared to 1e-6 relative (a broken gather or data
+    # order shows as O(1) differences), summed metrics to 1e-5.
     summed = ("loss/", "grad_norm", "text/", "image/")
-    exact = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("time",) + summed)} for r in rows]  # noqa
-    assert exact(m0["rows"]) == exact(s["rows"])
+    first_update = min(r["step"] for r in train_rows)
     for a, b in zip(m0["rows"], s["rows"]):
-        for k in (k for k in b if k.startswith(summed)):
-            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-5), k
-    assert m0["eval"] == m1["eval"] == s["eval"]
+        assert a.keys() == b.keys()
+        for k in b:
+            if k.startswith(("time",) + summed):
+                assert k.startswith("time") or a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-5), k
+            elif b["step"] <= first_update or not isinstance(b[k], float):
+                assert a[k] == b[k], (b["step"], k)
+            else:
+                assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), (b["step"], k)
+    assert m0["eval"] == m1["eval"]
+    for a, b in zip(m0["eval"], s["eval"]):
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-6) for k in b), (a, b)
     assert m0["checksum"] == m1["checksum"] == pytest.approx(s["checksum"], rel=1e-6)
 
 
