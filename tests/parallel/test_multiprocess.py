@@ -69,8 +69,9 @@ def _run_and_compare(tmp_path, task: str) -> None:
     # Same global programs on the same data. Up to the first update everything is equal, not merely close.
     # The learner's cross-device sums (the gradient itself, losses, ratio statistics, grad norm) are added in
     # another order (gloo across processes), so the updated parameters agree to float rounding only, and a
-    # rollout after an update may round differently (seen: step 2's mean reward 4e-10 relative apart). Rows after the first update are therefore compared to 1e-6 relative (a broken gather or data
-    # order shows as O(1) differences), summed metrics to 1e-5.
+    # rollout after an update may round differently (seen: step 2's mean reward 4e-10 relative apart). Rows
+    # after the first update are therefore compared to 1e-6 relative (a broken gather or data order shows as
+    # O(1) differences), summed metrics to 1e-5.
     summed = ("loss/", "grad_norm", "text/", "image/")
     first_update = min(r["step"] for r in train_rows)
     for a, b in zip(m0["rows"], s["rows"]):
