@@ -187,6 +187,8 @@ def image_grad_flops(cfg, rollout, scfg) -> tuple[float, int, list[int]]:
     ws = int(rollout.window_start)
     ks = [n_branches if lo < ts[ws + j] <= hi else 1 for j in range(scfg.sde_window)]
     fwd = sum(k * b * ((n + 2) * per_query + n * heads) for k in ks)
+    if cfg.remat == "experts":
+        raise ValueError("bench_train: the executed-FLOP count has no term for remat 'experts' (a partial recompute)")
     return fwd, 3 + 1 + (cfg.remat != "none"), ks
 
 
