@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
     # weights: draw probabilities of t2i, think, understand, refine (long kinds end rows more often, so the
     # realised mix is logged as examples/*)
-    c.data = dict(seq_len=512, rows=4, weights=[0.15, 0.6, 0.1, 0.15], p_wrong_plan=0.3, p_drop_text=0.1,
+    c.data = dict(seq_len=512, rows=4, weights=(0.15, 0.6, 0.1, 0.15), p_wrong_plan=0.3, p_drop_text=0.1,
                   p_drop_image=0.3, max_vae_per_row=16, max_vit_per_row=8, fill_retries=0)
     c.tokenizer = dict(corpus_examples=2000)
     c.init = dict(zero_residual=True, identity_velocity=True, vae2llm_scale=0.15)  # see sft.init_params
