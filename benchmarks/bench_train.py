@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import os
 import sys
 import tempfile
@@ -63,9 +62,8 @@ import numpy as np  # noqa: E402
 from alphagrpo_jax import metrics as metrics_lib  # noqa: E402
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib  # noqa: E402
 from bench_model import llm_flops_per_token  # noqa: E402
-from common import matmul_peak_flops  # noqa: E402
+from common import REPO, load_config_file, matmul_peak_flops  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ("rollout_text", "rollout_image", "rollout_host", "reward", "gradient", "update")
 
 
@@ -103,14 +101,6 @@ class TrivialReward:
 
 
 # ------------------------------------------------------------------------------------------------ setups
-
-def load_config_file(name: str):
-    """A module from configs/ (loaded by path: configs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_bench_configs_{name}", os.path.join(REPO, "configs", name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def toy_setup(args, workdir):
     import alphagrpo_jax.toy.reward  # noqa: F401  (registers toy_dvreward)

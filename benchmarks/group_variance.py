@@ -14,7 +14,6 @@ log-probs see). The default release is the shipped toy base.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 
 import jax
@@ -23,29 +22,12 @@ import numpy as np
 
 from alphagrpo_jax.models.bagel import image_transform, release
 from alphagrpo_jax.parallel.mesh import make_mesh
-from alphagrpo_jax.reward.dvreward import QuestionScore, combine
 from alphagrpo_jax.sampling import image as image_lib, text as text_lib
 from alphagrpo_jax.sampling.cfg import CFGConfig
 from alphagrpo_jax.sampling.pipeline import Pipeline
 from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
-from alphagrpo_jax.toy import decompose, prompts, verifier
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def rollout_config():
-    spec = importlib.util.spec_from_file_location("_toy_rt2i", os.path.join(REPO, "configs", "toy_rt2i.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
-
-
-def toy_dvreward(record, image: np.ndarray) -> float:
-    p = verifier.score_record(record, image)
-    qs = [QuestionScore(kind, q.question, q.tag, float(v), "logprobs")
-          for (kind, q), v in zip([("semantic", q) for q in record.semantic]
-                                  + [("quality", q) for q in record.quality], p)]
-    return combine(qs, "geometric", "fail", "group_variance").overall
+from alphagrpo_jax.toy import decompose, prompts, reward as toy_reward
+from common import REPO, load_config_file
 
 
 def rewards(pipe: Pipeline, c, n_thinks: int, n_images: int, per_category: int, fixed_init: bool) -> np.ndarray:
@@ -75,7 +57,7 @@ def rewards(pipe: Pipeline, c, n_thinks: int, n_images: int, per_category: int, 
                                jnp.int32(starts[m]), scfg).latents
         pixels = pipe.decode_images(lat, r.height, r.width)
         for i in range(n):
-            out[i // n_thinks, i % n_thinks, m] = toy_dvreward(records[i // n_thinks], pixels[i])
+            out[i // n_thinks, i % n_thinks, m] = toy_reward.score_image(records[i // n_thinks], pixels[i]).overall
     return out
 
 
@@ -87,7 +69,7 @@ def main():
     ap.add_argument("--fixed-init", action="store_true", help="one initial noise per think: SDE noise only")
     ap.add_argument("--release", default=os.path.join(REPO, "assets", "toy_base"))
     a = ap.parse_args()
-    c = rollout_config()
+    c = load_config_file("toy_rt2i.py").get_config()
     rel = release.load_release(a.release, make_mesh({"fsdp": -1}), param_dtype="float32", dtype="float32")
     pipe = Pipeline(rel, cache_size=c.rollout.cache_size, vae_transform=image_transform.TOY_VAE_TRANSFORM,
                     vit_transform=image_transform.TOY_VIT_TRANSFORM)

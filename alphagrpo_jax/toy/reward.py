@@ -15,6 +15,15 @@ from alphagrpo_jax.reward.dvreward import QuestionScore, combine
 from alphagrpo_jax.toy import verifier
 
 
+def score_image(record, image: np.ndarray, aggregation: str = "geometric", where: str = "toy_dvreward"):
+    """One image's DVReward `ImageScore` from the exact toy verifier's answers to `record`'s questions."""
+    p = verifier.score_record(record, np.asarray(image))
+    qs = [QuestionScore(kind, q.question, q.tag, float(pv), "logprobs")
+          for (kind, q), pv in zip([("semantic", q) for q in record.semantic]
+                                   + [("quality", q) for q in record.quality], p)]
+    return combine(qs, aggregation, "fail", where)
+
+
 class ToyDVRewardComponent:
     needs = ("images", "records")
 
@@ -24,11 +33,7 @@ class ToyDVRewardComponent:
     def _score(self, batch: RewardBatch) -> ComponentOutput:
         values, info, details = [], [], []
         for i, (image, record) in enumerate(zip(batch.images, batch.records)):
-            p = verifier.score_record(record, np.asarray(image))
-            qs = [QuestionScore(kind, q.question, q.tag, float(pv), "logprobs")
-                  for (kind, q), pv in zip([("semantic", q) for q in record.semantic]
-                                           + [("quality", q) for q in record.quality], p)]
-            s = combine(qs, self.aggregation, "fail", f"sample {i}")
+            s = score_image(record, image, self.aggregation, f"sample {i}")
             values.append(s.overall)
             row = {"overall": s.overall, "semantic": s.semantic, "quality": s.quality}
             row.update({f"tag/{tag}": v for tag, v in s.per_tag.items()})

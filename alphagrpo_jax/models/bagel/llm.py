@@ -11,7 +11,6 @@ stacked on a `layers` axis and run under `lax.scan`. Which expert a token uses i
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
