@@ -37,6 +37,7 @@ from alphagrpo_jax.models.bagel import release as release_lib
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.parallel.state import create_sharded
+from alphagrpo_jax.sampling.prompts import think_system_prompt
 from alphagrpo_jax.toy import sft_data, tokenizer as toy_tokenizer
 
 log = logging.getLogger("alphagrpo_jax.sft")
@@ -46,12 +47,14 @@ BATCH_AXES = ("data", "fsdp")
 def model_config(config) -> config_lib.BagelConfig:
     """The preset `config.model` with `config.model_llm` (LLMConfig fields) and `config.model_overrides`
     (BagelConfig fields) applied; parameters are fp32 master weights whatever the preset says, and
-    `timestep_shift` is the one trained with (config.loss), so the exported bagel_config.json records it."""
+    `timestep_shift` (config.loss) and `think_system_prompt` (config.data.system_prompt) are the ones trained
+    with, so the exported bagel_config.json records them."""
     cfg = config_lib.preset(config.model)
     if config.model_llm:
         cfg = cfg.replace(llm=dataclasses.replace(cfg.llm, **dict(config.model_llm)))
     return cfg.replace(**{**dict(config.model_overrides), "param_dtype": "float32",
-                          "timestep_shift": float(config.loss.timestep_shift)})
+                          "timestep_shift": float(config.loss.timestep_shift),
+                          "think_system_prompt": data_config(config).system_prompt})
 
 
 def data_config(config) -> sft_data.SFTDataConfig:
@@ -217,6 +220,7 @@ def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: 
     top = dict(latent_patch_size=cfg.latent_patch_size, max_latent_size=cfg.max_latent_size,
                vit_max_num_patch_per_side=cfg.vit_max_num_patch_per_side, connector_act="gelu_pytorch_tanh",
                timestep_shift=cfg.timestep_shift, inference_timestep_shift=cfg.inference_timestep_shift,
+               think_system_prompt=think_system_prompt(cfg),
                new_token_ids=dict(bos_token_id=t.bos, eos_token_id=t.eos, start_of_image=t.start_of_image,
                                   end_of_image=t.end_of_image),
                vae_config={k: (list(x) if isinstance(x, tuple) else x) for k, x in vars(cfg.vae).items()})

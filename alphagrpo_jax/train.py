@@ -52,6 +52,7 @@ def build(config, mesh):
     from alphagrpo_jax.rl import lora
     from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config
     from alphagrpo_jax.rl.learner import Learner
+    from alphagrpo_jax.sampling.prompts import think_system_prompt
 
     m = config.model
     overrides = {k: m[k] for k in ("param_dtype", "dtype", "attention", "remat") if m.get(k)}
@@ -60,7 +61,7 @@ def build(config, mesh):
     if config.train.params == "lora":
         model = lora.add_lora(model, config.train.lora_rank, config.train.lora_alpha, tuple(config.train.lora_targets),
                               mesh, jax.random.key(config.seed))
-    rcfg = rollout_config(config)
+    rcfg = rollout_config(config, think_system_prompt(rel.cfg))
     tx, schedule = optim.build_optimizer(optim_config(config))
     ref = None
     if config.train.params == "full" and (config.loss.image_kl_beta > 0 or config.loss.text_kl_beta > 0):
@@ -131,7 +132,7 @@ def _train(config, mesh, workdir, timer) -> dict:
         log.info("resumed from step %d", start)
     results: dict = {}
     kinds = tuple(config.task.kinds)
-    srr_cfgs = srr_configs(config) if "srr" in kinds else None
+    srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in kinds else None
 
     def run_eval(step):
         if not eval_records:

@@ -25,7 +25,7 @@ from alphagrpo_jax.parallel.mesh import make_mesh
 from alphagrpo_jax.sampling import image as image_lib, text as text_lib
 from alphagrpo_jax.sampling.cfg import CFGConfig
 from alphagrpo_jax.sampling.pipeline import Pipeline
-from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
+from alphagrpo_jax.sampling.prompts import think_system_prompt
 from alphagrpo_jax.toy import decompose, prompts, reward as toy_reward
 from common import REPO, load_config_file
 
@@ -34,7 +34,7 @@ def rewards(pipe: Pipeline, c, n_thinks: int, n_images: int, per_category: int, 
     """R [prompts, thinks, images] of toy DVReward."""
     r, cfg = c.rollout, pipe.cfg
     specs = prompts.prompt_set("train", per_category=per_category)
-    system = pipe._text(GEN_THINK_SYSTEM_PROMPT)
+    system = pipe._text(think_system_prompt(pipe.cfg))
     cond = [[system, pipe._text(prompts.format_prompt(s))] for s in specs for _ in range(n_thinks)]
     n = len(cond)
     ctx = pipe.build(cond, jax.random.key(0))

@@ -13,9 +13,9 @@ of 39 transitions, start in [0, 10], so within the first 15/39; here 3 of 9, sta
 4/9); image CFG 2 on the whole interval with text_channel renorm; reward = the image reward only (reference
 reward_fn = {"dvreward": 1}); text loss weight 1 / window (one reflection weighs like one image step x window = 1).
 Toy choices: edit text CFG 2, not 4: the toy base is sampled with text CFG 2, and at 4 its redraws are much worse
-than its first draws (held-out base, 51 prompts: stage 1 0.285 -> refined 0.143 at text 4 / image 2; 0.305 at
-text 2 / image 2). CPU sizes: P=4 prompts x G=8, 2 stage-1 images per prompt, one round per step, 10-point
-schedules; LoRA r8, lr 3e-4, clip eps 1e-3, 64 think tokens, 32 px are configs/toy_rt2i.py's, which this
+than its first draws (held-out, the previous base, 51 prompts: stage 1 0.285 -> refined 0.143 at text 4 /
+image 2; 0.305 at text 2 / image 2). CPU sizes: P=4 prompts x G=8, 2 stage-1 images per prompt, one round per
+step, 10-point schedules; LoRA r8, lr 3e-4, clip eps 1e-3, 64 think tokens, 32 px are configs/toy_rt2i.py's, which this
 extends; `:mixed` keeps its think-format reward for the RT2I rounds (SRR rounds ignore text-only reward
 components, rl/reflect.py) and its 2 rounds per step (one of each kind).
 """
@@ -36,10 +36,11 @@ def get_config(arg=None):
     c.total_steps = 30
     c.optim.schedule = "constant"  # the SRR runs in README were measured at a constant lr
     c.rollout.rounds_per_step = 1
+    c.rollout.group_size = 8  # the SRR runs in README were measured with G = 8 (toy_rt2i now uses 16)
     c.task.srr.update(dict(stage1_images=2, stage1_timesteps=10, selection="worst", transforms="toy",
                            num_timesteps=10, sde_window=3, sde_window_range=(0, 4)))
     c.task.srr.cfg.update(dict(text_scale=2.0, img_scale=2.0, interval=(0.0, 1.0), renorm_type="text_channel"))
-    c.rollout.cache_size = 320  # [system 48][image: 64 VAE + 4 ViT + 4 markers][reflection ~50][think <= 64]
+    c.rollout.cache_size = 256  # [system 5][image: 64 VAE + 4 ViT + 4 markers][reflection ~50][think <= 64]
     c.loss.text_loss_weight = 1.0 / c.task.srr.sde_window
     c.reward.weights = dict(dvreward=0.0, think_format=0.0, toy_dvreward=1.0)
     c.eval.update(dict(every=10, num_prompts=56, batch_size=28, temperature=0.3, num_timesteps=16))  # 51 exist

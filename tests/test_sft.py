@@ -11,8 +11,12 @@ from flax import nnx
 
 from alphagrpo_jax import checkpointing, metrics, sft
 from alphagrpo_jax.models.bagel import release
+from alphagrpo_jax.models.bagel.image_transform import TOY_VAE_TRANSFORM, TOY_VIT_TRANSFORM
 from alphagrpo_jax.parallel.mesh import make_mesh
 from alphagrpo_jax.parallel import rules as rules_lib
+from alphagrpo_jax.sampling.pipeline import Pipeline
+from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
+from alphagrpo_jax.sampling.text import TextSamplerConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BASE = ROOT / "assets" / "toy_base"
@@ -65,6 +69,14 @@ def test_loss_decreases_and_release_loads(full_run):
     mesh = make_mesh({"fsdp": -1})
     rel = release.load_release(str(workdir / "release"), mesh, param_dtype="float32", dtype="float32")
     assert rel.cfg.vae.kind == "pixel" and rel.cfg.llm.hidden_size == 32 and len(rel.tokenizer) > 400
+    # the release records the system prompt it was trained with, and generation uses it
+    assert rel.cfg.think_system_prompt == _config(workdir).data.system_prompt != GEN_THINK_SYSTEM_PROMPT
+    pipe = Pipeline(rel, cache_size=64, vae_transform=TOY_VAE_TRANSFORM, vit_transform=TOY_VIT_TRANSFORM)
+    texts = []
+    pipe._text = lambda s, _text=pipe._text: texts.append(s) or _text(s)
+    pipe.generate_images(["a red circle"], think=True, height=32, width=32, num_timesteps=2,
+                         think_sampler=TextSamplerConfig(max_new_tokens=2))
+    assert texts[:2] == [rel.cfg.think_system_prompt, "a red circle"]
     # the export is the final checkpoint's parameters, bit for bit (fp32 export)
     config = _config(workdir)
     with rules_lib.use_rules(mesh, rules_lib.DEFAULT_RULES):
@@ -159,9 +171,6 @@ def test_identity_velocity_init_gives_v_equal_x_t():
 
 @pytest.mark.skipif(not (BASE / "ema.safetensors").exists(), reason="assets/toy_base not built")
 def test_shipped_base_model_loads_and_generates():
-    from alphagrpo_jax.models.bagel.image_transform import TOY_VAE_TRANSFORM, TOY_VIT_TRANSFORM
-    from alphagrpo_jax.sampling.pipeline import Pipeline
-
     total = sum(f.stat().st_size for f in BASE.iterdir())
     assert total < 10 * 2 ** 20
     rel = release.load_release(str(BASE), make_mesh({"fsdp": -1}))

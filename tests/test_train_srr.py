@@ -10,6 +10,7 @@ import pytest
 
 from alphagrpo_jax import train
 from alphagrpo_jax.rl.config import loss_config, rollout_config, srr_configs
+from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
 from tests.models.bagel.parity_utils import GOLDENS
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
@@ -42,8 +43,9 @@ def tiny_srr_config(workdir, steps, variant=None):
                                             (bagel_7b_srr, "mixed")])
 def test_configs_build(module, variant):
     c = module.get_config(variant)
-    rollout_config(c), loss_config(c)
-    s2, srr, t2i_cfg = srr_configs(c)
+    rollout_config(c, "plan, then draw"), loss_config(c)
+    s2, srr, t2i_cfg = srr_configs(c, "plan, then draw")
+    assert s2.system_prompt == "plan, then draw"
     assert "srr" in c.task.kinds and (variant != "mixed" or "rt2i" in c.task.kinds)
     assert s2.think and s2.image.sde_window == c.task.srr.sde_window
     assert (s2.image.cfg.img_scale, s2.image.cfg.renorm_type) == (2.0, "text_channel")
@@ -56,7 +58,7 @@ def test_configs_build(module, variant):
 
 def test_7b_srr_is_the_reference_recipe():
     c = bagel_7b_srr.get_config()
-    s2, srr, t2i_cfg = srr_configs(c)
+    s2, srr, t2i_cfg = srr_configs(c, GEN_THINK_SYSTEM_PROMPT)
     assert (srr.stage1_images, srr.stage1_timesteps, srr.selection) == (7, 40, "worst")
     assert (s2.group_size, s2.image.num_timesteps, s2.image.sde_window, s2.image.eta) == (14, 40, 5, 0.7)
     assert (s2.image.cfg.text_scale, s2.image.cfg.img_scale, tuple(s2.image.cfg.interval)) == (4.0, 2.0, (0.0, 1.0))

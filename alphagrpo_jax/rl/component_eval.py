@@ -1,6 +1,6 @@
 """Which policy improved? Held-out eval of a LoRA checkpoint with its adapters on each MoT expert separately.
 
-    python -m alphagrpo_jax.rl.component_eval --config configs/toy_rt2i.py [--step N]
+    python -m alphagrpo_jax.rl.component_eval --config configs/toy_rt2i.py [--step N] [--keys K]
 
 In BAGEL's Mixture-of-Transformers the und expert processes every text token (the prompt context and the think
 text) and the gen expert every latent token, so a LoRA run's adapters split into a *text policy* (und
@@ -9,6 +9,11 @@ keys and the same protocol as the trainer's eval: base (no adapters), text polic
 Switching an expert's adapters off is exact (its lora_b set to 0). Writes `component_eval_step<N>.json` into the
 workdir and prints a table. One run gives per-component evidence that separate ablation runs would otherwise
 need (they also differ: an ablation's image policy trains on the base's think texts, not the trained ones).
+With SRR in `task.kinds` each variant also gets the SRR eval (`eval_srr/*`, rl/evaluate_srr.py).
+
+One eval draws one sample per prompt, so a small difference between variants can be one draw's luck. `--keys K`
+repeats everything with K eval keys (key k = the trainer's eval key + k; k = 0 is the trainer's) and reports the
+mean over keys and, per variant, the paired difference to the base: mean +- standard error over keys.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import flags
 from flax import nnx
 
@@ -46,11 +52,29 @@ def keep_experts(trainable, experts: tuple[int, ...]):
     return jax.tree_util.tree_map_with_path(f, trainable, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def component_eval(config, step: int | None = None) -> dict[str, dict[str, float]]:
-    """{variant: eval metrics} for the checkpoint `step` (default: latest) of `config.workdir`."""
+def paired_differences(per_key: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{variant: {metric: (mean, standard error) over keys of variant - base}} (SE 0 with one key)."""
+    out = {}
+    for name, runs in per_key.items():
+        if name == "base":
+            continue
+        out[name] = {}
+        for k in runs[0]:
+            d = np.array([r[k] - b[k] for r, b in zip(runs, per_key["base"])], np.float64)
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+            out[name][k] = (float(d.mean()), se)
+    return out
+
+
+def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
+    """For the checkpoint `step` (default: latest) of `config.workdir`: {variant: eval metrics (mean over
+    `keys` eval keys)}, plus "per_key" ({variant: [metrics of each key]}), "paired" (paired_differences) and
+    "step", "keys"."""
     from alphagrpo_jax.data.prompts import PromptRecords
     from alphagrpo_jax.reward.service import build_reward_fn
+    from alphagrpo_jax.rl.config import srr_configs
     from alphagrpo_jax.rl.evaluate import evaluate
+    from alphagrpo_jax.rl.evaluate_srr import evaluate_srr
     from alphagrpo_jax.train import build, prompt_files, restore_checkpoint
 
     if config.train.params != "lora":
@@ -59,7 +83,9 @@ def component_eval(config, step: int | None = None) -> dict[str, dict[str, float
         import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier)
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
-    out: dict[str, dict[str, float]] = {}
+    if keys < 1:
+        raise ValueError(f"component_eval: keys must be >= 1, got {keys}")
+    per_key: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     with rules_lib.use_rules(mesh, rules):
         rel, rcfg, learner, _ = build(config, mesh)
         state, extras = restore_checkpoint(config, learner, step)
@@ -69,33 +95,47 @@ def component_eval(config, step: int | None = None) -> dict[str, dict[str, float
             raise SystemExit("component_eval needs held-out prompts (config.data.eval_prompts or toy prompts)")
         records = list(PromptRecords(eval_path))[: config.eval.num_prompts]
         reward_fn = build_reward_fn(config.reward)
+        srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in tuple(config.task.kinds) else None
+        common = dict(batch_size=config.eval.batch_size, temperature=config.eval.temperature,
+                      greedy=config.eval.greedy, num_timesteps=config.eval.num_timesteps or None)
         try:
-            for name, experts in VARIANTS.items():
-                learner.trainable = keep_experts(state["params"], experts)
-                ev = evaluate(learner.model(), rel.vae, rel.tokenizer, records, reward_fn, rcfg,
-                              jax.random.key(config.seed + 1), batch_size=config.eval.batch_size,
-                              temperature=config.eval.temperature, greedy=config.eval.greedy,
-                              num_timesteps=config.eval.num_timesteps or None)
-                out[name] = ev.metrics
-                log.info("%s: %s", name, ev.metrics.get("eval/reward"))
+            for k in range(keys):
+                for name, experts in VARIANTS.items():
+                    learner.trainable = keep_experts(state["params"], experts)
+                    # the trainer's eval keys (train.py: seed + 1, SRR seed + 2), shifted by k
+                    m = dict(evaluate(learner.model(), rel.vae, rel.tokenizer, records, reward_fn, rcfg,
+                                      jax.random.key(config.seed + 1 + k), **common).metrics)
+                    if srr_cfgs is not None:
+                        m.update(evaluate_srr(learner.model(), rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs,
+                                              jax.random.key(config.seed + 2 + k), **common).metrics)
+                    per_key[name].append(m)
+                    log.info("key %d, %s: %s", k, name, m.get("eval/reward"))
         finally:
             reward_fn.close()
+    out = {name: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]} for name, runs in per_key.items()}
+    out.update(step=step, keys=keys, per_key=per_key, paired=paired_differences(per_key))
     if jax.process_index() == 0:
         with open(os.path.join(config.workdir, f"component_eval_step{step}.json"), "w") as f:
-            json.dump({"step": step, **out}, f, indent=1)
-    return {"step": step, **out}
+            json.dump(out, f, indent=1)
+    return out
 
 
 def main(config) -> None:
-    res = component_eval(config, flags.FLAGS.step)
-    keys = sorted(k for k in res["base"] if k.startswith("eval/"))
-    print(f"held-out eval of step {res['step']} ({config.workdir})")
-    print(f"{'metric':40s}" + "".join(f"{v:>14s}" for v in VARIANTS))
-    for k in keys:
-        print(f"{k:40s}" + "".join(f"{res[v][k]:14.4f}" for v in VARIANTS))
+    res = component_eval(config, flags.FLAGS.step, flags.FLAGS.keys)
+    metrics = sorted(k for k in res["base"] if k.startswith(("eval/", "eval_srr/")))
+    print(f"held-out eval of step {res['step']} ({config.workdir}), mean over {res['keys']} eval key(s); "
+          f"in brackets: variant - base, mean +- standard error over keys")
+    print(f"{'metric':40s}" + "".join(f"{v:>28s}" for v in VARIANTS))
+    for m in metrics:
+        cells = [f"{res['base'][m]:28.4f}"]
+        for v in list(VARIANTS)[1:]:
+            d, se = res["paired"][v][m]
+            cells.append(f"{res[v][m]:8.4f} ({d:+.4f} +- {se:.4f})".rjust(28))
+        print(f"{m:40s}" + "".join(cells))
 
 
 if __name__ == "__main__":
     # Defined here, not at import: alphagrpo_jax.export defines its own --step, and both may be imported.
     flags.DEFINE_integer("step", None, "checkpoint step to evaluate (default: the latest)")
+    flags.DEFINE_integer("keys", 1, "eval keys (one sample per prompt each); K > 1 adds standard errors")
     cli.run(main)

@@ -8,7 +8,8 @@ from alphagrpo_jax.sampling.image import ImageSamplerConfig
 from alphagrpo_jax.sampling.text import TextSamplerConfig
 
 
-def rollout_config(config) -> RolloutConfig:
+def rollout_config(config, system_prompt: str) -> RolloutConfig:
+    """`system_prompt`: the policy's think-mode prompt (`sampling.prompts.think_system_prompt(model cfg)`)."""
     r = config.rollout
     cfg = CFGConfig(r.cfg.text_scale, r.cfg.img_scale, tuple(r.cfg.interval), r.cfg.renorm_type, r.cfg.renorm_min)
     image = ImageSamplerConfig(num_timesteps=r.image.num_timesteps, shift=r.image.shift, cfg=cfg,
@@ -17,7 +18,7 @@ def rollout_config(config) -> RolloutConfig:
                              top_p=r.text.top_p, top_k=r.text.top_k)
     out = RolloutConfig(group_size=r.group_size, think=r.think, text=text, image=image,
                         sde_window_range=tuple(r.image.sde_window_range), height=r.height, width=r.width,
-                        cache_size=r.cache_size)
+                        cache_size=r.cache_size, system_prompt=system_prompt)
     if image.sde_window > 0:
         import numpy as np
 
@@ -35,14 +36,14 @@ def loss_config(config) -> LossConfig:
         text_temperature=config.rollout.text.temperature)
 
 
-def srr_configs(config):
+def srr_configs(config, system_prompt: str):
     """(stage-2 RolloutConfig, SRRConfig, stage-1 T2I CFGConfig) of the SRR task."""
     import dataclasses
 
     from alphagrpo_jax.models.bagel import image_transform
     from alphagrpo_jax.rl.reflect import SRRConfig
 
-    base = rollout_config(config)
+    base = rollout_config(config, system_prompt)
     s = config.task.srr
     cfg = CFGConfig(s.cfg.text_scale, s.cfg.img_scale, tuple(s.cfg.interval), s.cfg.renorm_type, s.cfg.renorm_min)
     image = dataclasses.replace(base.image, num_timesteps=s.num_timesteps, sde_window=s.sde_window, cfg=cfg)

@@ -37,7 +37,7 @@ class RolloutConfig:
     height: int = 32
     width: int = 32
     cache_size: int = 512
-    system_prompt: str = GEN_THINK_SYSTEM_PROMPT
+    system_prompt: str = GEN_THINK_SYSTEM_PROMPT  # the policy's (sampling.prompts.think_system_prompt)
 
     def draw_window_start(self, rng: np.random.Generator) -> int:
         lo, hi = self.sde_window_range

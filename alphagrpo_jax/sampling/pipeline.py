@@ -22,7 +22,7 @@ from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import image as image_lib
 from alphagrpo_jax.sampling import text as text_lib
 from alphagrpo_jax.sampling.cfg import CFGConfig
-from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT, VLM_THINK_SYSTEM_PROMPT
+from alphagrpo_jax.sampling.prompts import VLM_THINK_SYSTEM_PROMPT, think_system_prompt
 
 
 @dataclasses.dataclass
@@ -75,7 +75,7 @@ class Pipeline:
         editing = any(im is not None for im in images)
         if editing and not all(im is not None for im in images):
             raise ValueError("mix of edit and text-to-image requests: call separately")
-        system = [self._text(GEN_THINK_SYSTEM_PROMPT)] if think else []
+        system = [self._text(think_system_prompt(self.cfg))] if think else []
         cond, text_unc, img_unc = [], [], []
         sizes = set()
         for prompt, im in zip(prompts, images):

@@ -11,6 +11,12 @@ VLM_THINK_SYSTEM_PROMPT = (
     "</think> answer here.")
 
 
+def think_system_prompt(cfg) -> str:
+    """The think-mode system prompt of a model (BagelConfig): the one its release records
+    (`bagel_config.json: think_system_prompt`, e.g. the toy base's short one), else BAGEL's."""
+    return GEN_THINK_SYSTEM_PROMPT if cfg.think_system_prompt is None else cfg.think_system_prompt
+
+
 def reflection_prompt(prompt: str) -> str:
     """Self-Reflective Refinement's request (our wording of AlphaGRPO's): it follows the model's own image in
     the context, tells it the image did not satisfy the request, and asks for a reflection and an editing

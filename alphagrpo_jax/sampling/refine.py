@@ -23,7 +23,7 @@ from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.reward.dvreward import aggregate
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import text as text_lib
-from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT, reflection_prompt
+from alphagrpo_jax.sampling.prompts import reflection_prompt, think_system_prompt
 
 GATES = ("self", "dvreward", "oracle")
 
@@ -104,7 +104,7 @@ def refine(pipe, prompt: str, record, rounds: int, *, gate: str = "self", reward
         if out[-1].satisfied:
             break
         cond, tu, iu = srr_items(lambda s: text_item(s), prompt, out[-1].image, pipe.vae_transform,
-                                 pipe.vit_transform, GEN_THINK_SYSTEM_PROMPT)
+                                 pipe.vit_transform, think_system_prompt(pipe.cfg))
         g = pipe.generate_from_items([cond], [tu], [iu], think=True, seed=seed + 1 + r, **common, **edit_cfg)[0]
         score, ok = judge(pipe, g.image, prompt, record, gate, reward_fn, threshold)
         out.append(RefineRound(g.image, g.think, score, ok))

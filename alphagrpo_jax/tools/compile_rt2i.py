@@ -209,13 +209,14 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
     from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config
     from alphagrpo_jax.rl.learner import Learner, optimizer_shardings
     from alphagrpo_jax.sampling import context as ctx_lib, image as image_lib, text as text_lib
+    from alphagrpo_jax.sampling.prompts import think_system_prompt
 
     unknown = set(programs) - set(PROGRAMS)
     if unknown:
         raise SystemExit(f"--programs: unknown {sorted(unknown)}; known: {', '.join(PROGRAMS)}")
     cfg = model_config(config, model)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
-    rcfg = rollout_config(config)
+    rcfg = rollout_config(config, think_system_prompt(cfg))
     p, b, rounds = config.rollout.prompts_per_round, config.rollout.prompts_per_round * rcfg.group_size, \
         config.rollout.rounds_per_step
     s = Shapes(cfg, mesh, rules)

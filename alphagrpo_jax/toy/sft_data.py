@@ -9,10 +9,11 @@ Kinds (mixture weights in the config; train-split prompts only, `prompts.split_o
               then the question is one the scene fails
   refine      [system] [wrong image: VAE then ViT] [reflection_prompt(prompt)] [<think>what is wrong + fix
               (CE)</think>] -> noisy image of the corrected scene (the wrong one is a perturbation of it)
-System and reflection prompts are sampling/prompts.py's (GEN_THINK_SYSTEM_PROMPT, reflection_prompt), the
-ones the pipeline and SRR rollouts use. CFG dropout as BAGEL (text p_drop_text, images p_drop_image), shaped
-like the sampler's unconditional contexts: t2i -> [] ; think -> [system]; refine -> [system][images] (text
-dropped) or [system][reflection prompt] (images dropped, no think).
+The system prompt is the config's (`system_prompt`, BAGEL's by default; the release records it as
+`think_system_prompt` and the pipeline and rollouts read it from there); the reflection prompt is
+sampling/prompts.py's `reflection_prompt`, the one SRR rollouts use. CFG dropout as BAGEL (text p_drop_text,
+images p_drop_image), shaped like the sampler's unconditional contexts: t2i -> [] ; think -> [system]; refine ->
+[system][images] (text dropped) or [system][reflection prompt] (images dropped, no think).
 Plans put each object in a cell of a 3x3 grid (rows top/middle/bottom, columns left/center/right); the scene
 centres it there (>= 4 px inside the cell's third), so a correct plan's scene answers every question of its
 prompt "yes", and the image is a deterministic function of the plan.
@@ -187,6 +188,7 @@ class SFTDataConfig:
     max_vae_per_row: int = 16
     max_vit_per_row: int = 8
     fill_retries: int = 0
+    system_prompt: str = GEN_THINK_SYSTEM_PROMPT  # think/refine documents' system prompt (recorded in the release)
 
     def __post_init__(self):
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
@@ -220,7 +222,7 @@ def make_example(kind: str, rng, dc: SFTDataConfig) -> list[tuple]:
     """One document of `kind` as parts (text still untokenised)."""
     spec = draw_spec(rng)
     prompt = prompts.format_prompt(spec)
-    system = ("text", GEN_THINK_SYSTEM_PROMPT, False)
+    system = ("text", dc.system_prompt, False)
     if kind == "t2i":
         _, scene = correct_scene(spec, rng)
         ctx = [] if rng.random() < dc.p_drop_text else [("text", prompt, False)]
@@ -257,7 +259,7 @@ def make_example(kind: str, rng, dc: SFTDataConfig) -> list[tuple]:
 def corpus(seed: int, num_examples: int, dc: SFTDataConfig = SFTDataConfig()) -> list[str]:
     """Texts for training the tokenizer: every train prompt and the texts of `num_examples` examples."""
     rng = np.random.default_rng([seed, 1 << 20])
-    texts = [GEN_THINK_SYSTEM_PROMPT] + [prompts.format_prompt(s) for s in train_specs()]
+    texts = [dc.system_prompt] + [prompts.format_prompt(s) for s in train_specs()]
     for i in range(num_examples):
         texts += [p[1] for p in make_example(KINDS[i % len(KINDS)], rng, dc) if p[0] == "text"]
     return texts

@@ -1,10 +1,12 @@
 """rl/component_eval.py: a trained LoRA checkpoint evaluated with its adapters on each expert separately. With
 both experts' adapters it must reproduce the trainer's own held-out eval of that step, and with none the step-0
-(base) eval, exactly (same keys, same protocol); switching an expert off zeroes exactly its lora_b slices."""
+(base) eval, exactly (same keys, same protocol); further keys give other samples; switching an expert off zeroes
+exactly its lora_b slices."""
 import os
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from alphagrpo_jax import train
@@ -21,11 +23,14 @@ def test_variants_match_the_trainers_evals(tmp_path):
     out = train.train(c)
     ev0, ev1 = out["eval"][0]["eval/reward"], out["eval"][1]["eval/reward"]
     assert ev0 != ev1
-    res = component_eval.component_eval(c)
-    assert res["step"] == 1 and os.path.exists(tmp_path / "component_eval_step1.json")
-    assert res["base"]["eval/reward"] == ev0
-    assert res["both"]["eval/reward"] == ev1
-    assert set(res) == {"step", "base", "text_policy", "image_policy", "both"}
+    res = component_eval.component_eval(c, keys=2)
+    assert res["step"] == 1 and res["keys"] == 2 and os.path.exists(tmp_path / "component_eval_step1.json")
+    assert set(res) == {"step", "keys", "per_key", "paired", "base", "text_policy", "image_policy", "both"}
+    base, both = ([r["eval/reward"] for r in res["per_key"][v]] for v in ("base", "both"))
+    assert base[0] == ev0 and both[0] == ev1  # key 0 is the trainer's
+    assert base[1] != base[0]                 # key 1 draws other samples
+    assert res["base"]["eval/reward"] == np.mean(base)
+    assert res["paired"]["both"]["eval/reward"][0] == pytest.approx(np.mean(np.subtract(both, base)), abs=1e-12)
 
     trained = out["learner"].trainable
     for experts in [(), (UND,), (GEN,), (UND, GEN)]:
@@ -38,3 +43,11 @@ def test_variants_match_the_trainers_evals(tmp_path):
                 continue
             for e in (UND, GEN):  # lora_b [layers, expert, rank, ...]
                 np.testing.assert_array_equal(b[:, e], a[:, e] if e in experts else 0)
+
+
+def test_paired_differences_by_hand():
+    per_key = {"base": [{"r": 0.30}, {"r": 0.40}, {"r": 0.35}], "both": [{"r": 0.33}, {"r": 0.41}, {"r": 0.38}]}
+    (mean, se), = component_eval.paired_differences(per_key)["both"].values()
+    # differences 0.03, 0.01, 0.03: mean 0.07/3, sample std 0.011547, SE = std / sqrt(3)
+    assert mean == pytest.approx(0.07 / 3) and se == pytest.approx(0.0115470 / 3 ** 0.5, rel=1e-5)
+    assert component_eval.paired_differences({"base": [{"r": 1.0}], "x": [{"r": 1.5}]}) == {"x": {"r": (0.5, 0.0)}}

@@ -2,11 +2,13 @@
 
 The reward is a test-only, deterministic image brightness (mean pixel / 255). The toy world draws coloured shapes
 on black, so brighter means more or larger shapes: a direction both the reflection ("large ...") and the redraw
-can take, learnt from stage-2 samples only. Measured (eval_srr/gain at step 0 -> step 8, this config, 2 shared
-CPU cores): seed 0: 0.008 -> 0.102 (+0.094), seed 1: 0.038 -> 0.099 (+0.062), seed 2: 0.013 -> 0.064 (+0.051);
-the stage-1 rewards rose less (+0.050, +0.029, +0.036). Untrained, the eval is deterministic (same keys), so the
-growth would be 0. MARGIN sits below the smallest measured growth by more than the growth's spread across seeds
-(std 0.018) and at the spread of the step-0 gains across seeds (0.030).
+can take, learnt from stage-2 samples only. Measured with the shipped base (eval_srr/gain at step 0 -> step 8,
+this config, 2 shared CPU cores): seed 0: 0.006 -> 0.034 (+0.029), seed 1: 0.006 -> 0.087 (+0.081), seed 2:
+0.047 -> 0.089 (+0.043); the refined reward rose more than the stage-1 reward in each (+0.010 vs -0.019, +0.104
+vs +0.023, +0.045 vs +0.002). (The previous base: +0.094, +0.062, +0.051.) Untrained, the eval is deterministic
+(same keys), so the growth would be exactly 0. MARGIN is half the smallest measured growth (seed 0, the one
+asserted): a broken gradient or reward path gives ~0, and seed-to-seed spread (std 0.026) is why it is not
+higher.
 ~2.5-5 minutes (mostly compilation), hence slow; tests/test_train_srr.py::test_trainer_runs_srr covers the path.
 """
 import os
@@ -22,7 +24,7 @@ REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 sys.path.insert(0, os.path.join(REPO, "configs"))
 import toy_srr  # noqa: E402
 
-MARGIN = 0.03
+MARGIN = 0.015
 
 
 class Brightness:

@@ -125,6 +125,15 @@ def test_cfg_dropout_keeps_the_system_prompt():
     assert [p[0] for p in ref] == ["text", "text", "vae"] and ref[1][1].startswith("You were asked")
 
 
+def test_the_configured_system_prompt_opens_think_and_refine_documents():
+    dc = sft_data.SFTDataConfig(system_prompt="Think, then draw.")
+    rng = np.random.default_rng(5)
+    for kind in ("think", "refine"):
+        assert sft_data.make_example(kind, rng, dc)[0] == ("text", "Think, then draw.", False)
+    texts = sft_data.corpus(0, 8, dc)
+    assert "Think, then draw." in texts and GEN_THINK_SYSTEM_PROMPT not in texts
+
+
 def test_held_out_prompts_are_never_used():
     assert all(prompts.split_of(s) == "train" for s in sft_data.train_specs())
     assert len(sft_data.train_specs()) == sum(len(prompts.split_prompts("train", c)) for c in prompts.CATEGORIES)

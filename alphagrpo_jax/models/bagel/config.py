@@ -132,6 +132,7 @@ class BagelConfig:
     vit_max_num_patch_per_side: int = 70
     timestep_shift: float = 1.0            # training forward (logit-normal t shift)
     inference_timestep_shift: float = 3.0  # sampler default
+    think_system_prompt: str | None = None  # the think-mode system prompt trained with; None = BAGEL's
     # Run-time numerics and kernels (not architecture).
     param_dtype: str = "bfloat16"
     dtype: str = "bfloat16"               # activations; matmuls accumulate in fp32 regardless
@@ -195,7 +196,7 @@ def from_release_dir(path: str, **overrides) -> BagelConfig:
     if os.path.exists(bagel_json):
         d = _read_json(bagel_json)
         for k in ("latent_patch_size", "max_latent_size", "vit_max_num_patch_per_side", "timestep_shift",
-                  "inference_timestep_shift"):
+                  "inference_timestep_shift", "think_system_prompt"):
             if k in d:
                 top[k] = d[k]
         if "new_token_ids" in d:
