@@ -97,12 +97,27 @@ def train(config) -> dict:
         return _train(config, mesh, workdir, timer)
 
 
+def held_out_eval(config, model, rel, records, reward_fn, rcfg, srr_cfgs, shift: int = 0):
+    """The trainer's held-out eval of `model`: RT2I (rl/evaluate.py, key seed + 1 + shift) and, with SRR configs,
+    the SRR eval's metrics (rl/evaluate_srr.py, key seed + 2 + shift) merged into its EvalResult. `shift` > 0 draws
+    other samples (component_eval --keys)."""
+    from alphagrpo_jax.rl.evaluate import evaluate
+    from alphagrpo_jax.rl.evaluate_srr import evaluate_srr
+
+    common = dict(batch_size=config.eval.batch_size, temperature=config.eval.temperature, greedy=config.eval.greedy,
+                  num_timesteps=config.eval.num_timesteps or None)
+    ev = evaluate(model, rel.vae, rel.tokenizer, records, reward_fn, rcfg, jax.random.key(config.seed + 1 + shift),
+                  **common)
+    if srr_cfgs is not None:  # SRR held-out eval: stage-1 draw -> one reflect-and-redraw (ODE)
+        ev.metrics.update(evaluate_srr(model, rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs,
+                                       jax.random.key(config.seed + 2 + shift), **common).metrics)
+    return ev
+
+
 def _train(config, mesh, workdir, timer) -> dict:
     from alphagrpo_jax.data.prompts import PromptRecords, round_dataset
     from alphagrpo_jax.reward.service import build_reward_fn
     from alphagrpo_jax.rl import advantages
-    from alphagrpo_jax.rl.evaluate import evaluate
-    from alphagrpo_jax.rl.evaluate_srr import evaluate_srr
     from alphagrpo_jax.rl.grid import sample_grid
     from alphagrpo_jax.rl.learner import add_grads
     from alphagrpo_jax.rl.config import srr_configs
@@ -139,16 +154,7 @@ def _train(config, mesh, workdir, timer) -> dict:
             return
         # The eval's own rollout sub-phases go to a throwaway timer, not into the next step's row.
         with timer("eval"), metrics_lib.PhaseTimer().active():
-            ev = evaluate(learner.model(), rel.vae, rel.tokenizer, eval_records, reward_fn, rcfg,
-                          jax.random.key(config.seed + 1), batch_size=config.eval.batch_size,
-                          temperature=config.eval.temperature, greedy=config.eval.greedy,
-                          num_timesteps=config.eval.num_timesteps or None)
-            if srr_cfgs is not None:  # SRR held-out eval: stage-1 draw -> one reflect-and-redraw (ODE)
-                ev.metrics.update(evaluate_srr(
-                    learner.model(), rel.vae, rel.tokenizer, eval_records, reward_fn, srr_cfgs,
-                    jax.random.key(config.seed + 2), batch_size=config.eval.batch_size,
-                    temperature=config.eval.temperature, greedy=config.eval.greedy,
-                    num_timesteps=config.eval.num_timesteps or None).metrics)
+            ev = held_out_eval(config, learner.model(), rel, eval_records, reward_fn, rcfg, srr_cfgs)
         writer.write(step, ev.metrics)
         results.setdefault("eval", []).append({"step": step, **ev.metrics})
         n = min(config.log.grid_size, len(ev.prompts))

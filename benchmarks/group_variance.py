@@ -7,8 +7,8 @@ rollout's text sampler, then `--images` images per think text with the rollout's
 configs/toy_rt2i.py, one window start per image draw from its range, its text CFG), and scores every image with
 the exact toy DVReward. With R[prompt, think, image] it prints the reward variance within a prompt (a GRPO
 group's) as unbiased nested-ANOVA components: the image part (variance over images with the think fixed) and
-the think part (variance of the per-think means less the image part / images). `--fixed-init`: every image of a think starts
-from the same initial noise, so the image part is the SDE window's noise alone (what the image policy's
+the think part (variance of the per-think means less the image part / images). `--fixed-init`: every image of a
+think starts from the same initial noise, so the image part is the SDE window's noise alone (what the image policy's
 log-probs see). The default release is the shipped toy base.
 """
 from __future__ import annotations
@@ -84,6 +84,7 @@ def main():
     print(f"reward variance within a prompt {total:.5f} (std {total ** .5:.3f}):")
     print(f"  image noise, think fixed: {image:.5f} (std {image ** .5:.3f}) = {image / total:.0%}")
     print(f"  think text:               {think:.5f} (std {think ** .5:.3f}) = {think / total:.0%}")
+
 
 if __name__ == "__main__":
     main()

@@ -73,9 +73,7 @@ def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
     from alphagrpo_jax.data.prompts import PromptRecords
     from alphagrpo_jax.reward.service import build_reward_fn
     from alphagrpo_jax.rl.config import srr_configs
-    from alphagrpo_jax.rl.evaluate import evaluate
-    from alphagrpo_jax.rl.evaluate_srr import evaluate_srr
-    from alphagrpo_jax.train import build, prompt_files, restore_checkpoint
+    from alphagrpo_jax.train import build, held_out_eval, prompt_files, restore_checkpoint
 
     if config.train.params != "lora":
         raise SystemExit("component_eval needs a LoRA run (config.train.params == 'lora')")
@@ -96,18 +94,11 @@ def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
         records = list(PromptRecords(eval_path))[: config.eval.num_prompts]
         reward_fn = build_reward_fn(config.reward)
         srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in tuple(config.task.kinds) else None
-        common = dict(batch_size=config.eval.batch_size, temperature=config.eval.temperature,
-                      greedy=config.eval.greedy, num_timesteps=config.eval.num_timesteps or None)
         try:
             for k in range(keys):
                 for name, experts in VARIANTS.items():
                     learner.trainable = keep_experts(state["params"], experts)
-                    # the trainer's eval keys (train.py: seed + 1, SRR seed + 2), shifted by k
-                    m = dict(evaluate(learner.model(), rel.vae, rel.tokenizer, records, reward_fn, rcfg,
-                                      jax.random.key(config.seed + 1 + k), **common).metrics)
-                    if srr_cfgs is not None:
-                        m.update(evaluate_srr(learner.model(), rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs,
-                                              jax.random.key(config.seed + 2 + k), **common).metrics)
+                    m = held_out_eval(config, learner.model(), rel, records, reward_fn, rcfg, srr_cfgs, k).metrics
                     per_key[name].append(m)
                     log.info("key %d, %s: %s", k, name, m.get("eval/reward"))
         finally:
