@@ -97,10 +97,11 @@ def train(config) -> dict:
         return _train(config, mesh, workdir, timer)
 
 
-def held_out_eval(config, model, rel, records, reward_fn, rcfg, srr_cfgs, shift: int = 0):
+def held_out_eval(config, model, rel, records, reward_fn, rcfg, srr_cfgs, shift: int = 0, base_model=None):
     """The trainer's held-out eval of `model`: RT2I (rl/evaluate.py, key seed + 1 + shift) and, with SRR configs,
     the SRR eval's metrics (rl/evaluate_srr.py, key seed + 2 + shift) merged into its EvalResult. `shift` > 0 draws
-    other samples (component_eval --keys)."""
+    other samples (component_eval --keys). With SRR and `base_model`, also `eval_srr_base_draws/*`: `model`
+    refining the first draws of `base_model` (the same key, so the same draws the base's own SRR eval refines)."""
     from alphagrpo_jax.rl.evaluate import evaluate
     from alphagrpo_jax.rl.evaluate_srr import evaluate_srr
 
@@ -109,8 +110,13 @@ def held_out_eval(config, model, rel, records, reward_fn, rcfg, srr_cfgs, shift:
     ev = evaluate(model, rel.vae, rel.tokenizer, records, reward_fn, rcfg, jax.random.key(config.seed + 1 + shift),
                   **common)
     if srr_cfgs is not None:  # SRR held-out eval: stage-1 draw -> one reflect-and-redraw (ODE)
-        ev.metrics.update(evaluate_srr(model, rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs,
-                                       jax.random.key(config.seed + 2 + shift), **common).metrics)
+        key = jax.random.key(config.seed + 2 + shift)
+        ev.metrics.update(evaluate_srr(model, rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs, key,
+                                       **common).metrics)
+        if base_model is not None:
+            ev.metrics.update(evaluate_srr(model, rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs, key,
+                                           prefix="eval_srr_base_draws/", stage1_model=base_model,
+                                           **common).metrics)
     return ev
 
 
@@ -190,8 +196,11 @@ def _train(config, mesh, workdir, timer) -> dict:
                          "round skipped", step, rnd, rd.kind)
                 continue
             with timer("train"):
-                scfg = rcfg.image if rd.kind == "rt2i" else srr_cfgs[0].image
-                grads, m = learner.grads(rd.result.rollout, jnp.asarray(adv.reshape(-1)), scfg)
+                if rd.kind == "rt2i":
+                    scfg, text_w = rcfg.image, None  # loss.text_loss_weight
+                else:
+                    scfg, text_w = srr_cfgs[0].image, config.task.srr.text_loss_weight
+                grads, m = learner.grads(rd.result.rollout, jnp.asarray(adv.reshape(-1)), scfg, text_w)
                 acc = grads if acc is None else add_grads(acc, grads)
                 jax.block_until_ready(acc)
             used += 1

@@ -37,7 +37,7 @@ def get_config(arg=None):
     c.rollout.update(dict(prompts_per_round=8, group_size=14, rounds_per_step=4))
     # [system ~50][image: 1024 VAE + 1369 ViT (518 px) tokens + markers][reflection prompt ~80][think <= 1024]
     c.rollout.cache_size = 4096
-    c.loss.text_loss_weight = 1.0 / c.task.srr.sde_window
+    c.task.srr.text_loss_weight = 1.0 / c.task.srr.sde_window  # RT2I rounds (:mixed) keep loss.text_loss_weight
     c.reward.weights = dict(dvreward=1.0, think_format=0.0, toy_dvreward=0.0)
     c.eval.update(dict(every=10, temperature=0.3, num_timesteps=40))
     if arg == "mixed":

@@ -28,6 +28,7 @@ def rt2i_base() -> ml_collections.ConfigDict:
         kinds=("rt2i",),
         srr=dict(stage1_images=7, stage1_timesteps=40, selection="worst", selection_temperature=0.1,
                  transforms="bagel", num_timesteps=40, sde_window=5, sde_window_range=(0, 15),
+                 text_loss_weight=0.2,  # SRR rounds' (loss.text_loss_weight is RT2I's): 1 / window, the reference
                  cfg=dict(text_scale=4.0, img_scale=2.0, interval=(0.0, 1.0), renorm_type="text_channel",
                           renorm_min=0.0))))
     c.advantage = ml_collections.ConfigDict(dict(name="grpo", std="global", eps=1e-4))

@@ -15,9 +15,11 @@ reward_fn = {"dvreward": 1}); text loss weight 1 / window (one reflection weighs
 Toy choices: edit text CFG 2, not 4: the toy base is sampled with text CFG 2, and at 4 its redraws are much worse
 than its first draws (held-out, the previous base, 51 prompts: stage 1 0.285 -> refined 0.143 at text 4 /
 image 2; 0.305 at text 2 / image 2). CPU sizes: P=4 prompts x G=8, 2 stage-1 images per prompt, one round per
-step, 10-point schedules; LoRA r8, lr 3e-4, clip eps 1e-3, 64 think tokens, 32 px are configs/toy_rt2i.py's, which this
-extends; `:mixed` keeps its think-format reward for the RT2I rounds (SRR rounds ignore text-only reward
-components, rl/reflect.py) and its 2 rounds per step (one of each kind).
+step, 10-point schedules; LoRA r8, lr 3e-4, clip eps 1e-3, 64 think tokens, 32 px are configs/toy_rt2i.py's,
+which this extends. `:mixed` is toy_rt2i.py's run (G = 16, 2 rounds per step, 40 steps, cosine lr, the
+think-format reward for the RT2I rounds; SRR rounds ignore text-only reward components, rl/reflect.py) with
+every second round an SRR round. Each round weighs its text as its own task's recipe: RT2I rounds by
+`loss.text_loss_weight`, SRR rounds by `task.srr.text_loss_weight`.
 """
 import os
 import sys
@@ -41,12 +43,14 @@ def get_config(arg=None):
                            num_timesteps=10, sde_window=3, sde_window_range=(0, 4)))
     c.task.srr.cfg.update(dict(text_scale=2.0, img_scale=2.0, interval=(0.0, 1.0), renorm_type="text_channel"))
     c.rollout.cache_size = 256  # [system 5][image: 64 VAE + 4 ViT + 4 markers][reflection ~50][think <= 64]
-    c.loss.text_loss_weight = 1.0 / c.task.srr.sde_window
+    c.task.srr.text_loss_weight = 1.0 / c.task.srr.sde_window  # RT2I rounds (:mixed) keep loss.text_loss_weight
     c.reward.weights = dict(dvreward=0.0, think_format=0.0, toy_dvreward=1.0)
     c.eval.update(dict(every=10, num_prompts=56, batch_size=28, temperature=0.3, num_timesteps=16))  # 51 exist
-    if arg == "mixed":
+    if arg == "mixed":  # configs/toy_rt2i.py's run with every second round an SRR round
+        rt2i = toy_rt2i.get_config()
         c.workdir = "workdir/toy_srr_mixed"
         c.task.kinds = ("rt2i", "srr")
-        c.rollout.rounds_per_step = 2
-        c.reward.weights.think_format = 0.2
+        c.total_steps, c.optim.schedule = rt2i.total_steps, rt2i.optim.schedule
+        c.rollout.update(dict(group_size=rt2i.rollout.group_size, rounds_per_step=rt2i.rollout.rounds_per_step))
+        c.reward.weights.think_format = rt2i.reward.weights.think_format
     return c

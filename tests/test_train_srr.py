@@ -1,6 +1,7 @@
 """SRR configs and the trainer on SRR: configs/toy_srr.py and configs/bagel_7b_srr.py build (with the reference's
 SRR numbers where the 7B config fixes them), and the trainer runs the toy SRR config (and its RT2I+SRR mix) on
-the tiny golden release: SRR rounds train, and the held-out eval reports the `eval_srr/*` metrics."""
+the tiny golden release: SRR rounds train, the held-out eval reports the `eval_srr/*` metrics, and component_eval
+evaluates the SRR checkpoint."""
 import json
 import os
 import sys
@@ -49,7 +50,9 @@ def test_configs_build(module, variant):
     assert "srr" in c.task.kinds and (variant != "mixed" or "rt2i" in c.task.kinds)
     assert s2.think and s2.image.sde_window == c.task.srr.sde_window
     assert (s2.image.cfg.img_scale, s2.image.cfg.renorm_type) == (2.0, "text_channel")
-    assert c.loss.text_loss_weight * s2.image.sde_window == pytest.approx(1.0)  # one reflection ~ 1 image step
+    # SRR rounds: one reflection weighs like one image step; RT2I rounds (:mixed) keep their own text weight.
+    assert c.task.srr.text_loss_weight * s2.image.sde_window == pytest.approx(1.0)
+    assert c.loss.text_loss_weight == 1.0
     starts = {s2.draw_window_start(np.random.default_rng(i)) for i in range(200)}
     assert max(starts) + s2.image.sde_window <= c.task.srr.sde_window_range[1]
     with pytest.raises(ValueError, match="unknown variant"):
@@ -89,10 +92,13 @@ def _check_run(out, workdir, variant):
     assert ("time/rollout_rt2i" in row) == (variant == "mixed")
 
 
-def test_trainer_runs_srr(tmp_path):
+def test_trainer_runs_srr(tmp_path, monkeypatch):
+    from tests.rl.test_component_eval import check_srr_variants
+
     c = tiny_srr_config(tmp_path, 1)
     c.rollout.rounds_per_step = 1
     _check_run(train.train(c), tmp_path, None)
+    check_srr_variants(c, monkeypatch)  # component_eval of this checkpoint
 
 
 @pytest.mark.slow  # ~90 s: a second learner compile; test_trainer_runs_srr covers the SRR path

@@ -9,7 +9,9 @@ keys and the same protocol as the trainer's eval: base (no adapters), text polic
 Switching an expert's adapters off is exact (its lora_b set to 0). Writes `component_eval_step<N>.json` into the
 workdir and prints a table. One run gives per-component evidence that separate ablation runs would otherwise
 need (they also differ: an ablation's image policy trains on the base's think texts, not the trained ones).
-With SRR in `task.kinds` each variant also gets the SRR eval (`eval_srr/*`, rl/evaluate_srr.py).
+With SRR in `task.kinds` each variant also gets the SRR eval (`eval_srr/*`, rl/evaluate_srr.py: the variant refines
+its own first draws) and `eval_srr_base_draws/*` (it refines the base's first draws, the same images for every
+variant: refinement skill without the change in first draws).
 
 One eval draws one sample per prompt, so a small difference between variants can be one draw's luck. `--keys K`
 repeats everything with K eval keys (key k = the trainer's eval key + k; k = 0 is the trainer's) and reports the
@@ -95,10 +97,16 @@ def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
         reward_fn = build_reward_fn(config.reward)
         srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in tuple(config.task.kinds) else None
         try:
+            learner.trainable = keep_experts(state["params"], VARIANTS["base"])
+            base_model = learner.model()
             for k in range(keys):
                 for name, experts in VARIANTS.items():
                     learner.trainable = keep_experts(state["params"], experts)
-                    m = held_out_eval(config, learner.model(), rel, records, reward_fn, rcfg, srr_cfgs, k).metrics
+                    m = held_out_eval(config, learner.model(), rel, records, reward_fn, rcfg, srr_cfgs, k,
+                                      base_model=base_model if srr_cfgs and name != "base" else None).metrics
+                    if srr_cfgs and name == "base":  # the base refining its own draws: its eval_srr, same key
+                        m.update({n.replace("eval_srr/", "eval_srr_base_draws/"): v for n, v in m.items()
+                                  if n.startswith("eval_srr/")})
                     per_key[name].append(m)
                     log.info("key %d, %s: %s", k, name, m.get("eval/reward"))
         finally:
@@ -113,7 +121,7 @@ def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
 
 def main(config) -> None:
     res = component_eval(config, flags.FLAGS.step, flags.FLAGS.keys)
-    metrics = sorted(k for k in res["base"] if k.startswith(("eval/", "eval_srr/")))
+    metrics = sorted(k for k in res["base"] if k.startswith(("eval/", "eval_srr")))
     print(f"held-out eval of step {res['step']} ({config.workdir}), mean over {res['keys']} eval key(s); "
           f"in brackets: variant - base, mean +- standard error over keys")
     print(f"{'metric':40s}" + "".join(f"{v:>28s}" for v in VARIANTS))

@@ -122,7 +122,7 @@ class Learner:
         """The jitted (grad, apply) steps (also lowered ahead of time by tools/compile_rt2i.py)."""
         # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
         grad = jax.jit(functools.partial(Learner._grad_fn, graphdef, lcfg, needs_ref),
-                       out_shardings=(shardings, None), static_argnames=("scfg",))
+                       out_shardings=(shardings, None), static_argnames=("scfg", "text_loss_weight"))
         apply = jax.jit(functools.partial(Learner._apply_fn, tx), donate_argnums=(0, 1), static_argnums=(3,),
                         out_shardings=(shardings, opt_shardings, None))
         return grad, apply
@@ -131,7 +131,10 @@ class Learner:
         return nnx.merge(self.graphdef, self.trainable, self.frozen)
 
     @staticmethod
-    def _grad_fn(graphdef, lcfg, needs_ref, trainable, frozen, ref_trainable, r, adv, scfg):
+    def _grad_fn(graphdef, lcfg, needs_ref, trainable, frozen, ref_trainable, r, adv, scfg, text_loss_weight=None):
+        if text_loss_weight is not None:
+            lcfg = dataclasses.replace(lcfg, text_loss_weight=text_loss_weight)
+
         def loss(tr):
             model = nnx.merge(graphdef, tr, frozen)
             ref = None
@@ -143,10 +146,13 @@ class Learner:
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
         return grads, metrics
 
-    def grads(self, rollout: Rollout, adv: jax.Array, scfg: image_lib.ImageSamplerConfig | None = None):
+    def grads(self, rollout: Rollout, adv: jax.Array, scfg: image_lib.ImageSamplerConfig | None = None,
+              text_loss_weight: float | None = None):
         """Gradients of the round's loss w.r.t. the trainable state, and its metrics. `scfg`: the image sampler
-        config the rollout used (default: the learner's)."""
-        return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv, scfg=scfg or self.scfg)
+        config the rollout used (default: the learner's); `text_loss_weight`: this round's (default: the
+        LossConfig's; a mixed RT2I + SRR run weighs each task's text as its own recipe does)."""
+        return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv, scfg=scfg or self.scfg,
+                          text_loss_weight=text_loss_weight)
 
     @staticmethod
     def _apply_fn(tx, trainable, opt_state, grad_sum, n_rounds):

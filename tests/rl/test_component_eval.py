@@ -51,3 +51,29 @@ def test_paired_differences_by_hand():
     # differences 0.03, 0.01, 0.03: mean 0.07/3, sample std 0.011547, SE = std / sqrt(3)
     assert mean == pytest.approx(0.07 / 3) and se == pytest.approx(0.0115470 / 3 ** 0.5, rel=1e-5)
     assert component_eval.paired_differences({"base": [{"r": 1.0}], "x": [{"r": 1.5}]}) == {"x": {"r": (0.5, 0.0)}}
+
+
+
+def check_srr_variants(config, monkeypatch):
+    """component_eval of an SRR run's checkpoint (tests/test_train_srr.py calls this after training, to share its
+    compile): each variant refines its own first draws and the base's; the base's base-draws eval is its own."""
+    from alphagrpo_jax.rl import reflect
+
+    calls = []  # per SRR eval batch: [model that drew stage 1, model that refined]
+    stage1, refine = reflect.run_stage1, reflect.rollout_srr
+    monkeypatch.setattr(reflect, "run_stage1", lambda m, *a, **k: (calls.append([m]), stage1(m, *a, **k))[1])
+    monkeypatch.setattr(reflect, "rollout_srr", lambda m, *a, **k: (calls[-1].append(m), refine(m, *a, **k))[1])
+    res = component_eval.component_eval(config, keys=1)
+    (base,), (both,) = res["per_key"]["base"], res["per_key"]["both"]
+    srr_keys = [k for k in base if k.startswith("eval_srr/")]
+    assert srr_keys and all(k.replace("eval_srr/", "eval_srr_base_draws/") in both for k in srr_keys)
+    for k in srr_keys:
+        assert base[k.replace("eval_srr/", "eval_srr_base_draws/")] == base[k]
+    assert both["eval_srr_base_draws/stage1_reward"] == base["eval_srr/stage1_reward"]  # the same draws
+    # base: one SRR eval (its own draws); every other variant: its own draws, then one base model's draws.
+    assert len(calls) == 7 and all(len(p) == 2 for p in calls)  # 1 + 3 x 2 evals of one batch each
+    assert calls[0][0] is calls[0][1]
+    drawer = calls[2][0]
+    for own, on_base in zip(calls[1::2], calls[2::2]):
+        assert own[0] is own[1] is on_base[1] and on_base[0] is drawer
+    assert len({id(p[1]) for p in calls} | {id(drawer)}) == 5  # four variants + the base drawer

@@ -1,6 +1,7 @@
 """Rollout -> advantages -> learner on the tiny golden model with LoRA on the 8-device mesh: the learner's
-teacher-forced log-probs reproduce the rollout's (on-policy ratio 1), gradients reach both experts' adapters,
-the update changes only the adapters, and repeated steps do not recompile."""
+teacher-forced log-probs reproduce the rollout's (on-policy ratio 1), gradients reach both experts' adapters, a
+round's text weight scales only the text gradient, the update changes only the adapters, and repeated steps do
+not recompile."""
 import functools
 
 import jax
@@ -58,6 +59,14 @@ def test_rollout_shapes_and_on_policy_ratio():
     # Gen expert (index 1) adapters get image gradients; und expert (index 0) adapters get text gradients.
     assert float(jnp.abs(g["q_proj"]["lora_b"][:, 1]).max()) > 0
     assert float(jnp.abs(g["q_proj"]["lora_b"][:, 0]).max()) > 0
+    # A round's own text weight (SRR rounds in a mixed run): the text gradient scales with it, the image part
+    # does not: g(w) = g_image + w * g_text.
+    with rules_lib.use_rules(mesh):
+        g0, g_half = (learner.grads(r, adv, text_loss_weight=w)[0] for w in (0.0, 0.5))
+    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(nnx.to_pure_dict(t))])  # noqa: E731
+    g0, g_half, g1 = flat(g0), flat(g_half), flat(grads)
+    assert np.abs(g1 - g0).max() > 1e-3 * np.abs(g1).max()
+    np.testing.assert_allclose(g_half - g0, 0.5 * (g1 - g0), atol=1e-5 * np.abs(g1).max())
 
 
 def test_update_changes_only_adapters_and_does_not_recompile():

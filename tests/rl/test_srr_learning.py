@@ -49,8 +49,8 @@ def learning_config(workdir, seed: int, steps: int = 8):
     c.rollout.update(dict(prompts_per_round=2, group_size=4, rounds_per_step=1))
     c.rollout.text.max_new_tokens = 48
     c.task.srr.update(dict(stage1_images=2, stage1_timesteps=10, num_timesteps=10, sde_window=3,
-                           sde_window_range=(0, 4)))
-    c.loss.update(dict(text_loss_weight=1 / 3, image_clip_eps=0.05))
+                           sde_window_range=(0, 4), text_loss_weight=1 / 3))
+    c.loss.image_clip_eps = 0.05
     c.optim.lr = 3e-3
     c.reward.weights = dict(dvreward=0.0, think_format=0.0, toy_dvreward=0.0, test_brightness=1.0)
     c.eval.update(dict(every=steps, num_prompts=8, batch_size=8, num_timesteps=10))
