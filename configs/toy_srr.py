@@ -33,24 +33,21 @@ def get_config(arg=None):
     if arg not in (None, "", "mixed"):
         raise ValueError(f"toy_srr.py: unknown variant {arg!r} ('' | mixed)")
     c = toy_rt2i.get_config()
+    c.task.srr.update(dict(stage1_images=2, stage1_timesteps=10, selection="worst", transforms="toy",
+                           num_timesteps=10, sde_window=3, sde_window_range=(0, 4)))
+    c.task.srr.cfg.update(dict(text_scale=2.0, img_scale=2.0, interval=(0.0, 1.0), renorm_type="text_channel"))
+    c.task.srr.text_loss_weight = 1.0 / c.task.srr.sde_window  # RT2I rounds (:mixed) keep loss.text_loss_weight
+    c.rollout.cache_size = 256  # [system 5][image: 64 VAE + 4 ViT + 4 markers][reflection ~50][think <= 64]
+    c.eval.update(dict(every=10, num_prompts=56, batch_size=28, temperature=0.3, num_timesteps=16))  # 51 exist
+    if arg == "mixed":  # toy_rt2i.py's run (steps, G, rounds, lr schedule, rewards) with every second round SRR
+        c.workdir = "workdir/toy_srr_mixed"
+        c.task.kinds = ("rt2i", "srr")
+        return c
     c.workdir = "workdir/toy_srr"
     c.task.kinds = ("srr",)
     c.total_steps = 30
     c.optim.schedule = "constant"  # the SRR runs in README were measured at a constant lr
     c.rollout.rounds_per_step = 1
     c.rollout.group_size = 8  # the SRR runs in README were measured with G = 8 (toy_rt2i now uses 16)
-    c.task.srr.update(dict(stage1_images=2, stage1_timesteps=10, selection="worst", transforms="toy",
-                           num_timesteps=10, sde_window=3, sde_window_range=(0, 4)))
-    c.task.srr.cfg.update(dict(text_scale=2.0, img_scale=2.0, interval=(0.0, 1.0), renorm_type="text_channel"))
-    c.rollout.cache_size = 256  # [system 5][image: 64 VAE + 4 ViT + 4 markers][reflection ~50][think <= 64]
-    c.task.srr.text_loss_weight = 1.0 / c.task.srr.sde_window  # RT2I rounds (:mixed) keep loss.text_loss_weight
     c.reward.weights = dict(dvreward=0.0, think_format=0.0, toy_dvreward=1.0)
-    c.eval.update(dict(every=10, num_prompts=56, batch_size=28, temperature=0.3, num_timesteps=16))  # 51 exist
-    if arg == "mixed":  # configs/toy_rt2i.py's run with every second round an SRR round
-        rt2i = toy_rt2i.get_config()
-        c.workdir = "workdir/toy_srr_mixed"
-        c.task.kinds = ("rt2i", "srr")
-        c.total_steps, c.optim.schedule = rt2i.total_steps, rt2i.optim.schedule
-        c.rollout.update(dict(group_size=rt2i.rollout.group_size, rounds_per_step=rt2i.rollout.rounds_per_step))
-        c.reward.weights.think_format = rt2i.reward.weights.think_format
     return c
