@@ -1,6 +1,6 @@
 """Which policy improved? Held-out eval of a LoRA checkpoint with its adapters on each MoT expert separately.
 
-    python -m alphagrpo_jax.rl.component_eval --config configs/toy_rt2i.py [--step N] [--keys K]
+    python -m alphagrpo_jax.rl.component_eval --config configs/toy_rt2i.py [--step N] [--keys K] [--variants both]
 
 In BAGEL's Mixture-of-Transformers the und expert processes every text token (the prompt context and the think
 text) and the gen expert every latent token, so a LoRA run's adapters split into a *text policy* (und
@@ -16,6 +16,7 @@ variant: refinement skill without the change in first draws).
 One eval draws one sample per prompt, so a small difference between variants can be one draw's luck. `--keys K`
 repeats everything with K eval keys (key k = the trainer's eval key + k; k = 0 is the trainer's) and reports the
 mean over keys and, per variant, the paired difference to the base: mean +- standard error over keys.
+`--variants` evaluates only the named variants besides the base (e.g. `both`: trained vs base at half the cost).
 """
 from __future__ import annotations
 
@@ -68,10 +69,10 @@ def paired_differences(per_key: dict[str, list[dict]]) -> dict[str, dict[str, tu
     return out
 
 
-def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
+def component_eval(config, step: int | None = None, keys: int = 1, variants=tuple(VARIANTS)) -> dict:
     """For the checkpoint `step` (default: latest) of `config.workdir`: {variant: eval metrics (mean over
-    `keys` eval keys)}, plus "per_key" ({variant: [metrics of each key]}), "paired" (paired_differences) and
-    "step", "keys"."""
+    `keys` eval keys)} for the base and `variants`, plus "per_key" ({variant: [metrics of each key]}),
+    "paired" (paired_differences) and "step", "keys"."""
     from alphagrpo_jax.data.prompts import PromptRecords
     from alphagrpo_jax.reward.service import build_reward_fn
     from alphagrpo_jax.rl.config import srr_configs
@@ -85,7 +86,11 @@ def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     if keys < 1:
         raise ValueError(f"component_eval: keys must be >= 1, got {keys}")
-    per_key: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"component_eval: unknown variants {unknown}; expected some of {list(VARIANTS)}")
+    chosen = {name: e for name, e in VARIANTS.items() if name == "base" or name in variants}
+    per_key: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
     with rules_lib.use_rules(mesh, rules):
         rel, rcfg, learner, _ = build(config, mesh)
         state, extras = restore_checkpoint(config, learner, step)
@@ -100,7 +105,7 @@ def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
             learner.trainable = keep_experts(state["params"], VARIANTS["base"])
             base_model = learner.model()
             for k in range(keys):
-                for name, experts in VARIANTS.items():
+                for name, experts in chosen.items():
                     learner.trainable = keep_experts(state["params"], experts)
                     m = held_out_eval(config, learner.model(), rel, records, reward_fn, rcfg, srr_cfgs, k,
                                       base_model=base_model if srr_cfgs and name != "base" else None).metrics
@@ -120,14 +125,15 @@ def component_eval(config, step: int | None = None, keys: int = 1) -> dict:
 
 
 def main(config) -> None:
-    res = component_eval(config, flags.FLAGS.step, flags.FLAGS.keys)
+    res = component_eval(config, flags.FLAGS.step, flags.FLAGS.keys, tuple(flags.FLAGS.variants))
     metrics = sorted(k for k in res["base"] if k.startswith(("eval/", "eval_srr")))
     print(f"held-out eval of step {res['step']} ({config.workdir}), mean over {res['keys']} eval key(s); "
           f"in brackets: variant - base, mean +- standard error over keys")
-    print(f"{'metric':40s}" + "".join(f"{v:>28s}" for v in VARIANTS))
+    shown = [v for v in VARIANTS if v in res]
+    print(f"{'metric':40s}" + "".join(f"{v:>28s}" for v in shown))
     for m in metrics:
         cells = [f"{res['base'][m]:28.4f}"]
-        for v in list(VARIANTS)[1:]:
+        for v in shown[1:]:
             d, se = res["paired"][v][m]
             cells.append(f"{res[v][m]:8.4f} ({d:+.4f} +- {se:.4f})".rjust(28))
         print(f"{m:40s}" + "".join(cells))
@@ -137,4 +143,5 @@ if __name__ == "__main__":
     # Defined here, not at import: alphagrpo_jax.export defines its own --step, and both may be imported.
     flags.DEFINE_integer("step", None, "checkpoint step to evaluate (default: the latest)")
     flags.DEFINE_integer("keys", 1, "eval keys (one sample per prompt each); K > 1 adds standard errors")
+    flags.DEFINE_list("variants", list(VARIANTS)[1:], "variants to evaluate besides the base")
     cli.run(main)

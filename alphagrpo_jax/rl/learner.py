@@ -12,6 +12,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -59,8 +60,9 @@ def image_log_probs(model, r: Rollout, scfg: image_lib.ImageSamplerConfig):
 
 
 def policy_loss(model, ref_model, r: Rollout, adv: jax.Array, lcfg: LossConfig,
-                scfg: image_lib.ImageSamplerConfig):
-    """(total loss, metrics). `ref_model` is used only when a KL beta is > 0."""
+                scfg: image_lib.ImageSamplerConfig, text_loss_weight=None):
+    """(total loss, metrics). `ref_model` is used only when a KL beta is > 0. `text_loss_weight` (a scalar, may
+    be traced): overrides `lcfg.text_loss_weight`."""
     valid = jnp.ones(adv.shape, jnp.float32)
     total, metrics = jnp.float32(0.0), {}
     w = scfg.sde_window
@@ -83,7 +85,8 @@ def policy_loss(model, ref_model, r: Rollout, adv: jax.Array, lcfg: LossConfig,
         mask = jnp.arange(r.think_ids.shape[1])[None] < r.think_len[:, None]
         lt, m = losses.get(lcfg.text_loss)(lp, r.think_logp, adv, mask, valid, clip_low=lcfg.text_clip[0],
                                             clip_high=lcfg.text_clip[1], max_log_ratio=lcfg.max_log_ratio)
-        weight = max(w if lcfg.train_image else 1, 1) * lcfg.text_loss_weight
+        per_step = lcfg.text_loss_weight if text_loss_weight is None else text_loss_weight
+        weight = max(w if lcfg.train_image else 1, 1) * per_step
         total += weight * lt
         drift = jnp.max(jnp.where(mask, jnp.abs(lp - r.think_logp), 0.0))
         metrics.update(m, **{"loss/text": lt, "text/logp_drift": drift})
@@ -122,7 +125,7 @@ class Learner:
         """The jitted (grad, apply) steps (also lowered ahead of time by tools/compile_rt2i.py)."""
         # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
         grad = jax.jit(functools.partial(Learner._grad_fn, graphdef, lcfg, needs_ref),
-                       out_shardings=(shardings, None), static_argnames=("scfg", "text_loss_weight"))
+                       out_shardings=(shardings, None), static_argnames=("scfg",))
         apply = jax.jit(functools.partial(Learner._apply_fn, tx), donate_argnums=(0, 1), static_argnums=(3,),
                         out_shardings=(shardings, opt_shardings, None))
         return grad, apply
@@ -131,17 +134,15 @@ class Learner:
         return nnx.merge(self.graphdef, self.trainable, self.frozen)
 
     @staticmethod
-    def _grad_fn(graphdef, lcfg, needs_ref, trainable, frozen, ref_trainable, r, adv, scfg, text_loss_weight=None):
-        if text_loss_weight is not None:
-            lcfg = dataclasses.replace(lcfg, text_loss_weight=text_loss_weight)
-
+    def _grad_fn(graphdef, lcfg, needs_ref, trainable, frozen, ref_trainable, r, adv, text_loss_weight, scfg):
+        # text_loss_weight is traced: rounds with other weights (a mixed RT2I + SRR run) share one program.
         def loss(tr):
             model = nnx.merge(graphdef, tr, frozen)
             ref = None
             if needs_ref:
                 ref_tr = ref_trainable if ref_trainable is not None else _lora_off(tr)
                 ref = nnx.merge(graphdef, jax.lax.stop_gradient(ref_tr), frozen)
-            return policy_loss(model, ref, r, adv, lcfg, scfg)
+            return policy_loss(model, ref, r, adv, lcfg, scfg, text_loss_weight)
 
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
         return grads, metrics
@@ -151,8 +152,9 @@ class Learner:
         """Gradients of the round's loss w.r.t. the trainable state, and its metrics. `scfg`: the image sampler
         config the rollout used (default: the learner's); `text_loss_weight`: this round's (default: the
         LossConfig's; a mixed RT2I + SRR run weighs each task's text as its own recipe does)."""
-        return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv, scfg=scfg or self.scfg,
-                          text_loss_weight=text_loss_weight)
+        w = self.lcfg.text_loss_weight if text_loss_weight is None else text_loss_weight
+        return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv, np.float32(w),
+                          scfg=scfg or self.scfg)
 
     @staticmethod
     def _apply_fn(tx, trainable, opt_state, grad_sum, n_rounds):

@@ -255,7 +255,8 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
             "vae_decode": (lambda: rollout_lib.decode_images.lower(vae, latents, gh, gw, cfg.latent_patch_size,
                                                                    cfg.vae.z_channels), earlier + gib["rollout"]),
             "grads": (lambda: grad_step.lower(trainable, frozen, ref, rollout, s.act((b,), jnp.float32, ("batch",)),
-                                              scfg=rcfg.image), earlier + gib["params"]),
+                                              jax.ShapeDtypeStruct((), jnp.float32), scfg=rcfg.image),
+                      earlier + gib["params"]),
             "apply": (lambda: apply_step.lower(trainable, opt_state, trainable, rounds),
                       gib["frozen"] + rounds * gib["rollout"]),
         }

@@ -23,14 +23,18 @@ def test_variants_match_the_trainers_evals(tmp_path):
     out = train.train(c)
     ev0, ev1 = out["eval"][0]["eval/reward"], out["eval"][1]["eval/reward"]
     assert ev0 != ev1
-    res = component_eval.component_eval(c, keys=2)
+    # Only `both` besides the base: the single-expert variants' masks are checked below, and their evals in
+    # check_srr_variants (tests/test_train_srr.py).
+    res = component_eval.component_eval(c, keys=2, variants=("both",))
     assert res["step"] == 1 and res["keys"] == 2 and os.path.exists(tmp_path / "component_eval_step1.json")
-    assert set(res) == {"step", "keys", "per_key", "paired", "base", "text_policy", "image_policy", "both"}
+    assert set(res) == {"step", "keys", "per_key", "paired", "base", "both"}
     base, both = ([r["eval/reward"] for r in res["per_key"][v]] for v in ("base", "both"))
     assert base[0] == ev0 and both[0] == ev1  # key 0 is the trainer's
     assert base[1] != base[0]                 # key 1 draws other samples
     assert res["base"]["eval/reward"] == np.mean(base)
     assert res["paired"]["both"]["eval/reward"][0] == pytest.approx(np.mean(np.subtract(both, base)), abs=1e-12)
+    with pytest.raises(ValueError, match="unknown variants.*'policy'"):
+        component_eval.component_eval(c, variants=("policy",))
 
     trained = out["learner"].trainable
     for experts in [(), (UND,), (GEN,), (UND, GEN)]:
@@ -53,7 +57,6 @@ def test_paired_differences_by_hand():
     assert component_eval.paired_differences({"base": [{"r": 1.0}], "x": [{"r": 1.5}]}) == {"x": {"r": (0.5, 0.0)}}
 
 
-
 def check_srr_variants(config, monkeypatch):
     """component_eval of an SRR run's checkpoint (tests/test_train_srr.py calls this after training, to share its
     compile): each variant refines its own first draws and the base's; the base's base-draws eval is its own."""
@@ -63,17 +66,17 @@ def check_srr_variants(config, monkeypatch):
     stage1, refine = reflect.run_stage1, reflect.rollout_srr
     monkeypatch.setattr(reflect, "run_stage1", lambda m, *a, **k: (calls.append([m]), stage1(m, *a, **k))[1])
     monkeypatch.setattr(reflect, "rollout_srr", lambda m, *a, **k: (calls[-1].append(m), refine(m, *a, **k))[1])
-    res = component_eval.component_eval(config, keys=1)
+    res = component_eval.component_eval(config, keys=1, variants=("both",))  # every variant runs this same path
     (base,), (both,) = res["per_key"]["base"], res["per_key"]["both"]
     srr_keys = [k for k in base if k.startswith("eval_srr/")]
     assert srr_keys and all(k.replace("eval_srr/", "eval_srr_base_draws/") in both for k in srr_keys)
     for k in srr_keys:
         assert base[k.replace("eval_srr/", "eval_srr_base_draws/")] == base[k]
     assert both["eval_srr_base_draws/stage1_reward"] == base["eval_srr/stage1_reward"]  # the same draws
-    # base: one SRR eval (its own draws); every other variant: its own draws, then one base model's draws.
-    assert len(calls) == 7 and all(len(p) == 2 for p in calls)  # 1 + 3 x 2 evals of one batch each
+    # base: one SRR eval (its own draws); the variant: its own draws, then one base model's draws.
+    assert len(calls) == 3 and all(len(p) == 2 for p in calls)  # 1 + 2 evals of one batch each
     assert calls[0][0] is calls[0][1]
     drawer = calls[2][0]
     for own, on_base in zip(calls[1::2], calls[2::2]):
         assert own[0] is own[1] is on_base[1] and on_base[0] is drawer
-    assert len({id(p[1]) for p in calls} | {id(drawer)}) == 5  # four variants + the base drawer
+    assert len({id(p[1]) for p in calls} | {id(drawer)}) == 3  # base, the variant, the base drawer

@@ -1,6 +1,6 @@
 """Rollout -> advantages -> learner on the tiny golden model with LoRA on the 8-device mesh: the learner's
 teacher-forced log-probs reproduce the rollout's (on-policy ratio 1), gradients reach both experts' adapters, a
-round's text weight scales only the text gradient, the update changes only the adapters, and repeated steps do
+round's text weight scales only the text gradient (traced, one program for every weight), the update changes only the adapters, and repeated steps do
 not recompile."""
 import functools
 
@@ -63,6 +63,7 @@ def test_rollout_shapes_and_on_policy_ratio():
     # does not: g(w) = g_image + w * g_text.
     with rules_lib.use_rules(mesh):
         g0, g_half = (learner.grads(r, adv, text_loss_weight=w)[0] for w in (0.0, 0.5))
+    assert learner._grad._cache_size() == 1  # the weight is traced: no program per weight
     flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(nnx.to_pure_dict(t))])  # noqa: E731
     g0, g_half, g1 = flat(g0), flat(g_half), flat(grads)
     assert np.abs(g1 - g0).max() > 1e-3 * np.abs(g1).max()
