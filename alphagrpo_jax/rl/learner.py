@@ -60,9 +60,9 @@ def image_log_probs(model, r: Rollout, scfg: image_lib.ImageSamplerConfig):
 
 
 def policy_loss(model, ref_model, r: Rollout, adv: jax.Array, lcfg: LossConfig,
-                scfg: image_lib.ImageSamplerConfig, text_loss_weight=None):
-    """(total loss, metrics). `ref_model` is used only when a KL beta is > 0. `text_loss_weight` (a scalar, may
-    be traced): overrides `lcfg.text_loss_weight`."""
+                scfg: image_lib.ImageSamplerConfig, text_loss_weight):
+    """(total loss, metrics). `ref_model` is used only when a KL beta is > 0. `text_loss_weight`: the round's
+    text weight per trained image step (a scalar, traced; Learner.grads resolves the LossConfig default)."""
     valid = jnp.ones(adv.shape, jnp.float32)
     total, metrics = jnp.float32(0.0), {}
     w = scfg.sde_window
@@ -85,8 +85,7 @@ def policy_loss(model, ref_model, r: Rollout, adv: jax.Array, lcfg: LossConfig,
         mask = jnp.arange(r.think_ids.shape[1])[None] < r.think_len[:, None]
         lt, m = losses.get(lcfg.text_loss)(lp, r.think_logp, adv, mask, valid, clip_low=lcfg.text_clip[0],
                                             clip_high=lcfg.text_clip[1], max_log_ratio=lcfg.max_log_ratio)
-        per_step = lcfg.text_loss_weight if text_loss_weight is None else text_loss_weight
-        weight = max(w if lcfg.train_image else 1, 1) * per_step
+        weight = max(w if lcfg.train_image else 1, 1) * text_loss_weight
         total += weight * lt
         drift = jnp.max(jnp.where(mask, jnp.abs(lp - r.think_logp), 0.0))
         metrics.update(m, **{"loss/text": lt, "text/logp_drift": drift})

@@ -23,8 +23,8 @@ def test_variants_match_the_trainers_evals(tmp_path):
     out = train.train(c)
     ev0, ev1 = out["eval"][0]["eval/reward"], out["eval"][1]["eval/reward"]
     assert ev0 != ev1
-    # Only `both` besides the base: the single-expert variants' masks are checked below, and their evals in
-    # check_srr_variants (tests/test_train_srr.py).
+    # Only `both` besides the base: the single-expert variants' masks are checked below, and every variant runs
+    # the same eval loop (check_srr_variants in tests/test_train_srr.py also evaluates `both` only).
     res = component_eval.component_eval(c, keys=2, variants=("both",))
     assert res["step"] == 1 and res["keys"] == 2 and os.path.exists(tmp_path / "component_eval_step1.json")
     assert set(res) == {"step", "keys", "per_key", "paired", "base", "both"}
