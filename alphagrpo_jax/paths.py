@@ -1,0 +1,151 @@
+"""One path layer for every file the programs read or write: local paths and `gs://` alike (fsspec + gcsfs).
+
+    paths.write_text(paths.join(workdir, "config.yaml"), text)     # atomic: a reader sees old or new, never half
+    with paths.open(paths.join(workdir, "metrics.jsonl")) as f: ...
+    paths.exists("gs://bucket/run/checkpoints")
+
+Local paths keep their usual meaning (relative to the working directory). A `gs://` path goes through gcsfs,
+which honours `STORAGE_EMULATOR_HOST` (a local GCS server in tests). Object stores have no folders and no
+append: `makedirs` is a no-op there, and `append_text` rewrites the object (fine for the small JSONL files the
+programs append to).
+"""
+from __future__ import annotations
+
+import builtins
+import os
+import posixpath
+import tempfile
+from typing import IO
+
+import fsspec
+
+
+def is_remote(path) -> bool:
+    """True for a URL with a scheme other than file:// (gs://, memory://, ...)."""
+    s = os.fspath(path)
+    return "://" in s and not s.startswith("file://")
+
+
+def _fs(path):
+    """(filesystem, path inside it)."""
+    return fsspec.core.url_to_fs(os.fspath(path))
+
+
+def join(base, *parts: str) -> str:
+    base = os.fspath(base)
+    if is_remote(base):
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://" + posixpath.join(rest, *parts)
+    return os.path.join(base, *parts)
+
+
+def dirname(path) -> str:
+    s = os.fspath(path)
+    if is_remote(s):
+        scheme, rest = s.split("://", 1)
+        return f"{scheme}://" + posixpath.dirname(rest.rstrip("/"))
+    return os.path.dirname(s)
+
+
+def basename(path) -> str:
+    return posixpath.basename(os.fspath(path).rstrip("/"))
+
+
+def exists(path) -> bool:
+    fs, p = _fs(path)
+    return fs.exists(p)
+
+
+def isdir(path) -> bool:
+    fs, p = _fs(path)
+    return fs.isdir(p)
+
+
+def makedirs(path) -> None:
+    """Creates a local folder (and parents); nothing to do on an object store."""
+    if not is_remote(path):
+        os.makedirs(os.fspath(path), exist_ok=True)
+
+
+def listdir(path) -> list[str]:
+    """Names (not paths) of the entries directly under `path`, sorted; [] if it does not exist."""
+    fs, p = _fs(path)
+    if not fs.exists(p):
+        return []
+    return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
+
+
+def open(path, mode: str = "r", **kwargs) -> IO:  # noqa: A001  (the builtin's name, on purpose)
+    """A file object for `path` (text modes take `encoding`, default utf-8)."""
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
+    if not is_remote(path):
+        return builtins.open(os.fspath(path), mode, **kwargs)
+    return fsspec.open(os.fspath(path), mode, **kwargs).open()
+
+
+def read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_text(path) -> str:
+    with open(path, "r") as f:
+        return f.read()
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Writes `data` atomically: locally through a temporary file in the same folder and os.replace; an object
+    store upload is atomic by itself."""
+    if is_remote(path):
+        fs, p = _fs(path)
+        fs.pipe_file(p, data)
+        return
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def append_text(path, text: str) -> None:
+    """Appends `text` (locally a real append; on an object store the object is rewritten)."""
+    if is_remote(path):
+        old = read_bytes(path) if exists(path) else b""
+        write_bytes(path, old + text.encode("utf-8"))
+        return
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def remove(path) -> None:
+    """Removes a file, or a folder with everything in it; nothing if it does not exist."""
+    fs, p = _fs(path)
+    if fs.exists(p):
+        fs.rm(p, recursive=fs.isdir(p))
+
+
+def copy(src, dst) -> None:
+    """Copies one file (any mix of local and remote)."""
+    write_bytes(dst, read_bytes(src))
+
+
+def local_copy(path, suffix: str = "") -> str:
+    """A local file with `path`'s content (the path itself when local): for libraries that need a real file."""
+    if not is_remote(path):
+        return os.fspath(path)
+    fd, tmp = tempfile.mkstemp(suffix=suffix or os.path.splitext(os.fspath(path))[1])
+    with os.fdopen(fd, "wb") as f:
+        f.write(read_bytes(path))
+    return tmp
