@@ -7,16 +7,23 @@ shards eagerly at construction, before a mesh and our rules are known.
 Activations are annotated with `constrain(x, ("batch", "length", "act_embed"))`, which applies a sharding
 constraint whenever a rules context (`use_rules`) is active, on every platform (CPU tests see real
 shardings).
+
+A param dimension that its rule's mesh axes do not divide (ViT heads 3 over tensor 2; BAGEL-7B's 4 KV heads
+over tensor 8) is replicated instead, as activations are (`constrain`), with one logged note per (rule,
+reason), not one per array.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+log = logging.getLogger("alphagrpo_jax.parallel.rules")
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
@@ -128,22 +135,30 @@ def axes_of(var: nnx.Variable) -> tuple[str | None, ...] | None:
     return var.get_metadata().get("axes", None)
 
 
-def _check_divisible(path: str, shape: Sequence[int], spec: PartitionSpec, mesh: Mesh) -> str | None:
-    for dim, (size, entry) in enumerate(zip(shape, spec)):
+def divisible_spec(shape: Sequence[int], names: Sequence[str | None], spec: PartitionSpec, mesh: Mesh,
+                   notes: dict | None = None) -> PartitionSpec:
+    """`spec` with every dimension that its mesh axes do not divide replicated instead. `notes` collects
+    {(rule, reason): number of dimensions} for the log."""
+    out = list(spec)
+    for d, (size, entry) in enumerate(zip(shape, spec)):
         n = shard_count(entry, mesh)
         if size % n:
-            return f"{path}: dim {dim} of shape {tuple(shape)} is {size}, not divisible by mesh axes {entry} ({n})"
-    return None
+            out[d] = None
+            if notes is not None:
+                key = (names[d], f"size {size} is not divisible by {'x'.join(_as_tuple(entry))} ({n})")
+                notes[key] = notes.get(key, 0) + 1
+    return PartitionSpec(*out)
 
 
 def state_shardings(state, mesh: Mesh, rules: Rules):
     """NamedSharding for every Variable of an (abstract) nnx.State, from its `axes` metadata.
 
-    Every array Variable must carry `axes` of its rank; a dimension that a mesh axis does not divide is an
-    error. All problems are reported together.
+    Every array Variable must carry `axes` of its rank (all problems are reported together). A dimension that
+    its rule's mesh axes do not divide is replicated (`divisible_spec`), logged once per (rule, reason).
     """
     validate_rules(rules, mesh)
     problems: list[str] = []
+    notes: dict = {}
 
     def one(path, var):
         name = "/".join(str(getattr(p, "key", p)) for p in path)
@@ -162,14 +177,14 @@ def state_shardings(state, mesh: Mesh, rules: Rules):
         except ShardingRulesError as e:
             problems.append(f"{name}: {e}")
             return NamedSharding(mesh, PartitionSpec())
-        err = _check_divisible(name, shape, spec, mesh)
-        if err:
-            problems.append(err)
-        return NamedSharding(mesh, spec)
+        return NamedSharding(mesh, divisible_spec(shape, axes, spec, mesh, notes))
 
     out = jax.tree_util.tree_map_with_path(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
     if problems:
         raise ShardingRulesError("cannot shard parameters:\n  " + "\n  ".join(problems))
+    for (rule, reason), count in sorted(notes.items()):
+        log.warning("sharding rule %r: %s on mesh %s; that dimension is replicated instead (%d arrays)", rule,
+                    reason, dict(mesh.shape), count)
     return out
 
 
@@ -207,8 +222,8 @@ def named_sharding(names: Sequence[str | None]) -> NamedSharding:
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """`with_sharding_constraint` by logical names; identity when no rules context is active.
 
-    Dimensions that the mapped mesh axes do not divide are left unsharded here (activations such as a
-    batch of 1 must still run), unlike params, where that is an error.
+    Dimensions that the mapped mesh axes do not divide are left unsharded (activations such as a batch of 1
+    must still run), as for params.
     """
     ctx = _CTX.get()
     if ctx is None:
@@ -222,11 +237,7 @@ def activation_sharding(shape: Sequence[int], names: Sequence[str | None], mesh:
     stay unsharded. Also what ahead-of-time compiles use for abstract activations (caches, rollouts)."""
     if len(names) != len(shape):
         raise ShardingRulesError(f"constrain: names {tuple(names)} do not match rank {len(shape)} of {tuple(shape)}")
-    spec = list(logical_to_spec(names, rules, mesh))
-    for d, entry in enumerate(spec):
-        if shape[d] % shard_count(entry, mesh):
-            spec[d] = None
-    return NamedSharding(mesh, PartitionSpec(*spec))
+    return NamedSharding(mesh, divisible_spec(shape, names, logical_to_spec(names, rules, mesh), mesh))
 
 
 def replicated_fraction(state, shardings, min_size: int = 1 << 20) -> list[tuple[str, tuple[int, ...]]]:

@@ -1,3 +1,5 @@
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,6 +8,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from alphagrpo_jax.models.bagel import checkpoint, config, model as model_lib
 from alphagrpo_jax.parallel import mesh as mesh_lib
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.state import create_sharded, param
@@ -83,11 +86,16 @@ def test_default_rules_only_name_mesh_axes(mesh):
             assert axis in mesh_lib.AXES, (name, axis)
 
 
-def test_indivisible_dimension_is_a_clear_error():
+def test_indivisible_dimension_is_replicated_with_one_note(caplog):
     mesh = mesh_lib.make_mesh({"fsdp": 8})
     _, abs_state = nnx.split(nnx.eval_shape(lambda: TinyMLP(nnx.Rngs(0), d=12)))
-    with pytest.raises(rules_lib.ShardingRulesError, match=r"w_in: dim 0 .* is 12, not divisible by mesh axes fsdp \(8\)"):
-        rules_lib.state_shardings(abs_state, mesh, rules_lib.DEFAULT_RULES)
+    with caplog.at_level(logging.WARNING, logger="alphagrpo_jax.parallel.rules"):
+        sh = rules_lib.state_shardings(abs_state, mesh, rules_lib.DEFAULT_RULES)
+    assert sh["w_in"].spec == P(None, "tensor") and sh["w_out"].spec == P("tensor", None)
+    # One note for rule 'embed' (both arrays), not one per array.
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 1 and "'embed': size 12 is not divisible by fsdp (8)" in notes[0]
+    assert "(2 arrays)" in notes[0]
 
 
 def test_missing_axes_metadata_is_reported(mesh):
@@ -119,3 +127,56 @@ def test_constrain_applies_sharding_on_cpu(mesh):
 def test_same_mesh_axis_twice_is_an_error(mesh):
     with pytest.raises(rules_lib.ShardingRulesError, match="used twice"):
         rules_lib.logical_to_spec(("batch", "embed"), rules_lib.DEFAULT_RULES, mesh)
+
+
+def _first_indivisible(n: int) -> int:
+    """The smallest tensor-axis size of the 8 test devices that does not divide `n`."""
+    return next(t for t in (2, 4, 8) if n % t)
+
+
+def _head_counts(goldens_dir):
+    cfg = config.from_release_dir(str(goldens_dir))
+    return cfg, {"heads": cfg.llm.num_heads, "kv_heads": cfg.llm.num_kv_heads, "vit_heads": cfg.vit.num_heads}
+
+
+@pytest.mark.parametrize("rule", ["heads", "kv_heads", "vit_heads"])
+def test_heads_the_tensor_axis_does_not_divide_are_replicated(goldens_dir, rule, caplog):
+    cfg, counts = _head_counts(goldens_dir)
+    t = _first_indivisible(counts[rule])
+    mesh = mesh_lib.make_mesh({"fsdp": 8 // t, "tensor": t})
+    _, state = nnx.split(nnx.eval_shape(lambda: model_lib.Bagel(cfg, nnx.Rngs(0))))
+    with caplog.at_level(logging.WARNING, logger="alphagrpo_jax.parallel.rules"):
+        shardings = rules_lib.state_shardings(state, mesh, rules_lib.DEFAULT_RULES)
+    flat_state = dict(nnx.to_flat_state(state))
+    seen = 0
+    for path, sh in nnx.to_flat_state(shardings):
+        var, axes = flat_state[path], rules_lib.axes_of(flat_state[path])
+        for size, name, entry in zip(var.get_value().shape, axes or (), sh.spec):
+            want = "tensor" if name in ("heads", "kv_heads", "vit_heads") and size % t == 0 else None
+            if name == rule:
+                seen += 1
+                assert entry is None, (path, sh.spec)
+            elif name in ("heads", "kv_heads", "vit_heads"):
+                assert entry == want, (path, sh.spec)
+    assert seen
+    notes = [r.getMessage() for r in caplog.records if f"rule {rule!r}" in r.getMessage()]
+    assert len(notes) == 1 and f"size {counts[rule]} is not divisible by tensor ({t})" in notes[0]
+
+
+def test_forward_with_replicated_heads_matches_the_golden(goldens_dir):
+    """The release's text prefill on a mesh whose tensor axis does not divide its KV heads (so they are
+    replicated) equals the upstream golden."""
+    from tests.models.bagel.parity_utils import FP32_ATOL, golden, prefill
+
+    cfg, counts = _head_counts(goldens_dir)
+    t = _first_indivisible(counts["kv_heads"])
+    mesh = mesh_lib.make_mesh({"fsdp": 8 // t, "tensor": t})
+    cfg = config.from_release_dir(str(goldens_dir), param_dtype="float32", dtype="float32")
+    graphdef, state = checkpoint.load_state(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), model_lib.weight_map(cfg),
+                                            str(goldens_dir / "ema.safetensors"), mesh)
+    k = state["language_model"]["layers"]["k_proj"]["kernel"].get_value()
+    assert "tensor" not in jax.tree.leaves(tuple(k.sharding.spec))
+    a = golden("a_text_prefill.npz")
+    with rules_lib.use_rules(mesh):
+        h, _, _ = jax.jit(lambda st: prefill(nnx.merge(graphdef, st), a["input_ids"], a["position_ids"]))(state)
+    np.testing.assert_allclose(np.asarray(h[0]), a["hidden_final_fp32"], atol=FP32_ATOL, rtol=0)
