@@ -12,7 +12,8 @@ Sizing rules. The batch of a round (B = P prompts x G = 14 samples) is split ove
 must divide B; a dimension a mesh axis does not divide is replicated instead (every chip then rolls out every
 sample). Tensor parallelism is at most 4 (a larger tensor axis replicates the 7B's 4 KV heads). Every preset
 keeps the reference's 32 prompts per update (P x rounds = 32), trading rounds for a larger batch per round on
-larger slices, at 7 (TPU) or 7-14 (GPU) samples per batch shard. The per-device memory of every program: the AOT check above.
+larger slices, at 7 (TPU) or 7-14 (GPU) samples per batch shard. The per-device memory of every program: the AOT
+check above.
 """
 import ml_collections
 
