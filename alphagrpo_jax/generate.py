@@ -12,6 +12,10 @@ prompt's decomposed questions (from --records, or the toy decomposer with --toy-
 DVReward verifier (--verifier-endpoint, or --toy-verifier in process) above --threshold. `--oracle-gate`:
 the evaluator itself decides (all semantic questions yes) - this reproduces the reference's evaluator-gated
 benchmark protocol and is reported as such.
+
+Prompts that steer the model (docs/prompts.md): `--think-system-prompt`, `--reflection-prompt` (template with
+{prompt}) and `--verifier-system-prompt` take the text or file:PATH. Use the strings the checkpoint (and the
+verifier) were used with: the defaults are this project's own wording.
 """
 from __future__ import annotations
 
@@ -80,6 +84,11 @@ def parse_args(argv=None):
     ap.add_argument("--verifier-endpoint", help="OpenAI-compatible verifier base URL for dvreward/oracle gates")
     ap.add_argument("--verifier-model", default="Qwen/Qwen3-VL-30B-A3B-Instruct")
     ap.add_argument("--toy-verifier", action="store_true", help="toy world's verifier in process (dvreward/oracle)")
+    ap.add_argument("--think-system-prompt", default="",
+                    help="think-mode system prompt: text or file:PATH (default: the release's, else ours)")
+    ap.add_argument("--reflection-prompt", default="",
+                    help="SRR reflection prompt template with {prompt}: text or file:PATH (default: ours)")
+    ap.add_argument("--verifier-system-prompt", default="", help="verifier system prompt: text or file:PATH")
     return ap.parse_args(argv)
 
 
@@ -113,12 +122,14 @@ def _reward_fn(args):
         cfg.weights = {"dvreward": 1.0, "think_format": 0.0}
     else:
         raise SystemExit("the dvreward/oracle gate needs --verifier-endpoint URL or --toy-verifier")
+    cfg.verifier_system_prompt = args.verifier_system_prompt
     return build_reward_fn(cfg)
 
 
 def run_refine(args, pipe, prompts, think_cfg) -> int:
     from PIL import Image
 
+    from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT
     from alphagrpo_jax.sampling.refine import refine
 
     os.makedirs(args.out, exist_ok=True)
@@ -130,7 +141,7 @@ def run_refine(args, pipe, prompts, think_cfg) -> int:
             rounds = refine(pipe, prompt, _record_for(args, prompt), args.refine, gate=gate, reward_fn=reward_fn,
                             threshold=args.threshold, think=args.think, height=args.height, width=args.width,
                             seed=args.seed + i, num_timesteps=args.num_steps, shift=args.shift,
-                            think_sampler=think_cfg)
+                            think_sampler=think_cfg, reflection=args.reflection_prompt or REFLECTION_PROMPT)
             for k, rd in enumerate(rounds):
                 path = os.path.join(args.out, f"{i:04d}_round{k}.png")
                 Image.fromarray(rd.image).save(path)
@@ -146,8 +157,24 @@ def run_refine(args, pipe, prompts, think_cfg) -> int:
     return 0
 
 
+def resolve_prompt_flags(args) -> None:
+    """--think-system-prompt / --reflection-prompt / --verifier-system-prompt: file:PATH -> the file's text
+    (a one-line exit before any model loads when a file is missing or the template lacks {prompt})."""
+    from alphagrpo_jax.sampling.prompts import PromptError, check_reflection_template, prompt_text
+
+    try:
+        for flag in ("think_system_prompt", "reflection_prompt", "verifier_system_prompt"):
+            setattr(args, flag, prompt_text(getattr(args, flag), "--" + flag.replace("_", "-")) or "")
+        if args.reflection_prompt:
+            check_reflection_template(args.reflection_prompt, "--reflection-prompt")
+    except PromptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    resolve_prompt_flags(args)
     from PIL import Image
 
     from alphagrpo_jax.metrics import progress
@@ -158,6 +185,8 @@ def main(argv=None) -> int:
 
     distributed.maybe_initialize()
     overrides = dict(param_dtype=args.dtype, dtype=args.dtype) if args.dtype else {}
+    if args.think_system_prompt:  # wins over the release's recorded prompt
+        overrides["think_system_prompt"] = args.think_system_prompt
     rel = release.load_release(args.checkpoint, mesh_lib.make_mesh({"fsdp": -1}), **overrides)
     kw = {}
     if args.transform == "toy":

@@ -50,12 +50,13 @@ def build(config, mesh):
     """Model (+ LoRA), autoencoder, tokenizer, learner."""
     from alphagrpo_jax.models.bagel import release
     from alphagrpo_jax.rl import lora
-    from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config
+    from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config, think_system_setting
     from alphagrpo_jax.rl.learner import Learner
     from alphagrpo_jax.sampling.prompts import think_system_prompt
 
     m = config.model
     overrides = {k: m[k] for k in ("param_dtype", "dtype", "attention", "remat") if m.get(k)}
+    overrides.update(think_system_setting(config))  # prompts.think_system wins over the release's
     rel = release.load_release(m.release, mesh, **overrides)
     model = rel.model
     if config.train.params == "lora":

@@ -39,6 +39,9 @@ def rt2i_base() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(lr=5e-5, warmup_steps=0, schedule="constant", decay_steps=0,
                                              min_lr=0.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,
                                              clip_norm=1.0))
+    # Texts that steer the model (docs/prompts.md): the text or file:PATH; "" = the default. think_system: the
+    # release's recorded prompt, else ours; reflection: ours (a template, `{prompt}` = the request).
+    c.prompts = ml_collections.ConfigDict(dict(think_system="", reflection=""))
     c.reward = reward_config()
     c.reward.weights = ml_collections.ConfigDict(dict(dvreward=1.0, think_format=1.0, toy_dvreward=0.0))
     c.data = ml_collections.ConfigDict(dict(train_prompts="", eval_prompts="", toy_prompts=False,

@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
     # weights: draw probabilities of t2i, think, understand, refine (long kinds end rows more often, so the
     # realised mix is logged as examples/*)
-    # A 5-token system prompt instead of BAGEL's 46 (the release records it; the pipeline and the rollouts read
+    # A 5-token system prompt, not the long default (the release records it; the pipeline and the rollouts read
     # it from there): it was a quarter of all tokens. 5 rows of 320 then carry the documents 4 rows of 512 did.
     c.data = dict(seq_len=320, rows=5, weights=(0.15, 0.6, 0.1, 0.15), p_wrong_plan=0.3, p_drop_text=0.1,
                   p_drop_image=0.3, max_vae_per_row=16, max_vit_per_row=8, fill_retries=0,

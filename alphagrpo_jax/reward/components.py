@@ -121,12 +121,20 @@ class ThinkFormatComponent:
         return None
 
 
+def verifier_prompt_setting(config) -> dict:
+    """{"system_prompt": text} when the reward config sets `verifier_system_prompt` (text or file:PATH), else {}."""
+    from alphagrpo_jax.sampling.prompts import prompt_text
+
+    text = prompt_text(config.get("verifier_system_prompt"), "reward.verifier_system_prompt")
+    return {} if text is None else {"system_prompt": text}
+
+
 @register_component("dvreward")
 def _build_dvreward(config) -> DVRewardComponent:
     settings = VerifierSettings(
         aggregation=config.aggregation, failure_policy=config.failure_policy, image_format=config.image_format,
         jpeg_quality=int(config.jpeg_quality), max_tokens=int(config.max_tokens),
-        top_logprobs=int(config.top_logprobs))
+        top_logprobs=int(config.top_logprobs), **verifier_prompt_setting(config))
     return DVRewardComponent(ChatClient(settings_from_config(config)), settings)
 
 

@@ -48,6 +48,7 @@ def reward_config() -> ConfigDict:
     c.jpeg_quality = 95
     c.max_tokens = 10
     c.top_logprobs = 5
+    c.verifier_system_prompt = ""  # the verifier's system prompt: text or file:PATH; "" = ours (docs/prompts.md)
     c.weights = ConfigDict({"dvreward": 1.0, "think_format": 0.0})  # weight 0 = component not built
     return c
 

@@ -54,8 +54,25 @@ def srr_configs(config, system_prompt: str):
         raise ValueError(f"task.srr.transforms must be one of {sorted(transforms)}, got {s.transforms!r}")
     srr = SRRConfig(stage1_images=s.stage1_images, stage1_timesteps=s.stage1_timesteps, selection=s.selection,
                     selection_temperature=s.selection_temperature, vae_transform=transforms[s.transforms][0],
-                    vit_transform=transforms[s.transforms][1])
+                    vit_transform=transforms[s.transforms][1], **reflection_setting(config))
     return rcfg, srr, base.image.cfg
+
+
+def think_system_setting(config) -> dict:
+    """{"think_system_prompt": text} (a BagelConfig override: it wins over the release's recorded prompt) when the
+    config sets `prompts.think_system` (text or file:PATH), else {}."""
+    from alphagrpo_jax.sampling.prompts import prompt_text
+
+    text = prompt_text(config.get("prompts", {}).get("think_system"), "prompts.think_system")
+    return {} if text is None else {"think_system_prompt": text}
+
+
+def reflection_setting(config) -> dict:
+    """{"reflection_prompt": text} when the config sets `prompts.reflection` (text or file:PATH), else {}."""
+    from alphagrpo_jax.sampling.prompts import prompt_text
+
+    text = prompt_text(config.get("prompts", {}).get("reflection"), "prompts.reflection")
+    return {} if text is None else {"reflection_prompt": text}
 
 
 def optim_config(config) -> dict:

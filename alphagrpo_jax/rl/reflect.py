@@ -18,6 +18,7 @@ from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.parallel import hostdata
 from alphagrpo_jax.rl.rollout import RolloutConfig, RolloutResult, rollout_from_items, rollout_rt2i, text_item
 from alphagrpo_jax.sampling import refine as refine_lib
+from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT, check_reflection_template
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +29,12 @@ class SRRConfig:
     selection_temperature: float = 0.1     # softmax over -r / T
     vae_transform: image_transform.ImageTransform = image_transform.VAE_TRANSFORM
     vit_transform: image_transform.ImageTransform = image_transform.VIT_TRANSFORM
+    reflection_prompt: str = REFLECTION_PROMPT  # template, `{prompt}` = the request (config prompts.reflection)
 
     def __post_init__(self):
         if self.selection not in ("worst", "softmax"):
             raise ValueError(f"srr.selection must be 'worst' or 'softmax', got {self.selection!r}")
+        check_reflection_template(self.reflection_prompt)
 
 
 @dataclasses.dataclass
@@ -91,7 +94,7 @@ def image_rewards(rw, weights: dict[str, float]) -> np.ndarray:
 
 def srr_items_for(tokenizer, prompt: str, image: np.ndarray, rcfg: RolloutConfig, srr: SRRConfig):
     return refine_lib.srr_items(lambda s: text_item(tokenizer, s), prompt, image, srr.vae_transform,
-                                srr.vit_transform, rcfg.system_prompt)
+                                srr.vit_transform, rcfg.system_prompt, srr.reflection_prompt)
 
 
 def rollout_srr(model, vae, tokenizer, prompts: list[str], images: np.ndarray, rcfg: RolloutConfig,

@@ -23,7 +23,7 @@ from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.reward.dvreward import aggregate
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import text as text_lib
-from alphagrpo_jax.sampling.prompts import reflection_prompt, think_system_prompt
+from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT, reflection_prompt, think_system_prompt
 
 GATES = ("self", "dvreward", "oracle")
 
@@ -34,12 +34,14 @@ def image_items(image: np.ndarray, vae_transform, vit_transform) -> list[ctx_lib
     return ctx_lib.condition_image(image_transform.to_pixels(vae_img), vit_transform(vae_img))
 
 
-def srr_items(text_item, prompt: str, image: np.ndarray, vae_transform, vit_transform, system: str):
+def srr_items(text_item, prompt: str, image: np.ndarray, vae_transform, vit_transform, system: str,
+              reflection: str = REFLECTION_PROMPT):
     """(conditional, text-unconditional, image-unconditional) item lists of one reflect-and-redraw request:
-    [system][image][reflection prompt] | [system][image] | [system][reflection prompt]."""
+    [system][image][reflection prompt] | [system][image] | [system][reflection prompt]. `reflection`: the
+    reflection prompt's template (`{prompt}` = the request)."""
     sys_items = [text_item(system)]
     img = image_items(image, vae_transform, vit_transform)
-    reflect = [text_item(reflection_prompt(prompt))]
+    reflect = [text_item(reflection_prompt(prompt, reflection))]
     return sys_items + img + reflect, sys_items + img, sys_items + reflect
 
 
@@ -90,8 +92,10 @@ def judge(pipe, image, prompt, record, gate: str, reward_fn, threshold: float) -
 def refine(pipe, prompt: str, record, rounds: int, *, gate: str = "self", reward_fn=None, threshold: float = 0.9,
            think: bool = True, height: int, width: int, seed: int = 0, num_timesteps: int = 50,
            shift: float = 3.0, t2i_cfg: dict | None = None, edit_cfg: dict | None = None,
-           think_sampler: text_lib.TextSamplerConfig | None = None) -> list[RefineRound]:
-    """The initial draw plus up to `rounds` reflect-and-redraw rounds, stopping once the gate is satisfied."""
+           think_sampler: text_lib.TextSamplerConfig | None = None,
+           reflection: str = REFLECTION_PROMPT) -> list[RefineRound]:
+    """The initial draw plus up to `rounds` reflect-and-redraw rounds, stopping once the gate is satisfied.
+    `reflection`: the reflection prompt's template (sampling/prompts.py); the system prompt is the model's."""
     t2i_cfg = t2i_cfg or {}
     edit_cfg = dict(dict(cfg_text=4.0, cfg_img=2.0, cfg_interval=(0.4, 1.0), renorm_type="text_channel"),
                     **(edit_cfg or {}))
@@ -104,7 +108,7 @@ def refine(pipe, prompt: str, record, rounds: int, *, gate: str = "self", reward
         if out[-1].satisfied:
             break
         cond, tu, iu = srr_items(lambda s: text_item(s), prompt, out[-1].image, pipe.vae_transform,
-                                 pipe.vit_transform, think_system_prompt(pipe.cfg))
+                                 pipe.vit_transform, think_system_prompt(pipe.cfg), reflection)
         g = pipe.generate_from_items([cond], [tu], [iu], think=True, seed=seed + 1 + r, **common, **edit_cfg)[0]
         score, ok = judge(pipe, g.image, prompt, record, gate, reward_fn, threshold)
         out.append(RefineRound(g.image, g.think, score, ok))

@@ -9,7 +9,7 @@ Kinds (mixture weights in the config; train-split prompts only, `prompts.split_o
               then the question is one the scene fails
   refine      [system] [wrong image: VAE then ViT] [reflection_prompt(prompt)] [<think>what is wrong + fix
               (CE)</think>] -> noisy image of the corrected scene (the wrong one is a perturbation of it)
-The system prompt is the config's (`system_prompt`, BAGEL's by default; the release records it as
+The system prompt is the config's (`system_prompt`, ours by default; the release records it as
 `think_system_prompt` and the pipeline and rollouts read it from there); the reflection prompt is
 sampling/prompts.py's `reflection_prompt`, the one SRR rollouts use. CFG dropout as BAGEL (text p_drop_text,
 images p_drop_image), shaped like the sampler's unconditional contexts: t2i -> [] ; think -> [system]; refine ->

@@ -30,7 +30,9 @@ def encode(tok):
 def test_tokenizer_layout_round_trip_and_compression(tok):
     vocab = tok.hf.get_vocab()
     assert [vocab[t] for t in tokenizer.SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
-    assert vocab["A"] == 16 + ord("A") and max(vocab.values()) == CFG.llm.vocab_size - 1
+    # Merges were learned (ids past the bytes) and none past the vocabulary (the corpus may not fill it).
+    assert vocab["A"] == 16 + ord("A")
+    assert tokenizer.BYTE_OFFSET + tokenizer.NUM_BYTES < max(vocab.values()) < CFG.llm.vocab_size
     text = "<think>two shapes: large red circle at top left</think> é?"
     ids = tok.encode(text)
     assert tok.decode(ids) == text and max(ids) < CFG.llm.vocab_size

@@ -132,7 +132,7 @@ class BagelConfig:
     vit_max_num_patch_per_side: int = 70
     timestep_shift: float = 1.0            # training forward (logit-normal t shift)
     inference_timestep_shift: float = 3.0  # sampler default
-    think_system_prompt: str | None = None  # the think-mode system prompt trained with; None = BAGEL's
+    think_system_prompt: str | None = None  # the think-mode system prompt trained with; None = ours (prompts.py)
     # Run-time numerics and kernels (not architecture).
     param_dtype: str = "bfloat16"
     dtype: str = "bfloat16"               # activations; matmuls accumulate in fp32 regardless
