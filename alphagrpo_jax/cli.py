@@ -27,11 +27,14 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def print_config(config) -> None:
+    """Prints the config as the readable YAML that train records in `<workdir>/config.yaml` (process 0)."""
     import jax  # deferred: keeps `import alphagrpo_jax.cli` light
+
+    from alphagrpo_jax import run_config
 
     if jax.process_index() == 0:
         print("=" * 30 + " config " + "=" * 30, flush=True)
-        print(config.to_yaml() if hasattr(config, "to_yaml") else config, flush=True)
+        print(run_config.to_yaml(config).rstrip("\n"), flush=True)
         print("=" * 68, flush=True)
 
 
@@ -46,5 +49,24 @@ def run(main: Callable) -> None:
         setup_logging()
         print_config(_CONFIG.value)
         main(_CONFIG.value)
+
+    app.run(_main)
+
+
+def run_on_workdir(main: Callable) -> None:
+    """Like `run`, for programs that work on a training run's checkpoints (export, component_eval): `--workdir RUN`
+    reads the run's recorded config (run_config.py), so its overrides need not be retyped; with `--config` as
+    well, that config is used after checking it against the run's (a mismatch exits with code 2)."""
+    from alphagrpo_jax import run_config
+
+    workdir = flags.DEFINE_string("workdir", None, "a training run's workdir: its config.yaml is the config")
+
+    def _main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        setup_logging()
+        config = run_config.resolve(workdir.value, _CONFIG.value)
+        print_config(config)
+        main(config)
 
     app.run(_main)

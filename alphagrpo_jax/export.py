@@ -1,9 +1,11 @@
 """Export a GRPO checkpoint as a BAGEL release folder (LoRA merged into the base weights).
 
-    python -m alphagrpo_jax.export --config configs/toy_rt2i.py --out exported/toy_rt2i [--step N]
+    python -m alphagrpo_jax.export --workdir workdir/toy_rt2i --out exported/toy_rt2i [--step N]
     python -m alphagrpo_jax.generate --checkpoint exported/toy_rt2i --prompt "..." --out x.png --transform toy
 
-The config must be the training run's (same release, LoRA rank/targets, workdir). The output folder is the base
+`--workdir RUN` uses the config the run recorded (`RUN/config.yaml`, run_config.py): no overrides to retype. With
+`--config` (and overrides) instead or as well, its structure keys (release, LoRA rank/alpha/targets, ...) must
+match the run's: a mismatch is a one-line error, exit code 2. The output folder is the base
 release with `ema.safetensors` replaced: every tensor under its release name and shape, so the exported model
 loads with `models/bagel/release.load_release` and with the upstream PyTorch code. Tensors are written in the
 base release's dtype (bf16 for BAGEL-7B, fp32 for the toy model).
@@ -75,4 +77,4 @@ def main(config) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run_on_workdir(main)

@@ -92,6 +92,9 @@ def train(config) -> dict:
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     workdir = config.workdir
     os.makedirs(workdir, exist_ok=True)
+    from alphagrpo_jax import run_config  # <workdir>/config.yaml; a resume must match its structure
+
+    run_config.record(config, jax.process_index())
     timer = metrics_lib.PhaseTimer()
     # Active: library code (the rollouts' text and image parts) times sub-phases into it via metrics.phase.
     with rules_lib.use_rules(mesh, rules), timer.active():

@@ -1,6 +1,10 @@
 """Which policy improved? Held-out eval of a LoRA checkpoint with its adapters on each MoT expert separately.
 
-    python -m alphagrpo_jax.rl.component_eval --config configs/toy_rt2i.py [--step N] [--keys K] [--variants both]
+    python -m alphagrpo_jax.rl.component_eval --workdir workdir/toy_rt2i [--step N] [--keys K] [--variants both]
+    python -m alphagrpo_jax.rl.component_eval --workdir RUN --config configs/toy_rt2i.py --config.eval.num_prompts=32
+
+`--workdir RUN` evaluates with the config the run recorded (`RUN/config.yaml`); `--config` as well: that config,
+checked against the run's (export's rules).
 
 In BAGEL's Mixture-of-Transformers the und expert processes every text token (the prompt context and the think
 text) and the gen expert every latent token, so a LoRA run's adapters split into a *text policy* (und
@@ -144,4 +148,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("step", None, "checkpoint step to evaluate (default: the latest)")
     flags.DEFINE_integer("keys", 1, "eval keys (one sample per prompt each); K > 1 adds standard errors")
     flags.DEFINE_list("variants", list(VARIANTS)[1:], "variants to evaluate besides the base")
-    cli.run(main)
+    cli.run_on_workdir(main)
