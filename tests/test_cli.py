@@ -21,6 +21,8 @@ def test_config_arg_overrides_and_print():
     assert r.returncode == 0, r.stderr
     assert "RESULT 7 0.5 -1" in r.stdout
     assert "optim:" in r.stdout and "lr: 0.5" in r.stdout  # the config printed itself
+    # as plain YAML (what train records in the workdir), not an object dump
+    assert "!!python" not in r.stdout and "_locked" not in r.stdout and "_type_safe" not in r.stdout
 
 
 @pytest.mark.parametrize("args, msg", [

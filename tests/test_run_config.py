@@ -1,14 +1,17 @@
 """run_config: the resolved config as readable YAML in the workdir, read back, compared; train records it and
 checks a resume against it; `export --workdir RUN` needs no retyped overrides; a structure mismatch (another
 lora_rank) is one line on stderr and exit code 2, before any model loads."""
+import json
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 import yaml
 
-from alphagrpo_jax import paths, run_config, train
+from alphagrpo_jax import checkpointing, paths, run_config, train
+from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from tests.test_train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,9 +101,19 @@ def _at(workdir, lora_rank=None):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A one-step tiny run (its overrides: the tiny release, small rollouts) with a checkpoint."""
+    """A tiny run's workdir as train leaves it (recorded config with its overrides: the tiny release, small
+    rollouts; an Orbax checkpoint of the learner's {params, opt} at step 1, adapters moved off zero), without
+    the minutes of compiling a real step (tests/test_train.py trains and exports for real)."""
     wd = tmp_path_factory.mktemp("run")
-    train.train(tiny_config(wd, 1))
+    c = tiny_config(wd, 1)
+    run_config.record(c)
+    mesh = mesh_lib.mesh_from_config(c)
+    with rules_lib.use_rules(mesh):
+        _, _, learner, _ = train.build(c, mesh)
+        params = jax.tree.map(lambda x: x + 0.01, learner.trainable)
+        mgr = checkpointing.CheckpointManager(os.path.join(wd, "checkpoints"), keep=1)
+        mgr.save(1, {"params": params, "opt": learner.opt_state}, {"step": 1, "data": {}})
+        mgr.close()
     return wd
 
 
@@ -113,6 +126,7 @@ def test_export_needs_only_the_workdir(trained, tmp_path):
     assert run_config.read(str(trained)).model.release == tiny_config(trained, 1).model.release
     r = _cli("alphagrpo_jax.export", f"--workdir={trained}", f"--out={tmp_path / 'rel'}")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert json.load(open(tmp_path / "rel" / "export.json"))["step"] == "1"
     assert paths.exists(str(tmp_path / "rel" / "ema.safetensors"))
     assert "!!python" not in r.stdout and "lora_rank: 8" in r.stdout  # the readable config print
 
