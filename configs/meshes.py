@@ -34,7 +34,7 @@ MESHES: dict[str, dict] = {
         chips=256, slices=1, hbm_gib=16.0, topology="v5e:16x16", platform="tpu",
         mesh=dict(data=1, fsdp=64, tensor=4), mesh_dcn=dict(data=1, fsdp=1, tensor=1),
         rollout=dict(prompts_per_round=32, rounds_per_step=1), remat="full", attention="splash",
-        why="16 GiB chips: tensor 4 (the most the 4 KV heads allow), full remat and splash attention (no "
+        why="16 GiB chips: tensor 4 (the most that still shards the 4 KV heads), full remat and splash attention (no "
             "materialised scores; with jnp attention the learner needs 16.1 GiB); all 32 prompts in one round "
             "(B = 448 over 64 batch shards)"),
     "v6e-64": dict(

@@ -131,15 +131,17 @@ def test_export_needs_only_the_workdir(trained, tmp_path):
     assert "!!python" not in r.stdout and "lora_rank: 8" in r.stdout  # the readable config print
 
 
-@pytest.mark.parametrize("program", ["alphagrpo_jax.train", "alphagrpo_jax.export"])
+@pytest.mark.parametrize("program", ["alphagrpo_jax.train", "alphagrpo_jax.export", "alphagrpo_jax.rl.component_eval"])
 def test_another_lora_rank_is_one_line_and_exit_code_2(trained, tmp_path, program):
     rank = tiny_config(trained, 1).train.lora_rank
     args = [f"--config={REPO}/configs/toy_rt2i.py", f"--config.model.release={tiny_config(trained, 1).model.release}",
             f"--config.train.lora_rank={rank * 2}"]
     if program.endswith("train"):
         args += [f"--config.workdir={trained}"]
-    else:
+    elif program.endswith("export"):
         args += [f"--workdir={trained}", f"--out={tmp_path / 'rel'}"]
+    else:
+        args += [f"--workdir={trained}"]
     r = _cli(program, *args)
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
