@@ -168,9 +168,12 @@ def record(config, process_index: int = 0) -> None:
     """At the start of training: resolves prompt files into their text (the record holds the strings used),
     checks the config against the recorded one when `config.workdir` already has checkpoints (a resume), then
     (process 0) writes it."""
-    from alphagrpo_jax.sampling.prompts import resolve_config_prompts
+    from alphagrpo_jax.sampling.prompts import PromptError, resolve_config_prompts
 
-    resolve_config_prompts(config)
+    try:
+        resolve_config_prompts(config)
+    except PromptError as e:
+        _fail(RunConfigError(str(e)))
     workdir = config.workdir
     path = path_in(workdir)
     if paths.exists(path) and has_checkpoints(workdir):

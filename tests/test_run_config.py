@@ -89,6 +89,10 @@ def test_record_checks_a_resume_and_resolve_reads_the_run(tmp_path, caplog):
         run_config.resolve(str(tmp_path), _at(tmp_path))
     with pytest.raises(run_config.RunConfigError, match="give --workdir RUN"):
         run_config.resolve(None, None)
+    bad = _at(tmp_path / "other")
+    bad.prompts.think_system = f"file:{tmp_path / 'missing.txt'}"
+    with pytest.raises(run_config.RunConfigError, match=r"^prompts.think_system: prompt file .* not found"):
+        run_config.record(bad)
 
 
 def _at(workdir, lora_rank=None):
