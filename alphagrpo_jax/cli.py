@@ -14,6 +14,8 @@ from collections.abc import Callable
 from absl import app, flags
 from ml_collections import config_flags
 
+from alphagrpo_jax import errors
+
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file with get_config(); `path.py:arg` passes arg.", lock_config=True)
@@ -35,16 +37,47 @@ def print_config(config) -> None:
         print("=" * 68, flush=True)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with a bad flag or config override reported as a usage error (one line, exit 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(errors.report(errors.UsageError(_flag_error(str(e)))))
+    except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config does not have
+        while e.args and isinstance(e.args[0], BaseException):
+            e = e.args[0]
+        msg = str(e.args[0]) if e.args else str(e)
+        sys.exit(errors.report(errors.UsageError(f"config override: no such key {msg}; overrides may only set "
+                                                 "keys the config file defines")))
+
+
+def _flag_error(msg: str) -> str:
+    """absl/ml_collections flag errors without the embedded traceback of a failing get_config()."""
+    if "Traceback (most recent call last)" not in msg:
+        return msg
+    lines = [x.strip() for x in msg.splitlines() if x.strip()]
+    return f"{lines[0].split('Traceback')[0].rstrip(': ;')}: {lines[-1]}"
+
+
 def run(main: Callable) -> None:
-    """Parses flags and calls `main(config)` (config already locked and printed)."""
+    """Parses flags and calls `main(config)` (config already locked and printed). A `UsageError` from `main`
+    (bad config, flag or input file) is printed as one line `error: ...` without a traceback, exit code 2."""
 
     def _main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        if _CONFIG.value is None:
-            raise app.UsageError("--config is required, e.g. --config configs/toy_rt2i.py")
-        setup_logging()
-        print_config(_CONFIG.value)
-        main(_CONFIG.value)
+        try:
+            if len(argv) > 1:
+                raise errors.UsageError(f"unexpected arguments: {argv[1:]}; expected only --flags")
+            if _CONFIG.value is None:
+                raise errors.UsageError("--config is required, e.g. --config configs/toy_rt2i.py")
+            try:  # ml_collections defers a config file that failed to load until the config is used
+                _CONFIG.value.keys()
+            except OSError as e:
+                last = [x.strip() for x in str(e).splitlines() if x.strip()][-1]
+                raise errors.UsageError(f"{flags.FLAGS['config'].serialize()}: {last}") from None
+            setup_logging()
+            print_config(_CONFIG.value)
+            main(_CONFIG.value)
+        except errors.UsageError as e:
+            sys.exit(errors.report(e))
 
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)
