@@ -86,6 +86,9 @@ def restore_checkpoint(config, learner, step: int | None = None) -> tuple[dict, 
 
 
 def train(config) -> dict:
+    from alphagrpo_jax.rl.validate import check_train_config
+
+    check_train_config(config)  # every key, file and reward endpoint, before any model loads (UsageError)
     distributed.maybe_initialize()
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
