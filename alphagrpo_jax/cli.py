@@ -8,6 +8,7 @@ override is an error, not a new key) and printed at start.
 from __future__ import annotations
 
 import logging
+import runpy
 import sys
 from collections.abc import Callable
 
@@ -44,11 +45,48 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         sys.exit(errors.report(errors.UsageError(_flag_error(str(e)))))
     except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config does not have
-        while e.args and isinstance(e.args[0], BaseException):
-            e = e.args[0]
-        msg = str(e.args[0]) if e.args else str(e)
-        sys.exit(errors.report(errors.UsageError(f"config override: no such key {msg}; overrides may only set "
-                                                 "keys the config file defines")))
+        sys.exit(errors.report(errors.UsageError(_unknown_key(argv, e))))
+
+
+def _unknown_key(argv: list[str], e: BaseException) -> str:
+    """`--config.a.b.c=v: config.a.b has no key 'c'; its keys: [...]` for the first override naming a missing key."""
+    config = _load_config(argv)
+    for arg in argv[1:]:
+        if not arg.startswith("--config.") or config is None:
+            continue
+        path = arg[len("--config."):].split("=", 1)[0].split(".")
+        node = config
+        for i, part in enumerate(path):
+            try:
+                keys = list(node.keys())
+            except AttributeError:
+                break
+            if part not in keys:
+                where = ".".join(["config", *path[:i]])
+                return (f"{arg}: {where} has no key {part!r}; its keys: {sorted(keys)} (overrides may only set "
+                        "keys the config file defines)")
+            node = node[part]
+    while e.args and isinstance(e.args[0], BaseException):
+        e = e.args[0]
+    return f"config override: no such key {e.args[0] if e.args else e}"
+
+
+def _load_config(argv: list[str]):
+    """The ConfigDict `--config path.py[:arg]` names (re-run here: absl drops it when an override fails)."""
+    spec = None
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif a.startswith("--config="):
+            spec = a.split("=", 1)[1]
+    if not spec:
+        return None
+    path, _, arg = spec.partition(":")
+    try:
+        get_config = runpy.run_path(path)["get_config"]
+        return get_config(arg) if arg else get_config()
+    except Exception:  # noqa: BLE001 - only used to word an error message better
+        return None
 
 
 def _flag_error(msg: str) -> str:
