@@ -190,6 +190,8 @@ def entry_cases(d, verifier):
         (train + (f"--config.workdir={d}/w", "--config.total_steps=0"), "config.total_steps: expected an integer >= 1, got 0"),
         (("alphagrpo_jax.train", "--config", "configs/missing.py"),
          "--config=configs/missing.py: [Errno 2] No such file or directory: 'configs/missing.py'"),
+        (("alphagrpo_jax.sft", "--config", "configs/toy_sft.py", "--config.total_steps=0"),
+         "config.total_steps: expected an integer >= 1, got 0"),
         (("alphagrpo_jax.export", "--config", "configs/toy_rt2i.py"),
          "--out is required: the folder to write the release into"),
         (("alphagrpo_jax.rl.component_eval", "--config", "configs/toy_rt2i.py", "--config.task.kinds=('t2v',)"),
