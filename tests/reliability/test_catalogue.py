@@ -227,3 +227,12 @@ def test_entry_points_exit_2_with_one_line(files, verifier):
         if r.returncode != 2 or lines != [f"error: {message}"] or "Traceback" in r.stderr:
             failures.append(f"{' '.join(args)}\n  rc={r.returncode}\n  stderr={r.stderr[-600:]!r}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("name, variant", [("toy_rt2i", None), ("toy_rt2i", "image_only"), ("toy_srr", None),
+                                           ("toy_srr", "mixed")])
+def test_shipped_toy_configs_pass(tmp_path, monkeypatch, name, variant):
+    monkeypatch.chdir(ROOT)  # their release and prompts are relative to the repository root
+    c = __import__(name).get_config(variant)
+    c.workdir = str(tmp_path / "work")
+    check_train_config(c)
