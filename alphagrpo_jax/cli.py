@@ -8,11 +8,14 @@ override is an error, not a new key) and printed at start.
 from __future__ import annotations
 
 import logging
+import runpy
 import sys
 from collections.abc import Callable
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from alphagrpo_jax import errors
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,19 +41,87 @@ def print_config(config) -> None:
         print("=" * 68, flush=True)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with a bad flag or config override reported as a usage error (one line, exit 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(errors.report(errors.UsageError(_flag_error(str(e)))))
+    except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config does not have
+        sys.exit(errors.report(errors.UsageError(_unknown_key(argv, e))))
+
+
+def _unknown_key(argv: list[str], e: BaseException) -> str:
+    """`--config.a.b.c=v: config.a.b has no key 'c'; its keys: [...]` for the first override naming a missing key."""
+    config = _load_config(argv)
+    for arg in argv[1:]:
+        if not arg.startswith("--config.") or config is None:
+            continue
+        path = arg[len("--config."):].split("=", 1)[0].split(".")
+        node = config
+        for i, part in enumerate(path):
+            try:
+                keys = list(node.keys())
+            except AttributeError:
+                break
+            if part not in keys:
+                where = ".".join(["config", *path[:i]])
+                return (f"{arg}: {where} has no key {part!r}; its keys: {sorted(keys)} (overrides may only set "
+                        "keys the config file defines)")
+            node = node[part]
+    while e.args and isinstance(e.args[0], BaseException):
+        e = e.args[0]
+    return f"config override: no such key {e.args[0] if e.args else e}"
+
+
+def _load_config(argv: list[str]):
+    """The ConfigDict `--config path.py[:arg]` names (re-run here: absl drops it when an override fails)."""
+    spec = None
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif a.startswith("--config="):
+            spec = a.split("=", 1)[1]
+    if not spec:
+        return None
+    path, _, arg = spec.partition(":")
+    try:
+        get_config = runpy.run_path(path)["get_config"]
+        return get_config(arg) if arg else get_config()
+    except Exception:  # noqa: BLE001 - only used to word an error message better
+        return None
+
+
+def _flag_error(msg: str) -> str:
+    """absl/ml_collections flag errors without the embedded traceback of a failing get_config()."""
+    if "Traceback (most recent call last)" not in msg:
+        return msg
+    lines = [x.strip() for x in msg.splitlines() if x.strip()]
+    return f"{lines[0].split('Traceback')[0].rstrip(': ;')}: {lines[-1]}"
+
+
 def run(main: Callable) -> None:
-    """Parses flags and calls `main(config)` (config already locked and printed)."""
+    """Parses flags and calls `main(config)` (config already locked and printed). A `UsageError` from `main`
+    (bad config, flag or input file) is printed as one line `error: ...` without a traceback, exit code 2."""
 
     def _main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        if _CONFIG.value is None:
-            raise app.UsageError("--config is required, e.g. --config configs/toy_rt2i.py")
-        setup_logging()
-        print_config(_CONFIG.value)
-        main(_CONFIG.value)
+        try:
+            if len(argv) > 1:
+                raise errors.UsageError(f"unexpected arguments: {argv[1:]}; expected only --flags")
+            if _CONFIG.value is None:
+                raise errors.UsageError("--config is required, e.g. --config configs/toy_rt2i.py")
+            try:  # ml_collections defers a config file that failed to load until the config is used
+                _CONFIG.value.keys()
+            except OSError as e:
+                last = [x.strip() for x in str(e).splitlines() if x.strip()][-1]
+                raise errors.UsageError(f"{flags.FLAGS['config'].serialize()}: {last}") from None
+            setup_logging()
+            print_config(_CONFIG.value)
+            main(_CONFIG.value)
+        except errors.UsageError as e:
+            sys.exit(errors.report(e))
 
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)
 
 
 def run_on_workdir(main: Callable) -> None:
@@ -62,11 +133,14 @@ def run_on_workdir(main: Callable) -> None:
     workdir = flags.DEFINE_string("workdir", None, "a training run's workdir: its config.yaml is the config")
 
     def _main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        setup_logging()
-        config = run_config.resolve(workdir.value, _CONFIG.value)
-        print_config(config)
-        main(config)
+        try:
+            if len(argv) > 1:
+                raise errors.UsageError(f"unexpected arguments: {argv[1:]}; expected only --flags")
+            setup_logging()
+            config = run_config.resolve(workdir.value, _CONFIG.value)
+            print_config(config)
+            main(config)
+        except errors.UsageError as e:
+            sys.exit(errors.report(e))
 
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)

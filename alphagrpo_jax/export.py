@@ -71,8 +71,12 @@ def export(config, out: str, step: int | None = None) -> str:
 
 
 def main(config) -> None:
+    from alphagrpo_jax.errors import UsageError
+    from alphagrpo_jax.rl.validate import check_train_config
+
     if not _OUT.value:
-        raise SystemExit("--out is required: the folder to write the release into")
+        raise UsageError("--out is required: the folder to write the release into")
+    check_train_config(config, probe=False)  # the run's config, before any model loads (exit code 2)
     print(export(config, _OUT.value, _STEP.value))
 
 

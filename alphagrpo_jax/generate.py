@@ -24,9 +24,13 @@ import json
 import os
 import sys
 
+from alphagrpo_jax import checks, errors
+from alphagrpo_jax.errors import UsageError
+
 
 def _read_prompts(path: str) -> list[str]:
     out = []
+    checks.existing_file(path, "--prompts-file")
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             line = line.strip()
@@ -36,15 +40,68 @@ def _read_prompts(path: str) -> list[str]:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise SystemExit(f"{path}:{i}: not valid JSON: {e}") from e
-                if not isinstance(rec.get("prompt"), str):
-                    raise SystemExit(f"{path}:{i}: field 'prompt' (a string) is required")
+                    raise UsageError(f"--prompts-file {path}:{i}: not valid JSON ({e.msg} at column {e.colno})") \
+                        from None
+                if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
+                    raise UsageError(f"--prompts-file {path}:{i}: field 'prompt' (a string) is required")
                 out.append(rec["prompt"])
             else:
                 out.append(line)
     if not out:
-        raise SystemExit(f"{path}: no prompts")
+        raise UsageError(f"--prompts-file {path}: no prompts (the file is empty); expected one prompt per line")
     return out
+
+
+def check_args(args) -> list[str] | None:
+    """Every argument and input/output path checked before the model loads (UsageError); the prompts of
+    --prompts-file."""
+    checks.release_folder(args.checkpoint, "--checkpoint")
+    if args.num_steps < 2:
+        raise UsageError(f"--num-steps: expected >= 2 timestep grid points (steps = this - 1), got {args.num_steps}")
+    for name in ("height", "width", "batch_size", "think_tokens", "cache_size"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
+    if args.refine < 0:
+        raise UsageError(f"--refine: expected >= 0 rounds, got {args.refine}")
+    try:
+        lo, hi = (float(x) for x in args.cfg_interval.split(","))
+    except ValueError:
+        raise UsageError(f"--cfg-interval: expected two numbers 'lo,hi', got {args.cfg_interval!r}") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise UsageError(f"--cfg-interval: expected 0 <= lo <= hi <= 1, got {args.cfg_interval!r}")
+    if args.image:
+        checks.existing_file(args.image, "--image")
+    if args.understand and (args.image is None or args.prompt is None):
+        raise UsageError("--understand needs --image and --prompt")
+    if args.records:
+        checks.existing_file(args.records, "--records")
+    if args.refine and not (args.records or args.toy_questions):
+        raise UsageError("--refine needs the prompt's decomposed questions: --records FILE or --toy-questions")
+    if (args.gate == "dvreward" or args.oracle_gate) and not (args.verifier_endpoint or args.toy_verifier):
+        raise UsageError("the dvreward/oracle gate needs --verifier-endpoint URL or --toy-verifier")
+    prompts = _read_prompts(args.prompts_file) if args.prompts_file else None
+    if args.refine and args.records and not args.toy_questions:
+        from alphagrpo_jax.reward.records import RecordError, read_records
+
+        try:
+            known = {rec.prompt for rec in read_records(args.records)}
+        except RecordError as e:
+            raise UsageError(f"--records {e}") from None
+        missing = [p for p in (prompts or [args.prompt]) if p not in known]
+        if missing:
+            raise UsageError(f"--records {args.records}: no question set for prompt {missing[0]!r} "
+                             f"({len(missing)} prompt(s) without one)")
+    if args.understand:
+        return prompts
+    if args.prompts_file or args.refine:  # a folder of images
+        checks.writable_folder(args.out, "--out")
+    else:
+        checks.output_file(args.out, "--out")
+    if (args.gate == "dvreward" or args.oracle_gate) and args.verifier_endpoint and not args.toy_verifier:
+        from alphagrpo_jax.reward.health import check_endpoint
+
+        check_endpoint(args.verifier_endpoint, args.verifier_model, "OPENAI_API_KEY", key="--verifier-endpoint")
+    return prompts
 
 
 def parse_args(argv=None):
@@ -98,13 +155,13 @@ def _record_for(args, prompt):
 
         return toy_decomposer(prompt)
     if not args.records:
-        raise SystemExit("--refine needs the prompt's decomposed questions: --records FILE or --toy-questions")
+        raise UsageError("--refine needs the prompt's decomposed questions: --records FILE or --toy-questions")
     from alphagrpo_jax.reward.records import read_records
 
     for rec in read_records(args.records):
         if rec.prompt == prompt:
             return rec
-    raise SystemExit(f"{args.records}: no question set for prompt {prompt!r}")
+    raise UsageError(f"--records {args.records}: no question set for prompt {prompt!r}")
 
 
 def _reward_fn(args):
@@ -121,7 +178,7 @@ def _reward_fn(args):
         cfg.endpoints, cfg.model = (args.verifier_endpoint,), args.verifier_model
         cfg.weights = {"dvreward": 1.0, "think_format": 0.0}
     else:
-        raise SystemExit("the dvreward/oracle gate needs --verifier-endpoint URL or --toy-verifier")
+        raise UsageError("the dvreward/oracle gate needs --verifier-endpoint URL or --toy-verifier")
     cfg.verifier_system_prompt = args.verifier_system_prompt
     return build_reward_fn(cfg)
 
@@ -175,6 +232,7 @@ def resolve_prompt_flags(args) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     resolve_prompt_flags(args)
+    file_prompts = check_args(args)
     from PIL import Image
 
     from alphagrpo_jax.metrics import progress
@@ -194,11 +252,9 @@ def main(argv=None) -> int:
     pipe = Pipeline(rel, cache_size=args.cache_size, **kw)
     image = Image.open(args.image) if args.image else None
     if args.understand:
-        if image is None or args.prompt is None:
-            raise SystemExit("--understand needs --image and --prompt")
         print(pipe.understand([image], [args.prompt], think=args.think)[0])
         return 0
-    prompts = [args.prompt] if args.prompt else _read_prompts(args.prompts_file)
+    prompts = [args.prompt] if args.prompt else file_prompts
     lo, hi = (float(x) for x in args.cfg_interval.split(","))
     think_cfg = TextSamplerConfig(max_new_tokens=args.think_tokens, temperature=args.think_temperature)
     if args.refine:
@@ -225,4 +281,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.run_main(main))

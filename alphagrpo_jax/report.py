@@ -13,6 +13,9 @@ import sys
 
 import numpy as np
 
+from alphagrpo_jax import errors
+from alphagrpo_jax.errors import UsageError
+
 
 def curves(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from alphagrpo_jax.metrics import read_metrics
@@ -66,14 +69,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     labels = args.label or [os.path.basename(os.path.normpath(w)) for w in args.workdir]
     if len(labels) != len(args.workdir):
-        raise SystemExit("--label must be given once per --workdir")
+        raise UsageError(f"--label: given {len(labels)} times for {len(args.workdir)} --workdir; expected one per "
+                         f"--workdir")
     for w in args.workdir:
         if not os.path.exists(os.path.join(w, "metrics.jsonl")):
-            raise SystemExit(f"{w}: no metrics.jsonl (not a training workdir?)")
+            raise UsageError(f"--workdir {w}: no metrics.jsonl; expected a training workdir")
     out = args.out or os.path.join(args.workdir[0], "reward_curve.png")
     print(plot(list(zip(labels, args.workdir)), out, args.smooth))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.run_main(main))

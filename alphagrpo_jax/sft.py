@@ -379,6 +379,12 @@ def train(config, step_hook=None) -> dict:
 
 
 def main(config) -> None:
+    from alphagrpo_jax import checks
+
+    checks.int_at_least(config.total_steps, 1, "config.total_steps")  # before any model is built (exit code 2)
+    checks.int_at_least(config.grad_accum, 1, "config.grad_accum")
+    checks.int_at_least(config.data.rows, 1, "config.data.rows")
+    checks.writable_folder(config.workdir, "config.workdir")
     train(config)
 
 

@@ -87,6 +87,9 @@ def restore_checkpoint(config, learner, step: int | None = None) -> tuple[dict, 
 
 
 def train(config) -> dict:
+    from alphagrpo_jax.rl.validate import check_train_config
+
+    check_train_config(config)  # every key, file and reward endpoint, before any model loads (UsageError)
     distributed.maybe_initialize()
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
@@ -253,6 +256,8 @@ def step_metrics(stats, loss_metrics: dict, rcfg) -> dict:
                 if "/tag/" in k:
                     tags.setdefault(k, []).append(v)
     row.update({f"reward/{k}": float(np.mean(v)) for k, v in tags.items()})
+    if any("dvreward/from_text" in rw.counts for rw, *_ in stats):  # 0/1 scores (reward.allow_text_scores)
+        row["dvreward/from_text"] = float(sum(rw.counts.get("dvreward/from_text", 0) for rw, *_ in stats))
     if rcfg.think:
         lens = np.concatenate([hostdata.to_host(s[3].rollout.think_len) for s in stats])
         trunc = np.concatenate([hostdata.to_host(s[3].rollout.think_truncated) for s in stats])

@@ -5,8 +5,9 @@ endpoint when one has room), caps the requests in flight per endpoint, keeps con
 aiohttp session), skips an endpoint that refused a connection for `endpoint_rest_s` (while
 others are up), and retries 429 / 5xx / timeouts / dropped connections / malformed bodies with exponential
 backoff and jitter. A request that still fails raises `RequestFailed`; nothing is turned into a default value
-here. The API key is read from an environment variable and only ever placed in the Authorization header: it
-is scrubbed from every error message.
+here. The API key is read from an environment variable and only ever placed in the Authorization header: it,
+and any prefix of it of 4+ characters, is scrubbed from every response body before the body is cut or quoted
+in an error message.
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ class ChatClient:
         return min(preferred, key=lambda i: self._in_flight[i])
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        return scrub(text, self._key)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
@@ -148,17 +149,19 @@ class ChatClient:
     async def _send(self, index: int, payload: dict[str, Any]) -> dict[str, Any]:
         async with self._session.post(self.settings.url(index), json=payload, headers=self._headers()) as resp:
             body = await resp.read()
+            # Scrubbed whole, before any cut: a key echoed across a cut would otherwise leave its prefix.
             if resp.status != 200:
-                text = body[:300].decode("utf-8", "replace")
+                text = self._scrub(body.decode("utf-8", "replace"))[:300]
                 if resp.status in _RETRY_STATUSES or resp.status >= 500:
                     raise _RetryableStatus(resp.status, _retry_after(resp.headers.get("Retry-After")), text)
                 raise RequestFailed(self._scrub(f"{self.settings.url(index)}: HTTP {resp.status}: {text}"
                                                 + _hint(resp.status, self.settings.api_key_env)),
                                     reason=f"http_{resp.status}", attempts=0)
+        text = self._scrub(body.decode("utf-8", "replace"))  # parse errors quote (and cut) the body
         try:
-            return json.loads(body)
+            return json.loads(text)
         except ValueError:
-            raise MalformedResponse(f"response body is not JSON: {body[:120]!r}") from None
+            raise MalformedResponse(f"response body is not JSON: {text[:120]!r}") from None
 
     async def complete(self, payload: dict[str, Any], parse: Callable[[dict[str, Any]], T], label: str = "") -> T:
         """POSTs `payload` (model filled in if absent) and returns `parse(response_json)`.
@@ -211,6 +214,25 @@ class ChatClient:
         self.stats["failed"] += 1
         raise RequestFailed(self._scrub(f"{label}: gave up after {s.max_retries + 1} attempts; last error: "
                                         f"{reason}: {last}"), reason, s.max_retries + 1)
+
+
+def scrub(text: str, key: str) -> str:
+    """`text` with every occurrence of `key`, and of any prefix of it of 4 or more characters (what survives a
+    cut through an echoed key), replaced by ***."""
+    if not key:
+        return text
+    text = text.replace(key, "***")
+    head = key[:4]
+    if len(key) < 4 or head not in text:
+        return text
+    out, i = [], 0
+    while (j := text.find(head, i)) >= 0:
+        n = 4
+        while n < len(key) and j + n < len(text) and text[j + n] == key[n]:
+            n += 1
+        out.append(text[i:j] + "***")
+        i = j + n
+    return "".join(out) + text[i:]
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -98,6 +98,9 @@ class DVRewardComponent:
                 else:
                     counts["scored"] += 1
                     counts["from_logprobs" if q.source == "logprobs" else "from_text"] += 1
+        if counts["from_text"]:
+            log.warning("dvreward: %d of %d verifier answers had no usable logprobs and were scored 0/1 from the "
+                        "answer text (reward.allow_text_scores=True)", counts["from_text"], counts["questions"])
         if counts["dropped"]:
             log.warning("dvreward: dropped %d of %d verifier questions (failure_policy='drop') in %d samples",
                         counts["dropped"], counts["questions"], len({f["sample"] for f in failures}))
@@ -134,7 +137,8 @@ def _build_dvreward(config) -> DVRewardComponent:
     settings = VerifierSettings(
         aggregation=config.aggregation, failure_policy=config.failure_policy, image_format=config.image_format,
         jpeg_quality=int(config.jpeg_quality), max_tokens=int(config.max_tokens),
-        top_logprobs=int(config.top_logprobs), **verifier_prompt_setting(config))
+        top_logprobs=int(config.top_logprobs), allow_text_scores=bool(config.get("allow_text_scores", False)),
+        **verifier_prompt_setting(config))
     return DVRewardComponent(ChatClient(settings_from_config(config)), settings)
 
 

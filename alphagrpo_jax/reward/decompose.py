@@ -32,8 +32,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from alphagrpo_jax import checks, errors
+from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.reward import decompose_prompts as dp
 from alphagrpo_jax.reward.client import ChatClient, ClientSettings, RequestFailed, message_content
+from alphagrpo_jax.reward.health import check_endpoint
 from alphagrpo_jax.reward.llm_json import JSONReplyError, extract_json
 from alphagrpo_jax.reward.records import Question, QuestionSet, RecordError, parse_line, write_records
 
@@ -75,8 +78,10 @@ def load_prompts(path: str, fmt: str = "auto") -> list[PromptItem]:
     if fmt == "auto":
         fmt = "jsonl" if path.endswith((".jsonl", ".json")) else "text"
     if fmt not in ("text", "jsonl"):
-        raise ValueError(f"--prompts-format: expected auto, text or jsonl, got {fmt!r}")
+        raise UsageError(f"--prompts-format: expected auto, text or jsonl, got {fmt!r}")
     items, seen = [], {}
+    if not os.path.isfile(path):
+        raise UsageError(f"--prompts {path}: no such file")
     with open(path, encoding="utf-8") as f:
         lines = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
     for pos, (lineno, line) in enumerate(lines):
@@ -87,15 +92,15 @@ def load_prompts(path: str, fmt: str = "auto") -> list[PromptItem]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg}); use --prompts-format text for plain "
+            raise UsageError(f"{where}: not valid JSON ({e.msg}); use --prompts-format text for plain "
                              "text") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
-            raise ValueError(f"{where}: field 'prompt': expected a non-empty string")
+            raise UsageError(f"{where}: field 'prompt': expected a non-empty string")
         index = obj.get("original_index", pos)
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ValueError(f"{where}: field 'original_index': expected an integer >= 0, got {index!r}")
+            raise UsageError(f"{where}: field 'original_index': expected an integer >= 0, got {index!r}")
         if index in seen:
-            raise ValueError(f"{where}: field 'original_index': {index} already used on line {seen[index]}")
+            raise UsageError(f"{where}: field 'original_index': {index} already used on line {seen[index]}")
         seen[index] = lineno
         items.append(PromptItem(index, obj["prompt"].strip(),
                                 {k: v for k, v in obj.items() if k not in _RECORD_FIELDS}))
@@ -258,10 +263,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     items = load_prompts(args.prompts, args.prompts_format)
-    client_settings = ClientSettings(endpoints=tuple(args.endpoint), model=args.model,
-                                     api_key_env=args.api_key_env, concurrency_per_endpoint=args.concurrency,
-                                     timeout_s=args.timeout, max_retries=args.max_retries)
-    settings = DecomposeSettings(max_reasks=args.max_reasks, max_attempts=args.max_attempts)
+    if not items:
+        raise UsageError(f"--prompts {args.prompts}: no prompts (the file is empty); expected one prompt per "
+                         f"non-blank line")
+    checks.output_file(args.out, "--out")
+    try:
+        client_settings = ClientSettings(endpoints=tuple(args.endpoint), model=args.model,
+                                         api_key_env=args.api_key_env, concurrency_per_endpoint=args.concurrency,
+                                         timeout_s=args.timeout, max_retries=args.max_retries)
+        settings = DecomposeSettings(max_reasks=args.max_reasks, max_attempts=args.max_attempts)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for base in client_settings.endpoints:
+        check_endpoint(base, args.model, args.api_key_env, key="--endpoint")
     summary = asyncio.run(run(items, args.out, client_settings, settings, progress=not args.no_progress))
     print(f"decompose: {summary.written} written now, {summary.already_done} already done, "
           f"{len(summary.failures)} failed, {summary.total} prompts in {args.prompts}", file=sys.stderr)
@@ -273,4 +287,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.run_main(main))

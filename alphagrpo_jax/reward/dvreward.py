@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -108,6 +109,7 @@ class VerifierSettings:
     max_tokens: int = 10
     top_logprobs: int = 5
     system_prompt: str = VERIFIER_SYSTEM_PROMPT
+    allow_text_scores: bool = False  # no usable logprobs: score the answer text 0/1 (counted) instead of failing
 
     def __post_init__(self):
         if self.aggregation not in AGGREGATIONS:
@@ -133,7 +135,8 @@ class DVRewardScorer:
         payload = verifier_payload(image_uri, q.question, max_tokens=st.max_tokens, top_logprobs=st.top_logprobs,
                                    system_prompt=st.system_prompt)
         try:
-            p, source = await self.client.complete(payload, p_yes_from_completion, label=label)
+            parse = functools.partial(p_yes_from_completion, allow_text=st.allow_text_scores)
+            p, source = await self.client.complete(payload, parse, label=label)
         except RequestFailed as e:
             return QuestionScore(kind, q.question, q.tag, None, "failed", str(e))
         return QuestionScore(kind, q.question, q.tag, p, source)

@@ -15,7 +15,10 @@ are matched on a substring of the key.
 
 Faults: delay (answer after `fault_delay_s`), timeout (say nothing for `hang_s`, then hang up), 429, 500, 503,
 malformed_json, empty_choices, no_logprobs (answer without logprobs), garbage (answer "Maybe"), drop (close the
-connection without a response), truncated (send half a body, then hang up).
+connection without a response), truncated (send half a body, then hang up), echo_key (a 200 body that is not
+JSON and echoes the request's Authorization header, like a misconfigured proxy's error page).
+With `api_key` set, a request without that key gets a 401 whose body echoes its Authorization header;
+`echo_pad` filler characters go before every echoed header (to place a key across the client's cuts).
 """
 from __future__ import annotations
 
@@ -34,8 +37,10 @@ from alphagrpo_jax.reward.images import decode_data_uri
 from alphagrpo_jax.reward.openai_shapes import alternative, chat_completion, yes_no_completion
 
 FAULTS = ("delay", "timeout", "429", "500", "503", "malformed_json", "empty_choices", "no_logprobs", "garbage",
-          "drop", "truncated")
-RETRIED_FAULTS = ("timeout", "429", "500", "503", "malformed_json", "empty_choices", "drop", "truncated")
+          "drop", "truncated", "echo_key")
+# Retried by the client under the default reward config (no_logprobs: unless reward.allow_text_scores).
+RETRIED_FAULTS = ("timeout", "429", "500", "503", "malformed_json", "empty_choices", "no_logprobs", "drop",
+                  "truncated", "echo_key")
 log = logging.getLogger(__name__)
 
 AnswerFn = Callable[[str, Image.Image], float]
@@ -63,8 +68,8 @@ class OpenAIServer:
     def __init__(self, answer: AnswerFn | None = None, chat: ChatFn | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, model: str = "test-model", latency_s: float = 0.0, fault_delay_s: float = 0.05,
                  hang_s: float = 5.0, yes_tokens: Sequence[str] = (" Yes",), no_tokens: Sequence[str] = (" No",),
-                 api_key: str | None = None):
-        self.answer, self.chat, self.api_key = answer, chat, api_key
+                 api_key: str | None = None, echo_pad: int = 0):
+        self.answer, self.chat, self.api_key, self.echo_pad = answer, chat, api_key, echo_pad
         self.host, self.port, self.model = host, port, model
         self.latency_s, self.fault_delay_s, self.hang_s = latency_s, fault_delay_s, hang_s
         self.yes_tokens, self.no_tokens = tuple(yes_tokens), tuple(no_tokens)
@@ -131,7 +136,8 @@ class OpenAIServer:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             # Echoes what it got, like some proxies do: clients must scrub their key from error messages.
             got = request.headers.get("Authorization")
-            return web.json_response({"error": {"message": f"invalid API key: {got}"}}, status=401)
+            return web.json_response({"error": {"message": f"invalid API key: {'.' * self.echo_pad}{got}"}},
+                                     status=401)
         try:
             body = await request.json()
             key, _ = _split_user_content(body.get("messages") or [])
@@ -165,6 +171,9 @@ class OpenAIServer:
                                      headers={"Retry-After": "0"} if fault == "429" else None)
         if fault == "malformed_json":
             return web.Response(text='{"choices": [{"message": {"content": "Ye', content_type="application/json")
+        if fault == "echo_key":
+            got = request.headers.get("Authorization")
+            return web.Response(text=f"<html>proxy error {'.' * self.echo_pad}{got}</html>", content_type="text/html")
         if fault == "empty_choices":
             return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
         try:
@@ -200,6 +209,8 @@ class OpenAIServer:
         return web.json_response({"ok": True})
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "invalid API key"}}, status=401)
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     def app(self) -> web.Application:

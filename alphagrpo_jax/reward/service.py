@@ -49,6 +49,9 @@ def reward_config() -> ConfigDict:
     c.max_tokens = 10
     c.top_logprobs = 5
     c.verifier_system_prompt = ""  # the verifier's system prompt: text or file:PATH; "" = ours (docs/prompts.md)
+    # An answer without usable logprobs fails like any bad answer (retried, then per failure_policy). True: it
+    # is scored 0/1 from its text instead, counted as dvreward/from_text in the step metrics, with a warning.
+    c.allow_text_scores = False
     c.weights = ConfigDict({"dvreward": 1.0, "think_format": 0.0})  # weight 0 = component not built
     return c
 

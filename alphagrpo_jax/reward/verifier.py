@@ -5,8 +5,10 @@ P(yes) comes from the first generated token's top alternatives (`logprobs` + `to
     P(yes) = sum_{t: norm(t) == "yes"} exp(logprob_t) / sum_{t: norm(t) in {"yes", "no"}} exp(logprob_t)
 
 where `norm` lower-cases and drops whitespace, punctuation and sub-word markers, so " Yes", "yes.", "YES" and
-"ĠYes" all count as yes. When neither yes nor no is among the alternatives (or the server sent no logprobs),
-the answer text decides: its first word "yes" -> 1.0, "no" -> 0.0; anything else is an `UnusableAnswer`.
+"ĠYes" all count as yes. When the server sent no logprobs the answer is a `MalformedResponse` (retried); when
+neither yes nor no is among the alternatives it is an `UnusableAnswer`. Only with `allow_text=True`
+(config `reward.allow_text_scores`) does the answer text decide instead: its first word "yes" -> 1.0,
+"no" -> 0.0 (source "text": a 0/1 score, counted and warned about by the caller).
 """
 from __future__ import annotations
 
@@ -79,14 +81,22 @@ def yes_no_mass(alternatives: list[dict[str, Any]]) -> tuple[float, float]:
     return yes, no
 
 
-def p_yes_from_completion(completion: dict[str, Any]) -> tuple[float, str]:
-    """(P(yes) in [0, 1], source) with source "logprobs" or "text". Raises MalformedResponse / UnusableAnswer."""
+def p_yes_from_completion(completion: dict[str, Any], allow_text: bool = False) -> tuple[float, str]:
+    """(P(yes) in [0, 1], source) with source "logprobs" or (allow_text only) "text".
+    Raises MalformedResponse / UnusableAnswer."""
     text = message_content(completion)  # also checks the choices[0] shape
     alternatives = _first_token_alternatives(completion)
     if alternatives:
         yes, no = yes_no_mass(alternatives)
         if yes + no > 0.0:
             return yes / (yes + no), "logprobs"
+    if not allow_text:
+        if not alternatives:
+            raise MalformedResponse("the answer has no logprobs (the server must return logprobs and "
+                                    "top_logprobs; reward.allow_text_scores=True scores the answer text as 0/1)")
+        raise UnusableAnswer(f"neither yes nor no among the first token's top_logprobs "
+                             f"{[a.get('token') for a in alternatives]} (answer {text[:80]!r}; "
+                             f"reward.allow_text_scores=True scores the answer text as 0/1)")
     words = text.strip().split()
     first = normalise_token(words[0]) if words else ""
     if first == "yes":

@@ -35,6 +35,7 @@ from absl import flags
 from flax import nnx
 
 from alphagrpo_jax import cli
+from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel.llm import GEN, UND
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 
@@ -83,16 +84,16 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
     from alphagrpo_jax.train import build, held_out_eval, prompt_files, restore_checkpoint
 
     if config.train.params != "lora":
-        raise SystemExit("component_eval needs a LoRA run (config.train.params == 'lora')")
+        raise UsageError("component_eval needs a LoRA run (config.train.params == 'lora')")
     if "toy_dvreward" in dict(config.reward.weights):
         import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier)
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     if keys < 1:
-        raise ValueError(f"component_eval: keys must be >= 1, got {keys}")
+        raise UsageError(f"--keys: expected >= 1, got {keys}")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
-        raise ValueError(f"component_eval: unknown variants {unknown}; expected some of {list(VARIANTS)}")
+        raise UsageError(f"--variants: unknown variants {unknown}; expected some of {list(VARIANTS)}")
     chosen = {name: e for name, e in VARIANTS.items() if name == "base" or name in variants}
     per_key: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
     with rules_lib.use_rules(mesh, rules):
@@ -101,7 +102,7 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
         step = int(extras["step"])
         _, eval_path = prompt_files(config)
         if not eval_path:
-            raise SystemExit("component_eval needs held-out prompts (config.data.eval_prompts or toy prompts)")
+            raise UsageError("component_eval needs held-out prompts (config.data.eval_prompts or toy prompts)")
         records = list(PromptRecords(eval_path))[: config.eval.num_prompts]
         reward_fn = build_reward_fn(config.reward)
         srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in tuple(config.task.kinds) else None
@@ -129,6 +130,9 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
 
 
 def main(config) -> None:
+    from alphagrpo_jax.rl.validate import check_train_config
+
+    check_train_config(config)  # before any model loads: a UsageError is one line, exit code 2
     res = component_eval(config, flags.FLAGS.step, flags.FLAGS.keys, tuple(flags.FLAGS.variants))
     metrics = sorted(k for k in res["base"] if k.startswith(("eval/", "eval_srr")))
     print(f"held-out eval of step {res['step']} ({config.workdir}), mean over {res['keys']} eval key(s); "

@@ -29,6 +29,7 @@ def server(session_server):
         time.sleep(0.01)
     session_server.reset()
     session_server.answer, session_server.chat, session_server.api_key = red_level, None, None
+    session_server.echo_pad = 0
     session_server.latency_s, session_server.hang_s = 0.0, 5.0
     session_server.yes_tokens, session_server.no_tokens = (" Yes",), (" No",)
     yield session_server

@@ -33,22 +33,29 @@ def test_one_sided_alternatives():
 
 
 @pytest.mark.parametrize("text, p", [("Yes.", 1.0), ("yes, there is a dog", 1.0), (" NO", 0.0), ("No!", 0.0)])
-def test_text_fallback_without_logprobs(text, p):
-    assert p_yes_from_completion(completion(text, None)) == (p, "text")
+def test_text_fallback_without_logprobs_only_when_allowed(text, p):
+    assert p_yes_from_completion(completion(text, None), allow_text=True) == (p, "text")
+    with pytest.raises(MalformedResponse, match="has no logprobs.*reward.allow_text_scores=True"):
+        p_yes_from_completion(completion(text, None))  # retried, never a silent 0/1
 
 
 def test_text_fallback_when_neither_word_is_among_alternatives():
-    assert p_yes_from_completion(completion("Yes", [("The", 0.5), ("I", 0.2)])) == (1.0, "text")
+    assert p_yes_from_completion(completion("Yes", [("The", 0.5), ("I", 0.2)]), allow_text=True) == (1.0, "text")
+    with pytest.raises(UnusableAnswer, match=r"neither yes nor no among .*\['The', 'I'\].*allow_text_scores"):
+        p_yes_from_completion(completion("Yes", [("The", 0.5), ("I", 0.2)]))
     c = completion("no", [])
     c["choices"][0]["logprobs"] = {"content": []}  # vLLM with logprobs but nothing generated
-    assert p_yes_from_completion(c) == (0.0, "text")
+    assert p_yes_from_completion(c, allow_text=True) == (0.0, "text")
+    with pytest.raises(MalformedResponse, match="has no logprobs"):
+        p_yes_from_completion(c)
 
 
 def test_answer_that_is_neither_yes_nor_no_is_unusable_not_zero():
-    with pytest.raises(UnusableAnswer, match="neither yes nor no"):
-        p_yes_from_completion(completion("Maybe", [("Maybe", 0.9)]))
+    for allow_text in (False, True):
+        with pytest.raises(UnusableAnswer, match="neither yes nor no"):
+            p_yes_from_completion(completion("Maybe", [("Maybe", 0.9)]), allow_text=allow_text)
     with pytest.raises(UnusableAnswer):
-        p_yes_from_completion(completion("", None))
+        p_yes_from_completion(completion("", None), allow_text=True)
 
 
 @pytest.mark.parametrize("body", [

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel.config import TokenIds
 
 SPECIAL_TOKENS = {  # TokenIds field -> token text
@@ -21,8 +22,8 @@ SPECIAL_TOKENS = {  # TokenIds field -> token text
 }
 
 
-class TokenizerError(ValueError):
-    pass
+class TokenizerError(UsageError):
+    """The release folder's tokenizer files are missing or do not match the model config (a usage error)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,11 @@ def load_tokenizer(folder: str | os.PathLike, token_ids: TokenIds) -> BagelToken
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise TokenizerError(f"tokenizer folder {folder!r} does not exist")
+    has = lambda *names: all(os.path.isfile(os.path.join(folder, n)) for n in names)  # noqa: E731
+    if not has("tokenizer.json") and not has("vocab.json", "merges.txt"):
+        missing = [n for n in ("vocab.json", "merges.txt") if not has(n)]
+        raise TokenizerError(f"{folder}: missing {' and '.join(missing)}; expected the release's tokenizer files "
+                             f"(tokenizer.json, or vocab.json + merges.txt)")
     # transformers is used for tokenizers only; its start-up notice about missing PyTorch is noise here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from transformers import AutoTokenizer

@@ -54,6 +54,10 @@ def test_mismatched_token_ids_are_a_clear_error(qwen25_tokenizer_dir):
 def test_missing_or_broken_folder(tmp_path):
     with pytest.raises(TokenizerError, match="does not exist"):
         load_tokenizer(tmp_path / "nope", config.TokenIds())
+    with pytest.raises(TokenizerError, match=rf"^{tmp_path}: missing vocab.json and merges.txt; expected"):
+        load_tokenizer(tmp_path, config.TokenIds())
+    (tmp_path / "vocab.json").write_text("{not json")
+    (tmp_path / "merges.txt").write_text("")
     with pytest.raises(TokenizerError, match="cannot load a tokenizer from"):
         load_tokenizer(tmp_path, config.TokenIds())
 

@@ -1,0 +1,187 @@
+"""The whole GRPO training config checked before any model loads (seconds, not minutes after compile).
+
+    check_train_config(config)              # UsageError: one line naming the first bad key/file
+    check_train_config(config, probe=False) # without the reward endpoints' health requests
+
+Checks every key the trainer reads (type, range, choices from the registries: advantages, losses, reward
+components, aggregations, tasks, schedules), the SDE windows against their timestep grids, the release folder,
+the prompt files (they parse, every record has questions, enough prompts for a round), that the workdir is
+writable and (probe=True) one health request per reward endpoint of the components that use them.
+"""
+from __future__ import annotations
+
+from alphagrpo_jax import checks
+from alphagrpo_jax.errors import UsageError
+
+SRR_SELECTIONS = ("worst", "softmax")  # rl/reflect.SRRConfig
+SRR_TRANSFORMS = ("bagel", "toy")  # rl/config.srr_configs
+ADVANTAGE_STDS = ("global", "group", "none")  # rl/advantages._scale
+ENDPOINT_COMPONENTS = ("dvreward",)  # components that call config.reward.endpoints
+
+
+def _get(config, key: str):
+    node = config
+    for part in key.split("."):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError):
+            raise UsageError(f"config.{key}: missing; the trainer needs it (see configs/grpo_base.py)") from None
+    return node
+
+
+def _window(config, prefix: str, timesteps_key: str) -> None:
+    """sde_window fits in sde_window_range and the timestep grid (RolloutConfig.draw_window_start)."""
+    num_timesteps = checks.int_at_least(_get(config, timesteps_key), 2, f"config.{timesteps_key}")
+    window = checks.int_at_least(_get(config, f"{prefix}.sde_window"), 0, f"config.{prefix}.sde_window")
+    if window > num_timesteps - 1:
+        raise UsageError(f"config.{prefix}.sde_window: {window} SDE steps do not fit in the {num_timesteps - 1} "
+                         f"steps of {timesteps_key}={num_timesteps}; expected <= {num_timesteps - 1}")
+    lo, hi = checks.int_pair(_get(config, f"{prefix}.sde_window_range"), f"config.{prefix}.sde_window_range")
+    if window and min(hi, num_timesteps - 1) - window < lo:
+        raise UsageError(f"config.{prefix}.sde_window_range: {(lo, hi)} cannot hold a window of {window} steps "
+                         f"(of {num_timesteps - 1}); expected hi - lo >= {window} with hi <= {num_timesteps - 1}")
+
+
+def _rollout(config) -> None:
+    r = "rollout"
+    checks.int_at_least(_get(config, f"{r}.prompts_per_round"), 1, f"config.{r}.prompts_per_round")
+    group = _get(config, f"{r}.group_size")
+    if not isinstance(group, int) or isinstance(group, bool) or group < 2:
+        raise UsageError(f"config.{r}.group_size: expected an integer >= 2 (GRPO compares the samples of a "
+                         f"prompt's group), got {group!r}")
+    for k in ("rounds_per_step", "height", "width", "cache_size", "text.max_new_tokens"):
+        checks.int_at_least(_get(config, f"{r}.{k}"), 1, f"config.{r}.{k}")
+    checks.number_in(_get(config, f"{r}.text.temperature"), 0.0, float("inf"), f"config.{r}.text.temperature",
+                     low_open=True)
+    checks.number_in(_get(config, f"{r}.text.top_p"), 0.0, 1.0, f"config.{r}.text.top_p", low_open=True)
+    checks.number_in(_get(config, f"{r}.image.eta"), 0.0, float("inf"), f"config.{r}.image.eta")
+    _window(config, f"{r}.image", f"{r}.image.num_timesteps")
+
+
+def _tasks(config) -> None:
+    from alphagrpo_jax.rl.rounds import TASKS
+
+    kinds = _get(config, "task.kinds")
+    if isinstance(kinds, str) or not isinstance(kinds, (tuple, list)) or not kinds:
+        raise UsageError(f"config.task.kinds: expected a non-empty tuple of tasks from {list(TASKS)}, "
+                         f"got {kinds!r}")
+    for kind in kinds:
+        checks.one_of(kind, TASKS, "config.task.kinds")
+    if "srr" in kinds:
+        s = "task.srr"
+        checks.one_of(_get(config, f"{s}.selection"), SRR_SELECTIONS, f"config.{s}.selection")
+        checks.one_of(_get(config, f"{s}.transforms"), SRR_TRANSFORMS, f"config.{s}.transforms")
+        checks.int_at_least(_get(config, f"{s}.stage1_images"), 1, f"config.{s}.stage1_images")
+        checks.int_at_least(_get(config, f"{s}.stage1_timesteps"), 2, f"config.{s}.stage1_timesteps")
+        _window(config, s, f"{s}.num_timesteps")
+
+
+def _learning(config) -> None:
+    from alphagrpo_jax import optim
+    from alphagrpo_jax.rl import advantages, losses
+    from alphagrpo_jax.rl.config import optim_config
+
+    checks.one_of(_get(config, "advantage.name"), advantages.ADVANTAGES, "config.advantage.name")
+    checks.one_of(_get(config, "advantage.std"), ADVANTAGE_STDS, "config.advantage.std")
+    checks.one_of(_get(config, "loss.image_loss"), losses.LOSSES, "config.loss.image_loss")
+    checks.one_of(_get(config, "loss.text_loss"), losses.LOSSES, "config.loss.text_loss")
+    checks.one_of(_get(config, "train.params"), ("lora", "full"), "config.train.params")
+    if config.train.params == "lora":
+        checks.int_at_least(_get(config, "train.lora_rank"), 1, "config.train.lora_rank")
+    try:
+        optim._get(optim_config(config))
+    except optim.OptimConfigError as e:
+        raise UsageError(f"config.{e}") from None
+
+
+def _endpoint_users(config) -> list[str]:
+    weights = dict(config.reward.weights)
+    return [n for n in ENDPOINT_COMPONENTS if float(weights.get(n, 0.0)) != 0.0]
+
+
+def _reward(config) -> None:
+    from alphagrpo_jax.reward import components, dvreward
+    from alphagrpo_jax.reward.client import settings_from_config
+    from alphagrpo_jax.reward.images import IMAGE_FORMATS
+
+    rc = _get(config, "reward")
+    weights = dict(_get(config, "reward.weights"))
+    if "toy_dvreward" in weights:
+        import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier, as the trainer)
+    for name, w in weights.items():
+        checks.one_of(name, components.COMPONENTS, "config.reward.weights")
+        checks.number_in(w, float("-inf"), float("inf"), f"config.reward.weights.{name}")
+    if not any(float(w) != 0.0 for w in weights.values()):
+        raise UsageError(f"config.reward.weights: every weight is 0 in {weights}; expected at least one non-zero")
+    checks.one_of(_get(config, "reward.aggregation"), dvreward.AGGREGATIONS, "config.reward.aggregation")
+    checks.one_of(_get(config, "reward.failure_policy"), dvreward.FAILURE_POLICIES, "config.reward.failure_policy")
+    checks.one_of(_get(config, "reward.image_format"), IMAGE_FORMATS, "config.reward.image_format")
+    top = _get(config, "reward.top_logprobs")
+    if not isinstance(top, int) or not 1 <= top <= 20:
+        raise UsageError(f"config.reward.top_logprobs: expected an integer in 1..20, got {top!r}")
+    if _endpoint_users(config):
+        try:
+            settings_from_config(rc)
+        except ValueError as e:
+            raise UsageError(f"config.{e}") from None
+
+
+def _prompt_file(path: str, key: str, min_records: int) -> None:
+    from alphagrpo_jax.reward.records import RecordError, iter_numbered_records, read_records
+
+    checks.existing_file(path, key)
+    try:
+        records = read_records(path)
+    except RecordError as e:
+        raise UsageError(f"{key}: {e}") from None
+    if not records:
+        raise UsageError(f"{key}: {path}: no prompt records (the file is empty); expected JSONL question sets")
+    if not all(rec.questions for rec in records):
+        line, rec = next((n, r) for n, r in iter_numbered_records(path) if not r.questions)
+        raise UsageError(f"{key}: {path}:{line}: prompt {rec.prompt[:60]!r} has an empty question set; "
+                         f"expected at least one semantic or quality question")
+    if len(records) < min_records:
+        raise UsageError(f"{key}: {path}: {len(records)} prompts cannot fill a round of "
+                         f"config.rollout.prompts_per_round={min_records}")
+
+
+def _data(config) -> None:
+    d = _get(config, "data")
+    if _get(config, "data.toy_prompts"):
+        return  # written by the trainer from the toy world
+    if not d.train_prompts:
+        raise UsageError("config.data.train_prompts: expected a JSONL prompt file (or data.toy_prompts=True), "
+                         "got ''")
+    _prompt_file(d.train_prompts, "config.data.train_prompts", int(config.rollout.prompts_per_round))
+    if d.eval_prompts:
+        _prompt_file(d.eval_prompts, "config.data.eval_prompts", 1)
+
+
+def _schedule(config) -> None:
+    checks.int_at_least(_get(config, "total_steps"), 1, "config.total_steps")
+    checks.int_at_least(_get(config, "seed"), 0, "config.seed")
+    checks.int_at_least(_get(config, "checkpoint.every"), 1, "config.checkpoint.every")
+    checks.int_at_least(_get(config, "checkpoint.keep"), 1, "config.checkpoint.keep")
+    every = checks.int_at_least(_get(config, "eval.every"), 0, "config.eval.every")
+    if every:
+        checks.int_at_least(_get(config, "eval.num_prompts"), 1, "config.eval.num_prompts")
+        checks.int_at_least(_get(config, "eval.batch_size"), 1, "config.eval.batch_size")
+        n = checks.int_at_least(_get(config, "eval.num_timesteps"), 0, "config.eval.num_timesteps")
+        if n == 1:
+            raise UsageError("config.eval.num_timesteps: expected 0 (the rollout's) or >= 2, got 1")
+
+
+def check_train_config(config, probe: bool = True) -> None:
+    """Raises UsageError (one line) for the first problem found; see the module docstring."""
+    _schedule(config)
+    _rollout(config)
+    _tasks(config)
+    _learning(config)
+    _reward(config)
+    checks.release_folder(_get(config, "model.release"), "config.model.release")
+    _data(config)
+    checks.writable_folder(_get(config, "workdir"), "config.workdir")
+    if probe and _endpoint_users(config):  # last: the only check that waits on the network
+        from alphagrpo_jax.reward.health import check_endpoints
+
+        check_endpoints(config.reward)
