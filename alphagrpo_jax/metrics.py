@@ -2,7 +2,10 @@
 
 - `progress(total, desc)`: a tqdm bar with rate and ETA (quiet on non-zero processes).
 - `MetricsWriter`: appends one JSON object per call to `<workdir>/metrics.jsonl` (a line is written whole,
-  then flushed) and, when enabled, scalars to TensorBoard event files via tensorboardX (no TensorFlow).
+  then flushed; `workdir` local or gs://, through paths.py) and, when enabled, scalars to TensorBoard event
+  files via tensorboardX (no TensorFlow). `truncate(step)` on resume drops what a killed run logged after its
+  last checkpoint (rows and events), so a resumed run's history has no duplicates; a torn last line (killed
+  mid-row) is dropped with a warning, by the writer and by `read_metrics`.
 - `PhaseTimer`: wall-clock seconds per named phase, with `jax.block_until_ready` on request.
 """
 from __future__ import annotations
@@ -10,14 +13,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 
+from alphagrpo_jax import paths, tensorboard_events
+
+log = logging.getLogger("alphagrpo_jax.metrics")
 
 def _is_main_process() -> bool:
     try:
@@ -48,62 +57,150 @@ def _to_python(v: Any):
 
 
 class MetricsWriter:
-    """JSONL (+ optional TensorBoard) metrics in `workdir`. Only process 0 writes."""
+    """metrics.jsonl (+ optional TensorBoard scalars and images) in `workdir`, a local folder or gs://...
+    Only process 0 writes. A resumed run calls `truncate(restored_step)` before its first write."""
 
     def __init__(self, workdir: str, tensorboard: bool = False, filename: str = "metrics.jsonl"):
-        self.workdir = workdir
+        self.workdir = os.fspath(workdir)
         self.active = _is_main_process()
-        self._tb = None
-        self.path = os.path.join(workdir, filename)
+        self.path = paths.join(self.workdir, filename)
+        self.tensorboard_dir = paths.join(self.workdir, "tensorboard") if tensorboard else None
+        self._tb: _TensorBoard | None = None  # opened at the first TensorBoard write (after any truncate)
+        self._tail_ok = False  # False until a torn last line (killed writer) has been looked for
         if self.active:
-            os.makedirs(workdir, exist_ok=True)
-            if tensorboard:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            paths.makedirs(self.workdir)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.active:
             return
         record = {"step": int(step), "time": time.time()}
         record.update({k: _to_python(v) for k, v in metrics.items()})
-        line = json.dumps(record, sort_keys=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-        if self._tb is not None:
+        if not self._tail_ok:
+            self._drop_torn_line()
+        try:  # one whole line per row; its newline commits it (readers drop an unterminated, unparsable tail)
+            paths.append_text(self.path, json.dumps(record, sort_keys=True) + "\n")
+        except BaseException:
+            self._tail_ok = False  # e.g. a full disk: look for a partial line before the next write
+            raise
+        tb = self._tensorboard()
+        if tb is not None:
             for k, v in record.items():
-                if k in ("step", "time"):
-                    continue
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(k, v, global_step=int(step))
-            self._tb.flush()
+                if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    tb.writer.add_scalar(k, v, global_step=int(step))
+            tb.flush()
 
     def write_image(self, step: int, tag: str, image_hwc_uint8: np.ndarray) -> None:
-        if self.active and self._tb is not None:
-            self._tb.add_image(tag, image_hwc_uint8, global_step=int(step), dataformats="HWC")
+        tb = self._tensorboard()
+        if tb is not None:
+            tb.writer.add_image(tag, image_hwc_uint8, global_step=int(step), dataformats="HWC")
+
+    def truncate(self, step: int) -> int:
+        """Drops the rows and TensorBoard events with a step > `step` (what a killed run wrote after the
+        checkpoint a resumed run restarts from; the resumed run writes them again) and a torn last line.
+        Returns the number of rows dropped."""
+        if not self.active:
+            return 0
+        self._close_tensorboard()
+        dropped = 0
+        if paths.exists(self.path):
+            rows, torn = _parse(self.path, paths.read_bytes(self.path))
+            keep = [line for row, line in rows if row["step"] <= step]
+            dropped = len(rows) - len(keep)
+            if dropped or torn:
+                paths.write_bytes(self.path, b"".join(line + b"\n" for line in keep))
+            if dropped:
+                log.warning("%s: dropped %d rows logged after step %d (a killed run's tail; they are logged again)",
+                            self.path, dropped, step)
+        self._tail_ok = True
+        if self.tensorboard_dir is not None:
+            tensorboard_events.truncate(self.tensorboard_dir, step)
+        return dropped
 
     def close(self) -> None:
+        self._close_tensorboard()
+
+    # ------------------------------------------------------------------------------------------- internals
+    def _drop_torn_line(self) -> None:
+        """Repairs the file's end before appending: an unparsable last line (killed mid-write) is dropped, a
+        complete row missing only its newline gets it (else the next row would merge into it)."""
+        if paths.exists(self.path):
+            data = paths.read_bytes(self.path)
+            rows, torn = _parse(self.path, data)
+            if torn or (data and not data.endswith(b"\n")):
+                paths.write_bytes(self.path, b"".join(line + b"\n" for _, line in rows))
+        self._tail_ok = True
+
+    def _tensorboard(self) -> _TensorBoard | None:
+        if self._tb is None and self.active and self.tensorboard_dir is not None:
+            self._tb = _TensorBoard(self.tensorboard_dir)
+        return self._tb
+
+    def _close_tensorboard(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
 
 
-def read_metrics(path: str) -> list[dict]:
-    """Reads a metrics JSONL file; a truncated last line (killed writer) is reported, not skipped silently."""
+class _TensorBoard:
+    """A tensorboardX SummaryWriter on `logdir`; for a remote logdir (gs://...) it writes into a local
+    temporary folder and uploads its event files (whole: object stores have no append) at every flush."""
+
+    def __init__(self, logdir: str):
+        from tensorboardX import SummaryWriter
+
+        self.logdir = logdir
+        self.local = tempfile.mkdtemp(prefix="tensorboard-") if paths.is_remote(logdir) else logdir
+        # tensorboardX names files by the second; the suffix keeps a run resumed within that second from
+        # overwriting the previous file, and orders them (TensorBoard reads a folder's files in name order).
+        self.writer = SummaryWriter(self.local, filename_suffix=f".{time.time_ns()}")
+        self._uploaded: dict[str, int] = {}  # name -> size last uploaded
+
+    def flush(self) -> None:
+        self.writer.flush()
+        if self.local == self.logdir:
+            return
+        for name in os.listdir(self.local):
+            local = os.path.join(self.local, name)
+            if os.path.getsize(local) != self._uploaded.get(name):
+                with open(local, "rb") as f:
+                    data = f.read()
+                paths.write_bytes(paths.join(self.logdir, name), data)
+                self._uploaded[name] = len(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        self.flush()
+        if self.local != self.logdir:
+            shutil.rmtree(self.local, ignore_errors=True)
+
+
+def _parse(path: str, data: bytes) -> tuple[list[tuple[dict, bytes]], bool]:
+    """([(row, its line without newline)], torn): rows are JSON objects with an int "step", one per line.
+    An unparsable LAST line is a torn write (killed writer, power loss): dropped with a warning naming it
+    (torn=True); an unparsable line before it is corruption: ValueError naming the file and line."""
+    lines = data.split(b"\n")
+    filled = [i for i, line in enumerate(lines) if line.strip()]
     rows = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
+    for i in filled:
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1 or all(not x.strip() for x in lines[i + 1:]):
-                raise ValueError(f"{path}:{i + 1}: last line is incomplete (writer was killed?): {e}") from e
-            raise ValueError(f"{path}:{i + 1}: not valid JSON: {e}") from e
-    return rows
+            row = json.loads(lines[i])
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError(f"expected a JSON object with an integer \"step\", got {lines[i][:80]!r}")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if i != filled[-1]:
+                raise ValueError(f"{path}:{i + 1}: not a metrics row ({e}); only a torn last line is "
+                                 f"skipped") from e
+            log.warning("%s:%d: torn last line dropped (writer killed mid-row?): %r", path, i + 1, lines[i][:80])
+            return rows, True
+        rows.append((row, lines[i]))
+    return rows, False
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a metrics JSONL file (local or gs://...); a torn last line is skipped with a warning,
+    anything unreadable before it raises ValueError naming the file and line."""
+    return [row for row, _ in _parse(path, paths.read_bytes(path))[0]]
 
 
 _ACTIVE_TIMER: contextvars.ContextVar[PhaseTimer | None] = contextvars.ContextVar("phase_timer", default=None)

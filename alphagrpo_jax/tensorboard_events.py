@@ -1,0 +1,71 @@
+"""TensorBoard event files (TFRecord-framed `Event` protos, as tensorboardX writes them): read and truncate.
+
+A record is `len (uint64 LE) | masked crc32c(len) (uint32) | data | masked crc32c(data) (uint32)`. A killed
+writer can leave a partial last record; `read` stops at the first record that is short or fails its CRC.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+
+from alphagrpo_jax import paths
+
+log = logging.getLogger("alphagrpo_jax.tensorboard_events")
+PREFIX = "events.out.tfevents."
+
+
+def _crc(data: bytes) -> int:
+    from tensorboardX.record_writer import masked_crc32c
+
+    return masked_crc32c(data)
+
+
+def frame(data: bytes) -> bytes:
+    header = struct.pack("<Q", len(data))
+    return header + struct.pack("<I", _crc(header)) + data + struct.pack("<I", _crc(data))
+
+
+def read(path: str, data: bytes) -> tuple[list[bytes], bool]:
+    """(serialized events, torn): torn = bytes after the last intact record (dropped, with a warning)."""
+    records, pos = [], 0
+    while pos < len(data):
+        header = data[pos:pos + 8]
+        if len(header) < 8 or struct.unpack("<I", data[pos + 8:pos + 12].ljust(4, b"\0"))[0] != _crc(header):
+            break
+        (n,) = struct.unpack("<Q", header)
+        body, crc = data[pos + 12:pos + 12 + n], data[pos + 12 + n:pos + 16 + n]
+        if len(body) < n or len(crc) < 4 or struct.unpack("<I", crc)[0] != _crc(body):
+            break
+        records.append(body)
+        pos += 16 + n
+    if pos < len(data):
+        log.warning("%s: %d bytes after record %d are not an intact record (writer killed mid-write?); dropped",
+                    path, len(data) - pos, len(records))
+    return records, pos < len(data)
+
+
+def events(path: str) -> list:
+    """The `Event` protos of one event file (tensorboardX's event_pb2)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    return [Event.FromString(r) for r in read(path, paths.read_bytes(path))[0]]
+
+
+def truncate(logdir: str, step: int) -> int:
+    """Rewrites the event files in `logdir` without events of a step > `step` and without a torn tail;
+    returns the number of events dropped (torn bytes not counted)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    dropped = 0
+    for name in paths.listdir(logdir):
+        if not name.startswith(PREFIX):
+            continue
+        path = paths.join(logdir, name)
+        records, torn = read(path, paths.read_bytes(path))
+        keep = [r for r in records if Event.FromString(r).step <= step]
+        if torn or len(keep) < len(records):
+            paths.write_bytes(path, b"".join(frame(r) for r in keep))
+            dropped += len(records) - len(keep)
+    if dropped:
+        log.warning("%s: dropped %d TensorBoard events logged after step %d", logdir, dropped, step)
+    return dropped
