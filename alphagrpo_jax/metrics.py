@@ -2,8 +2,8 @@
 
 - `progress(total, desc)`: a tqdm bar with rate and ETA (quiet on non-zero processes).
 - `MetricsWriter`: appends one JSON object per call to `<workdir>/metrics.jsonl` (a line is written whole,
-  then flushed; `workdir` local or gs://, through paths.py) and, when enabled, scalars to TensorBoard event
-  files via tensorboardX (no TensorFlow). `truncate(step)` on resume drops what a killed run logged after its
+  then flushed; `workdir` local or gs://, through paths.py) and, when enabled, scalars and images to a
+  TensorBoard event file (tensorboard_events.py; written and flushed with each row, no TensorFlow). `truncate(step)` on resume drops what a killed run logged after its
   last checkpoint (rows and events), so a resumed run's history has no duplicates; a torn last line (killed
   mid-row) is dropped with a warning, by the writer and by `read_metrics`.
 - `PhaseTimer`: wall-clock seconds per named phase, with `jax.block_until_ready` on request.
@@ -16,8 +16,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from typing import Any
@@ -65,7 +63,7 @@ class MetricsWriter:
         self.active = _is_main_process()
         self.path = paths.join(self.workdir, filename)
         self.tensorboard_dir = paths.join(self.workdir, "tensorboard") if tensorboard else None
-        self._tb: _TensorBoard | None = None  # opened at the first TensorBoard write (after any truncate)
+        self._tb: tensorboard_events.EventFile | None = None  # opened at the first TensorBoard write
         self._tail_ok = False  # False until a torn last line (killed writer) has been looked for
         if self.active:
             paths.makedirs(self.workdir)
@@ -84,15 +82,20 @@ class MetricsWriter:
             raise
         tb = self._tensorboard()
         if tb is not None:
+            from tensorboardX import summary
+
             for k, v in record.items():
                 if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    tb.writer.add_scalar(k, v, global_step=int(step))
+                    tb.add(int(step), summary.scalar(k, v))
             tb.flush()
 
     def write_image(self, step: int, tag: str, image_hwc_uint8: np.ndarray) -> None:
         tb = self._tensorboard()
         if tb is not None:
-            tb.writer.add_image(tag, image_hwc_uint8, global_step=int(step), dataformats="HWC")
+            from tensorboardX import summary
+
+            tb.add(int(step), summary.image(tag, image_hwc_uint8, dataformats="HWC"))
+            tb.flush()
 
     def truncate(self, step: int) -> int:
         """Drops the rows and TensorBoard events with a step > `step` (what a killed run wrote after the
@@ -130,49 +133,15 @@ class MetricsWriter:
                 paths.write_bytes(self.path, b"".join(line + b"\n" for _, line in rows))
         self._tail_ok = True
 
-    def _tensorboard(self) -> _TensorBoard | None:
+    def _tensorboard(self) -> tensorboard_events.EventFile | None:
         if self._tb is None and self.active and self.tensorboard_dir is not None:
-            self._tb = _TensorBoard(self.tensorboard_dir)
+            self._tb = tensorboard_events.EventFile(self.tensorboard_dir)
         return self._tb
 
     def _close_tensorboard(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-
-
-class _TensorBoard:
-    """A tensorboardX SummaryWriter on `logdir`; for a remote logdir (gs://...) it writes into a local
-    temporary folder and uploads its event files (whole: object stores have no append) at every flush."""
-
-    def __init__(self, logdir: str):
-        from tensorboardX import SummaryWriter
-
-        self.logdir = logdir
-        self.local = tempfile.mkdtemp(prefix="tensorboard-") if paths.is_remote(logdir) else logdir
-        # tensorboardX names files by the second; the suffix keeps a run resumed within that second from
-        # overwriting the previous file, and orders them (TensorBoard reads a folder's files in name order).
-        self.writer = SummaryWriter(self.local, filename_suffix=f".{time.time_ns()}")
-        self._uploaded: dict[str, int] = {}  # name -> size last uploaded
-
-    def flush(self) -> None:
-        self.writer.flush()
-        if self.local == self.logdir:
-            return
-        for name in os.listdir(self.local):
-            local = os.path.join(self.local, name)
-            if os.path.getsize(local) != self._uploaded.get(name):
-                with open(local, "rb") as f:
-                    data = f.read()
-                paths.write_bytes(paths.join(self.logdir, name), data)
-                self._uploaded[name] = len(data)
-
-    def close(self) -> None:
-        self.flush()
-        self.writer.close()
-        self.flush()
-        if self.local != self.logdir:
-            shutil.rmtree(self.local, ignore_errors=True)
 
 
 def _parse(path: str, data: bytes) -> tuple[list[tuple[dict, bytes]], bool]:

@@ -1,12 +1,17 @@
-"""TensorBoard event files (TFRecord-framed `Event` protos, as tensorboardX writes them): read and truncate.
+"""TensorBoard event files (TFRecord-framed `Event` protos, tensorboardX's event_pb2): write, read, truncate.
 
 A record is `len (uint64 LE) | masked crc32c(len) (uint32) | data | masked crc32c(data) (uint32)`. A killed
 writer can leave a partial last record; `read` stops at the first record that is short or fails its CRC.
+`EventFile` writes synchronously (tensorboardX's SummaryWriter queues events in a thread and flushes the file
+every 2 minutes: a killed run would lose them); on an object store (gs://) the file is rewritten whole at each
+flush, as object stores have no append.
 """
 from __future__ import annotations
 
 import logging
+import socket
 import struct
+import time
 
 from alphagrpo_jax import paths
 
@@ -18,6 +23,40 @@ def _crc(data: bytes) -> int:
     from tensorboardX.record_writer import masked_crc32c
 
     return masked_crc32c(data)
+
+
+class EventFile:
+    """A new event file in `logdir` (local or remote), named so that files sort in creation order (TensorBoard
+    reads a folder's files in name order). `add` buffers, `flush` writes; one writer per file."""
+
+    def __init__(self, logdir: str):
+        from tensorboardX.proto.event_pb2 import Event
+
+        now = time.time_ns()
+        self.path = paths.join(logdir, f"{PREFIX}{now // 10**9:010d}.{socket.gethostname()}.{now}")
+        paths.makedirs(logdir)
+        self._written = b""  # remote only: the file's content so far (rewritten whole at each flush)
+        self._pending = [frame(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())]
+        self.flush()
+
+    def add(self, step: int, summary) -> None:
+        """Buffers `summary` (a tensorboardX Summary proto) at `step`."""
+        from tensorboardX.proto.event_pb2 import Event
+
+        self._pending.append(frame(Event(wall_time=time.time(), step=int(step), summary=summary)
+                                   .SerializeToString()))
+
+    def flush(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if paths.is_remote(self.path):
+            self._written += data
+            paths.write_bytes(self.path, self._written)
+        else:
+            with paths.open(self.path, "ab") as f:
+                f.write(data)
+
+    def close(self) -> None:
+        self.flush()
 
 
 def frame(data: bytes) -> bytes:

@@ -150,3 +150,15 @@ def test_phase_records_into_the_active_timer_only():
             pass  # a nested active timer takes the sub-phase
     out = timer.pop()
     assert set(out) == {"time/inside"} and out["time/inside"] >= 0.01
+
+
+def test_event_framing_matches_tensorboardx(tmp_path):
+    from tensorboardX.record_writer import RecordWriter
+
+    w = RecordWriter(str(tmp_path / "rec"))
+    for data in (b"", b"abc", bytes(range(256)) * 3):
+        w.write(data)
+    w.close()
+    expected = (tmp_path / "rec").read_bytes()
+    assert b"".join(tensorboard_events.frame(d) for d in (b"", b"abc", bytes(range(256)) * 3)) == expected
+    assert tensorboard_events.read("rec", expected) == ([b"", b"abc", bytes(range(256)) * 3], False)
