@@ -3,9 +3,9 @@
 - `progress(total, desc)`: a tqdm bar with rate and ETA (quiet on non-zero processes).
 - `MetricsWriter`: appends one JSON object per call to `<workdir>/metrics.jsonl` (a line is written whole,
   then flushed; `workdir` local or gs://, through paths.py) and, when enabled, scalars and images to a
-  TensorBoard event file (tensorboard_events.py; written and flushed with each row, no TensorFlow). `truncate(step)` on resume drops what a killed run logged after its
-  last checkpoint (rows and events), so a resumed run's history has no duplicates; a torn last line (killed
-  mid-row) is dropped with a warning, by the writer and by `read_metrics`.
+  TensorBoard event file (tensorboard_events.py; flushed with each row; no TensorFlow). On resume,
+  `truncate(step)` drops what a killed run logged after its last checkpoint (rows and events), so the history
+  has no duplicates; a torn last line (killed mid-row) is dropped with a warning (writer and `read_metrics`).
 - `PhaseTimer`: wall-clock seconds per named phase, with `jax.block_until_ready` on request.
 """
 from __future__ import annotations

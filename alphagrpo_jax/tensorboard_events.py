@@ -20,9 +20,13 @@ PREFIX = "events.out.tfevents."
 
 
 def _crc(data: bytes) -> int:
-    from tensorboardX.record_writer import masked_crc32c
-
-    return masked_crc32c(data)
+    """TFRecord's masked CRC-32C (google_crc32c's C code, installed with gcsfs; else tensorboardX's, in Python)."""
+    try:
+        from google_crc32c import value as crc32c
+    except ImportError:
+        from tensorboardX.crc32c import crc32c
+    x = crc32c(data) & 0xFFFFFFFF
+    return (((x >> 15) | (x << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 class EventFile:

@@ -162,3 +162,11 @@ def test_event_framing_matches_tensorboardx(tmp_path):
     expected = (tmp_path / "rec").read_bytes()
     assert b"".join(tensorboard_events.frame(d) for d in (b"", b"abc", bytes(range(256)) * 3)) == expected
     assert tensorboard_events.read("rec", expected) == ([b"", b"abc", bytes(range(256)) * 3], False)
+
+
+def test_truncate_before_the_first_checkpoint_drops_step_0_rows_too(tmp_path):
+    w = metrics.MetricsWriter(str(tmp_path))
+    w.write(0, {"eval/reward": 0.5})  # the trainer's step-0 eval, logged again by a run that restarts from 0
+    w.write(1, {"loss": 1.0})
+    assert metrics.MetricsWriter(str(tmp_path)).truncate(-1) == 2
+    assert metrics.read_metrics(str(tmp_path / "metrics.jsonl")) == []
