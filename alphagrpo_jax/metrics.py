@@ -2,7 +2,10 @@
 
 - `progress(total, desc)`: a tqdm bar with rate and ETA (quiet on non-zero processes).
 - `MetricsWriter`: appends one JSON object per call to `<workdir>/metrics.jsonl` (a line is written whole,
-  then flushed) and, when enabled, scalars to TensorBoard event files via tensorboardX (no TensorFlow).
+  then flushed; `workdir` local or gs://, through paths.py) and, when enabled, scalars and images to a
+  TensorBoard event file (tensorboard_events.py; flushed with each row; no TensorFlow). On resume,
+  `truncate(step)` drops what a killed run logged after its last checkpoint (rows and events), so the history
+  has no duplicates; a torn last line (killed mid-row) is dropped with a warning (writer and `read_metrics`).
 - `PhaseTimer`: wall-clock seconds per named phase, with `jax.block_until_ready` on request.
 """
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import math
 import os
 import time
@@ -18,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from alphagrpo_jax import paths, tensorboard_events
+
+log = logging.getLogger("alphagrpo_jax.metrics")
 
 def _is_main_process() -> bool:
     try:
@@ -48,62 +55,121 @@ def _to_python(v: Any):
 
 
 class MetricsWriter:
-    """JSONL (+ optional TensorBoard) metrics in `workdir`. Only process 0 writes."""
+    """metrics.jsonl (+ optional TensorBoard scalars and images) in `workdir`, a local folder or gs://...
+    Only process 0 writes. A resumed run calls `truncate(restored_step)` before its first write."""
 
     def __init__(self, workdir: str, tensorboard: bool = False, filename: str = "metrics.jsonl"):
-        self.workdir = workdir
+        self.workdir = os.fspath(workdir)
         self.active = _is_main_process()
-        self._tb = None
-        self.path = os.path.join(workdir, filename)
+        self.path = paths.join(self.workdir, filename)
+        self.tensorboard_dir = paths.join(self.workdir, "tensorboard") if tensorboard else None
+        self._tb: tensorboard_events.EventFile | None = None  # opened at the first TensorBoard write
+        self._tail_ok = False  # False until a torn last line (killed writer) has been looked for
         if self.active:
-            os.makedirs(workdir, exist_ok=True)
-            if tensorboard:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            paths.makedirs(self.workdir)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.active:
             return
         record = {"step": int(step), "time": time.time()}
         record.update({k: _to_python(v) for k, v in metrics.items()})
-        line = json.dumps(record, sort_keys=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-        if self._tb is not None:
+        if not self._tail_ok:
+            self._drop_torn_line()
+        try:  # one whole line per row; its newline commits it (readers drop an unterminated, unparsable tail)
+            paths.append_text(self.path, json.dumps(record, sort_keys=True) + "\n")
+        except BaseException:
+            self._tail_ok = False  # e.g. a full disk: look for a partial line before the next write
+            raise
+        tb = self._tensorboard()
+        if tb is not None:
+            from tensorboardX import summary
+
             for k, v in record.items():
-                if k in ("step", "time"):
-                    continue
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(k, v, global_step=int(step))
-            self._tb.flush()
+                if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    tb.add(int(step), summary.scalar(k, v))
+            tb.flush()
 
     def write_image(self, step: int, tag: str, image_hwc_uint8: np.ndarray) -> None:
-        if self.active and self._tb is not None:
-            self._tb.add_image(tag, image_hwc_uint8, global_step=int(step), dataformats="HWC")
+        tb = self._tensorboard()
+        if tb is not None:
+            from tensorboardX import summary
+
+            tb.add(int(step), summary.image(tag, image_hwc_uint8, dataformats="HWC"))
+            tb.flush()
+
+    def truncate(self, step: int) -> int:
+        """Drops the rows and TensorBoard events with a step > `step` (what a killed run wrote after the
+        checkpoint a resumed run restarts from; the resumed run writes them again) and a torn last line.
+        Returns the number of rows dropped."""
+        if not self.active:
+            return 0
+        self._close_tensorboard()
+        dropped = 0
+        if paths.exists(self.path):
+            rows, torn = _parse(self.path, paths.read_bytes(self.path))
+            keep = [line for row, line in rows if row["step"] <= step]
+            dropped = len(rows) - len(keep)
+            if dropped or torn:
+                paths.write_bytes(self.path, b"".join(line + b"\n" for line in keep))
+            if dropped:
+                log.warning("%s: dropped %d rows logged after step %d (a killed run's tail; they are logged again)",
+                            self.path, dropped, step)
+        self._tail_ok = True
+        if self.tensorboard_dir is not None:
+            tensorboard_events.truncate(self.tensorboard_dir, step)
+        return dropped
 
     def close(self) -> None:
+        self._close_tensorboard()
+
+    # ------------------------------------------------------------------------------------------- internals
+    def _drop_torn_line(self) -> None:
+        """Repairs the file's end before appending: an unparsable last line (killed mid-write) is dropped, a
+        complete row missing only its newline gets it (else the next row would merge into it)."""
+        if paths.exists(self.path):
+            data = paths.read_bytes(self.path)
+            rows, torn = _parse(self.path, data)
+            if torn or (data and not data.endswith(b"\n")):
+                paths.write_bytes(self.path, b"".join(line + b"\n" for _, line in rows))
+        self._tail_ok = True
+
+    def _tensorboard(self) -> tensorboard_events.EventFile | None:
+        if self._tb is None and self.active and self.tensorboard_dir is not None:
+            self._tb = tensorboard_events.EventFile(self.tensorboard_dir)
+        return self._tb
+
+    def _close_tensorboard(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
 
 
-def read_metrics(path: str) -> list[dict]:
-    """Reads a metrics JSONL file; a truncated last line (killed writer) is reported, not skipped silently."""
+def _parse(path: str, data: bytes) -> tuple[list[tuple[dict, bytes]], bool]:
+    """([(row, its line without newline)], torn): rows are JSON objects with an int "step", one per line.
+    An unparsable LAST line is a torn write (killed writer, power loss): dropped with a warning naming it
+    (torn=True); an unparsable line before it is corruption: ValueError naming the file and line."""
+    lines = data.split(b"\n")
+    filled = [i for i, line in enumerate(lines) if line.strip()]
     rows = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
+    for i in filled:
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1 or all(not x.strip() for x in lines[i + 1:]):
-                raise ValueError(f"{path}:{i + 1}: last line is incomplete (writer was killed?): {e}") from e
-            raise ValueError(f"{path}:{i + 1}: not valid JSON: {e}") from e
-    return rows
+            row = json.loads(lines[i])
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError(f"expected a JSON object with an integer \"step\", got {lines[i][:80]!r}")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if i != filled[-1]:
+                raise ValueError(f"{path}:{i + 1}: not a metrics row ({e}); only a torn last line is "
+                                 f"skipped") from e
+            log.warning("%s:%d: torn last line dropped (writer killed mid-row?): %r", path, i + 1, lines[i][:80])
+            return rows, True
+        rows.append((row, lines[i]))
+    return rows, False
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a metrics JSONL file (local or gs://...); a torn last line is skipped with a warning,
+    anything unreadable before it raises ValueError naming the file and line."""
+    return [row for row, _ in _parse(path, paths.read_bytes(path))[0]]
 
 
 _ACTIVE_TIMER: contextvars.ContextVar[PhaseTimer | None] = contextvars.ContextVar("phase_timer", default=None)

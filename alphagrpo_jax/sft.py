@@ -234,17 +234,6 @@ def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: 
 
 # ------------------------------------------------------------------------------------------------ loop
 
-def _trim_metrics(path: str, last_step: int) -> None:
-    """Drops records logged after the restored checkpoint (a killed run's tail), so curves stay single."""
-    if not os.path.exists(path):
-        return
-    rows = [r for r in metrics.read_metrics(path) if r["step"] <= last_step]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-    os.replace(tmp, path)
-
-
 def evaluate(rel: release_lib.Release, ec, seed: int) -> tuple[dict, np.ndarray]:
     """Held-out prompts (`ec.per_category` per category), ODE sampling with text CFG, plain and (ec.think)
     think mode; DVReward through the toy verifier (geometric). Returns (metrics, sample grid uint8)."""
@@ -323,8 +312,8 @@ def train(config, step_hook=None) -> dict:
                 state, extras = ckpt.restore(setup.abstract_state())
                 it.set_state(extras["data"])
                 start, seen = int(extras["step"]), extras["seen"]
-                _trim_metrics(writer.path, start)
                 log.info("resumed from step %d (%s)", start, ckpt.directory)
+            writer.truncate(start)  # what a killed run logged after its last checkpoint is logged again
             bar = metrics.progress(config.total_steps, "sft", initial=start, unit="step")
             t_last = time.perf_counter()
             for step in range(start + 1, config.total_steps + 1):

@@ -158,6 +158,7 @@ def _train(config, mesh, workdir, timer) -> dict:
         data_it.set_state(extras["data"])
         start = int(extras["step"])
         log.info("resumed from step %d", start)
+    writer.truncate(start or -1)  # what a killed run logged after its checkpoint (all: step 0 too) is logged again
     results: dict = {}
     kinds = tuple(config.task.kinds)
     srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in kinds else None

@@ -1,11 +1,22 @@
 import json
+import logging
 import math
+import os
 import time
 
 import numpy as np
 import pytest
 
-from alphagrpo_jax import metrics
+from alphagrpo_jax import metrics, paths, tensorboard_events
+
+
+def _scalars(logdir):
+    """Sorted (tag, step, value) of every scalar in the event files under `logdir` (local or remote)."""
+    out = []
+    for name in paths.listdir(logdir):
+        for e in tensorboard_events.events(paths.join(logdir, name)):
+            out += [(v.tag, e.step, v.simple_value) for v in e.summary.value]
+    return sorted(out)
 
 
 def test_jsonl_and_tensorboard(tmp_path):
@@ -17,15 +28,93 @@ def test_jsonl_and_tensorboard(tmp_path):
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["loss"] == 0.5 and rows[0]["reward"] == 0.25 and rows[0]["hist"] == [0, 1, 2]
     assert rows[0]["bad"] == "nan"
-    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert events and events[0].stat().st_size > 0
+    assert _scalars(str(tmp_path / "tensorboard")) == [("loss", 1, 0.5), ("loss", 2, 0.25), ("reward", 1, 0.25)]
 
 
-def test_truncated_last_line_is_reported(tmp_path):
+def test_torn_last_line_is_skipped_with_a_warning(tmp_path, caplog):
     p = tmp_path / "metrics.jsonl"
     p.write_text(json.dumps({"step": 1}) + "\n" + '{"step": 2, "lo')
-    with pytest.raises(ValueError, match="incomplete"):
+    with caplog.at_level(logging.WARNING):
+        assert metrics.read_metrics(str(p)) == [{"step": 1}]
+    assert f"{p}:2: torn last line" in caplog.text
+    # The writer drops it before appending, so the next row does not merge into it.
+    w = metrics.MetricsWriter(str(tmp_path))
+    w.write(2, {"loss": 1.0})
+    assert [(r["step"], r.get("loss")) for r in metrics.read_metrics(str(p))] == [(1, None), (2, 1.0)]
+    assert p.read_text().endswith("}\n") and p.read_text().count("\n") == 2
+
+
+def test_complete_last_row_without_newline_is_kept(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text(json.dumps({"step": 1}) + "\n" + json.dumps({"step": 2}))  # only the newline was lost
+    assert [r["step"] for r in metrics.read_metrics(str(p))] == [1, 2]
+    metrics.MetricsWriter(str(tmp_path)).write(3, {})
+    assert [r["step"] for r in metrics.read_metrics(str(p))] == [1, 2, 3]
+
+
+def test_corruption_before_the_last_line_is_refused(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 1}\n{"step": 2, "lo{"step": 3}\n{"step": 4}\n')  # old writers merged torn lines
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a metrics row"):
         metrics.read_metrics(str(p))
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a metrics row"):
+        metrics.MetricsWriter(str(tmp_path)).truncate(3)
+
+
+def test_report_skips_a_torn_last_line(tmp_path, caplog):
+    from alphagrpo_jax import report
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "reward/mean": s / 10}) + "\n"
+                                                    for s in (1, 2)) + '{"step": 3, "rew')
+    with caplog.at_level(logging.WARNING):
+        steps, values = report.curves(str(tmp_path / "metrics.jsonl"))["reward/mean"]
+    assert steps.tolist() == [1, 2] and values.tolist() == [0.1, 0.2] and "torn last line" in caplog.text
+
+
+def _killed_run(workdir, tensorboard=True):
+    """What a run killed during step 4 leaves: rows and events of steps 1-3, a row torn mid-write."""
+    w = metrics.MetricsWriter(workdir, tensorboard=tensorboard)
+    for s in (1, 2, 3):
+        w.write(s, {"loss": s / 4})
+    w.write_image(3, "grid", np.zeros((2, 2, 3), np.uint8))
+    w.close()
+    paths.append_text(paths.join(workdir, "metrics.jsonl"), '{"loss": 1.0, "st')
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_truncate_on_resume_drops_what_the_killed_run_logged_after_the_checkpoint(tmp_path, where):
+    workdir = str(tmp_path) if where == "local" else f"memory://bucket/{tmp_path.name}/run"
+    _killed_run(workdir)
+    # Resume from the step-1 checkpoint: steps 2-4 are logged again.
+    w = metrics.MetricsWriter(workdir, tensorboard=True)
+    assert w.truncate(1) == 2
+    for s in (2, 3, 4):
+        w.write(s, {"loss": s / 4})
+    w.close()
+    rows = metrics.read_metrics(paths.join(workdir, "metrics.jsonl"))
+    assert [(r["step"], r["loss"]) for r in rows] == [(s, s / 4) for s in (1, 2, 3, 4)]
+    tb = paths.join(workdir, "tensorboard")
+    assert _scalars(tb) == [("loss", s, s / 4) for s in (1, 2, 3, 4)]
+    images = [e.step for n in paths.listdir(tb) for e in tensorboard_events.events(paths.join(tb, n))
+              if any(v.HasField("image") for v in e.summary.value)]
+    assert images == []  # the step-3 image was logged after the checkpoint: dropped with it
+    if where == "memory":
+        assert not os.path.exists("memory:")  # nothing written to a local folder named after the scheme
+
+
+def test_truncate_repairs_a_torn_event_record(tmp_path):
+    w = metrics.MetricsWriter(str(tmp_path), tensorboard=True)
+    for s in (1, 2):
+        w.write(s, {"loss": float(s)})
+    w.close()
+    (name,) = os.listdir(tmp_path / "tensorboard")
+    f = tmp_path / "tensorboard" / name
+    f.write_bytes(f.read_bytes()[:-7])  # killed mid-record: the step-2 event is cut
+    assert tensorboard_events.read(str(f), f.read_bytes())[1]  # torn
+    assert _scalars(str(tmp_path / "tensorboard")) == [("loss", 1, 1.0)]
+    metrics.MetricsWriter(str(tmp_path), tensorboard=True).truncate(5)
+    records, torn = tensorboard_events.read(str(f), f.read_bytes())
+    assert not torn and len(records) == 2  # file version + step 1, framed with valid CRCs
 
 
 def test_phase_timer():
@@ -61,3 +150,23 @@ def test_phase_records_into_the_active_timer_only():
             pass  # a nested active timer takes the sub-phase
     out = timer.pop()
     assert set(out) == {"time/inside"} and out["time/inside"] >= 0.01
+
+
+def test_event_framing_matches_tensorboardx(tmp_path):
+    from tensorboardX.record_writer import RecordWriter
+
+    w = RecordWriter(str(tmp_path / "rec"))
+    for data in (b"", b"abc", bytes(range(256)) * 3):
+        w.write(data)
+    w.close()
+    expected = (tmp_path / "rec").read_bytes()
+    assert b"".join(tensorboard_events.frame(d) for d in (b"", b"abc", bytes(range(256)) * 3)) == expected
+    assert tensorboard_events.read("rec", expected) == ([b"", b"abc", bytes(range(256)) * 3], False)
+
+
+def test_truncate_before_the_first_checkpoint_drops_step_0_rows_too(tmp_path):
+    w = metrics.MetricsWriter(str(tmp_path))
+    w.write(0, {"eval/reward": 0.5})  # the trainer's step-0 eval, logged again by a run that restarts from 0
+    w.write(1, {"loss": 1.0})
+    assert metrics.MetricsWriter(str(tmp_path)).truncate(-1) == 2
+    assert metrics.read_metrics(str(tmp_path / "metrics.jsonl")) == []
