@@ -138,7 +138,8 @@ class CheckpointManager:
             return out
         if not damaged:
             raise FileNotFoundError(f"checkpointing: no checkpoint in {self.directory}")
-        raise CheckpointDamagedError(f"checkpointing: no intact checkpoint in {self.directory}: "
+        raise CheckpointDamagedError(f"checkpointing: no intact checkpoint in {self.directory} (nothing was moved; "
+                                     "a config whose model differs from the run's fails this way on every step): "
                                      + "; ".join(str(e) for _, e in damaged))
 
     def _step_dir(self, step: int) -> str:
@@ -164,7 +165,9 @@ class CheckpointManager:
             try:
                 out = self._mgr.restore(step, args=args)
             except Exception as e:  # noqa: BLE001  (any read failure of stored data means a damaged step)
-                first = (str(e).strip().splitlines() or [""])[0][:300]
+                while (e.__cause__ or e.__context__) is not None:  # the innermost (TensorStore's) error says most
+                    e = e.__cause__ or e.__context__
+                first = (str(e).strip().splitlines() or [""])[0][:400]
                 problem = f"Orbax cannot read it ({type(e).__name__}: {first})"
         problem = _agree(problem)  # every host takes the same branch (the checks below are collective)
         if problem is not None:
