@@ -172,3 +172,67 @@ def test_digests_do_not_depend_on_the_sharding():
     b = integrity.inspect({"x": jax.device_put(x, NamedSharding(mesh_b, P("tensor", "data")))})[0]
     c = integrity.inspect({"x": x.at[3, 7].set(jnp.nextafter(x[3, 7], jnp.inf))})[0]
     assert a == b != c
+
+
+# ------------------------------------------------------------------------------------------------ release files
+def _small_release_file(path):
+    from alphagrpo_jax.models.bagel import safetensors_io
+
+    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(5, np.float32)}
+    safetensors_io.write(str(path), [(k, v.shape, v.dtype) for k, v in arrays.items()], arrays.__getitem__)
+    return arrays
+
+
+def test_written_files_carry_a_sha256_that_loads_verify(tmp_path):
+    import hashlib
+
+    from alphagrpo_jax.models.bagel import safetensors_io
+
+    path = tmp_path / "ema.safetensors"
+    arrays = _small_release_file(path)
+    side = (tmp_path / "ema.safetensors.sha256").read_text()
+    assert side == f"{hashlib.sha256(path.read_bytes()).hexdigest()}  ema.safetensors\n"  # `sha256sum -c` format
+    assert safetensors_io.verify_checksum(str(path))
+    np.testing.assert_array_equal(safetensors_io.SafetensorsFile(str(path))["a"], arrays["a"])
+    _flip_byte(str(path))
+    with pytest.raises(safetensors_io.SafetensorsError, match=r"ema.safetensors: sha256 [0-9a-f]{64} does not match "
+                                                                r".*ema.safetensors.sha256"):
+        safetensors_io.verify_checksum(str(path))
+    assert not safetensors_io.verify_checksum(str(tmp_path / "no_sidecar.safetensors"))
+
+
+def test_damaged_release_weights_are_one_line_errors(tmp_path):
+    """The golden release's ema.safetensors truncated, with a garbage header, or damaged under its .sha256: each is a
+    one-line error naming the file, what was found and what was expected (not a reshape or overflow error)."""
+    import shutil
+
+    from alphagrpo_jax.models.bagel import release, safetensors_io
+    from tests.models.bagel.parity_utils import GOLDENS
+
+    rel = tmp_path / "rel"
+    shutil.copytree(GOLDENS, rel)
+    ema = rel / "ema.safetensors"
+    good = ema.read_bytes()
+    mesh = make_mesh({"fsdp": -1})
+    cases = [
+        (good[: len(good) - 1000], r"ema.safetensors: truncated: \d+ bytes, the header declares \d+ bytes of tensor "
+                                   r"data \(expected a file of \d+ bytes\)"),
+        (good[:100], r"ema.safetensors: not a safetensors file or truncated: its first 8 bytes give a header of \d+ "
+                     r"bytes, the file has 100"),
+        (np.random.default_rng(0).bytes(64) + good[64:], r"ema.safetensors: not a safetensors file or truncated"),
+        (good[:3], r"ema.safetensors: 3 bytes, too short to be a safetensors file"),
+    ]
+    for data, want in cases:
+        ema.write_bytes(data)
+        with pytest.raises(safetensors_io.SafetensorsError, match=want) as e:
+            release.load_release(str(rel), mesh)
+        assert "\n" not in str(e.value)
+    # A file this project wrote (sha256 beside it), then damaged in place: the checksum catches what the layout
+    # checks cannot.
+    src = safetensors_io.SafetensorsFile(str(GOLDENS / "ema.safetensors"))
+    safetensors_io.write(str(ema), [(k, src.shape(k), src.dtype(k)) for k in src.keys()], lambda k: np.array(src[k]),
+                         src.metadata)
+    assert safetensors_io.verify_checksum(str(ema))
+    _flip_byte(str(ema))
+    with pytest.raises(safetensors_io.SafetensorsError, match="does not match .*ema.safetensors.sha256"):
+        release.load_release(str(rel), mesh)
