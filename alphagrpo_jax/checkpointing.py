@@ -36,11 +36,13 @@ that stops for it exits with PREEMPTED_EXIT_CODE (75) after saving.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -76,6 +78,10 @@ class CheckpointManager:
         self._mgr = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE, EXTRAS))
         self._signalled = False
         self._previous_handler = None
+        self._closed = False
+        if jax.process_count() == 1:  # a trainer stopped by an exception still finalises its last async save
+            # threading's exit hooks run before concurrent.futures stops taking work (atexit's run after it).
+            getattr(threading, "_register_atexit", atexit.register)(self._finish_at_exit)
 
     # ------------------------------------------------------------------------------------------- preemption
     def install_preemption_handler(self) -> None:
@@ -210,10 +216,15 @@ class CheckpointManager:
     def wait_until_finished(self) -> None:
         self._mgr.wait_until_finished()
 
+    def _finish_at_exit(self) -> None:
+        if not self._closed:
+            self._mgr.wait_until_finished()
+
     def close(self) -> None:
         """Waits for pending saves, releases Orbax and restores the previous SIGTERM handler."""
         self._mgr.wait_until_finished()
         self._mgr.close()
+        self._closed = True
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._previous_handler = None

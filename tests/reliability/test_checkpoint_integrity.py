@@ -236,3 +236,18 @@ def test_damaged_release_weights_are_one_line_errors(tmp_path):
     _flip_byte(str(ema))
     with pytest.raises(safetensors_io.SafetensorsError, match="does not match .*ema.safetensors.sha256"):
         release.load_release(str(rel), mesh)
+
+
+def test_an_exception_after_an_async_save_still_finalises_it(tmp_path):
+    """A trainer stopped by an error (e.g. the non-finite guard) right after starting an async save keeps that step."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = ("import jax.numpy as jnp\nfrom alphagrpo_jax import checkpointing\n"
+              f"c = checkpointing.CheckpointManager({str(tmp_path / 'ck')!r})\n"
+              "c.save(4, {'w': jnp.ones((512, 512))}, {'step': 4})\nraise RuntimeError('stopped')\n")
+    r = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"})
+    assert r.returncode == 1 and "RuntimeError: stopped" in r.stderr
+    assert checkpointing.CheckpointManager(str(tmp_path / "ck")).latest_step() == 4
