@@ -6,10 +6,10 @@ say loudly when a step had no learning signal at all.
         row["grad_norm"] = float(learner.apply(grad_sum, n_rounds))
         guard.check_params(step, learner.trainable)
 
-A step whose loss metrics or accumulated gradients (any leaf, or their global norm) are non-finite is not applied:
-a WARNING names the step and the first non-finite leaves; at the `max_nonfinite_steps`-th such step in a row
-(counted from the start or the resume of the process; 1 = the first) the run stops with `NonFiniteError` naming
-the step and the leaves, before any checkpoint of that step is written. Metrics added to the row: `rounds_skipped` (rounds
+A step whose loss metrics or accumulated gradients (any leaf, or their global norm) are non-finite is not applied: a
+WARNING names the step and the first non-finite leaves; at the `max_nonfinite_steps`-th such step in a row (counted
+from the start or the resume of the process; 1 = the first) the run stops with `NonFiniteError` naming the step and
+the leaves, before any checkpoint of that step is written. Metrics added to the row: `rounds_skipped` (rounds
 without learning signal) and `update_skipped` (1 when the step applied no update: no signal or non-finite).
 """
 from __future__ import annotations

@@ -69,7 +69,7 @@ def _truncate_extras(step_dir):
     (lambda d: _flip_byte(_largest_data_file(d)), "(checksum mismatch|Orbax cannot read)"),
     (lambda d: _truncate(_largest_data_file(d)), "Orbax cannot read"),
     (_truncate_extras, r"extras file .*extras/metadata is unreadable or not JSON"),
-])
+], ids=["4KiB_garbage", "flipped_byte", "truncated_data", "truncated_extras"])
 def test_damaged_latest_step_falls_back_to_the_newest_intact_one(tmp_path, caplog, damage, reason):
     mesh = make_mesh({"fsdp": -1})
     d = tmp_path / "ck"
@@ -153,7 +153,8 @@ def test_step_without_checksums_is_checked_for_finiteness_and_warned(tmp_path, c
     nan = _state(mesh, 2)
     nan["params"]["b"] = nan["params"]["b"] * jnp.inf
     for step, st in ((1, _state(mesh, 1)), (2, nan)):
-        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(st), extras=ocp.args.JsonSave({"step": step})))
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(st),
+                                               extras=ocp.args.JsonSave({"step": step})))
     mgr.wait_until_finished()
     mgr.close()
     ckpt = checkpointing.CheckpointManager(d, keep=None)
