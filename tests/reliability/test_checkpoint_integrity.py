@@ -14,6 +14,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from alphagrpo_jax import checkpointing, integrity
 from alphagrpo_jax.parallel.mesh import make_mesh
 
+# Orbax leaves un-awaited read coroutines behind when a damaged step fails to restore (harmless).
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def _state(mesh, step):
     """Incompressible float data (so every byte of the data file matters) plus an int leaf, sharded."""
