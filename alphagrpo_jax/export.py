@@ -58,7 +58,8 @@ def export(config, out: str, step: int | None = None) -> str:
             model = lora.merge_lora(model)
         os.makedirs(out, exist_ok=True)
         for name in sorted(os.listdir(src)):
-            if name != "ema.safetensors" and os.path.isfile(os.path.join(src, name)):
+            # ema.safetensors and its .sha256 are written below (other checksum files travel with their file)
+            if not name.startswith("ema.safetensors") and os.path.isfile(os.path.join(src, name)):
                 shutil.copy2(os.path.join(src, name), os.path.join(out, name))
         meta = {"exported_from": os.path.abspath(config.workdir) if "://" not in config.workdir else config.workdir,
                 "step": str(extras["step"])}

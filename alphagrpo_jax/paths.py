@@ -141,6 +141,15 @@ def copy(src, dst) -> None:
     write_bytes(dst, read_bytes(src))
 
 
+def move(src, dst) -> None:
+    """Moves a file or a folder within one filesystem (an object store copies, then deletes)."""
+    if not is_remote(src):
+        os.replace(os.fspath(src), os.fspath(dst))
+        return
+    fs, p = _fs(src)
+    fs.mv(p, _fs(dst)[1], recursive=True)
+
+
 def local_copy(path, suffix: str = "") -> str:
     """A local file with `path`'s content (the path itself when local): for libraries that need a real file."""
     if not is_remote(path):

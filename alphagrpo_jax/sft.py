@@ -31,7 +31,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from alphagrpo_jax import checkpointing, metrics, optim
+from alphagrpo_jax import checkpointing, integrity, metrics, optim
 from alphagrpo_jax.models.bagel import checkpoint as ckpt_io, config as config_lib, model as model_lib, packed
 from alphagrpo_jax.models.bagel import release as release_lib
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
@@ -374,7 +374,13 @@ def main(config) -> None:
     checks.int_at_least(config.grad_accum, 1, "config.grad_accum")
     checks.int_at_least(config.data.rows, 1, "config.data.rows")
     checks.writable_folder(config.workdir, "config.workdir")
-    train(config)
+    try:
+        out = train(config)
+    except (integrity.NonFiniteError, checkpointing.CheckpointDamagedError) as e:
+        raise SystemExit(f"error: {e}") from e  # one line, exit 1
+    if "preempted_at" in out:  # not finished (no export yet): the scheduler should requeue it
+        print(f"preempted at step {out['preempted_at']}; checkpoint saved; rerun the same command to resume")
+        raise SystemExit(checkpointing.PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

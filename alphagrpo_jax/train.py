@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alphagrpo_jax import checkpointing, cli, metrics as metrics_lib, optim
+from alphagrpo_jax import checkpointing, cli, integrity, metrics as metrics_lib, optim
 from alphagrpo_jax.parallel import distributed, hostdata, mesh as mesh_lib, rules as rules_lib
 
 log = logging.getLogger("alphagrpo_jax.train")
@@ -134,6 +134,7 @@ def _train(config, mesh, workdir, timer) -> dict:
     from alphagrpo_jax.rl.grid import sample_grid
     from alphagrpo_jax.rl.learner import add_grads
     from alphagrpo_jax.rl.config import srr_configs
+    from alphagrpo_jax.rl.guards import StepGuard
     from alphagrpo_jax.rl.rounds import start_round
 
     if "toy_dvreward" in dict(config.reward.weights):
@@ -153,7 +154,7 @@ def _train(config, mesh, workdir, timer) -> dict:
     ckpt.install_preemption_handler()
     start = 0
     if ckpt.latest_step() is not None:
-        state, extras = ckpt.restore(checkpoint_target(learner))
+        state, extras = ckpt.restore(checkpoint_target(learner))  # the newest intact step (verified)
         learner.trainable, learner.opt_state = state["params"], state["opt"]
         data_it.set_state(extras["data"])
         start = int(extras["step"])
@@ -179,6 +180,7 @@ def _train(config, mesh, workdir, timer) -> dict:
     if start == 0 and config.eval.every:
         run_eval(0)
     bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
+    guard = StepGuard(config.train.max_nonfinite_steps, r.rounds_per_step)
     for step in range(start + 1, config.total_steps + 1):
         rounds = []
         for rnd in range(r.rounds_per_step):
@@ -215,9 +217,10 @@ def _train(config, mesh, workdir, timer) -> dict:
         row = step_metrics(stats, m if used else {}, rcfg)
         row.update(extra)
         row["rounds_used"] = used
-        if used:
+        if guard.update_ok(step, acc, used, row):  # no signal / non-finite loss or grads: no update (rl/guards.py)
             with timer("train"):
                 row["grad_norm"] = float(learner.apply(acc, used))
+                guard.check_params(step, learner.trainable)
         row["lr"] = float(schedule(step - 1))
         row.update(timer.pop())
         writer.write(step, row)
@@ -228,8 +231,9 @@ def _train(config, mesh, workdir, timer) -> dict:
                       {"step": step, "data": data_it.get_state()})
         if config.eval.every and step % config.eval.every == 0:
             run_eval(step)
-        if ckpt.preempted(step):
+        if ckpt.preempted(step) and step < config.total_steps:
             log.warning("preempted: saved step %d, exiting", step)
+            results["preempted_at"] = step
             break
     bar.close()
     ckpt.close()
@@ -268,7 +272,13 @@ def step_metrics(stats, loss_metrics: dict, rcfg) -> dict:
 
 
 def main(config) -> None:
-    out = train(config)
+    try:
+        out = train(config)
+    except (integrity.NonFiniteError, checkpointing.CheckpointDamagedError) as e:
+        raise SystemExit(f"error: {e}") from e  # one line, exit 1
+    if "preempted_at" in out:  # no final summary: the run is not finished; the scheduler should requeue it
+        print(f"preempted at step {out['preempted_at']}; checkpoint saved; rerun the same command to resume")
+        raise SystemExit(checkpointing.PREEMPTED_EXIT_CODE)
     if "eval" in out and out["eval"]:
         first, last = out["eval"][0], out["eval"][-1]
         print(f"held-out reward: step {first['step']}: {first['eval/reward']:.4f} -> "

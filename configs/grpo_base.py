@@ -17,7 +17,8 @@ def rt2i_base() -> ml_collections.ConfigDict:
                                              attention="jnp", remat="none"))
     c.train = ml_collections.ConfigDict(dict(
         params="lora", lora_rank=32, lora_alpha=64.0,
-        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")))
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        max_nonfinite_steps=3))  # the run stops at the 3rd step in a row with a non-finite loss/grad (rl/guards.py)
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_round=8, group_size=14, rounds_per_step=4, think=True, cache_size=2048, height=512, width=512,
         text=dict(max_new_tokens=1024, temperature=1.0, top_p=0.8, top_k=0),

@@ -44,6 +44,8 @@ usage() {
 Usage: launch/gpu_single_host.sh --config PATH --workdir DIR [flags] [-- trainer flags]
 
 Runs: python -m alphagrpo_jax.train --config PATH --config.workdir=DIR [trainer flags]
+Exit status (the trainer's, passed through): 0 finished; 75 preempted (SIGTERM: the step was checkpointed;
+requeue / rerun the same command to resume); 1 error (e.g. non-finite steps, no intact checkpoint); 2 usage.
   --config PATH          ALPHAGRPO_CONFIG     required, e.g. configs/toy_rt2i.py
   --workdir DIR          ALPHAGRPO_WORKDIR    required; local folder or gs://
   -- FLAGS...            ALPHAGRPO_TRAIN_FLAGS  extra trainer flags, e.g. -- --config.total_steps=100

@@ -53,7 +53,9 @@ Logs:
   --logs-dir D            where \`collect\` copies every worker's log (default ./tpu_logs/<node>/)
 Other:
   --dry-run               print every command without running any
-  -h, --help"
+  -h, --help
+The trainer exits 0 when finished, 75 when preempted (SIGTERM, e.g. \`stop\` or a maintenance event: it first
+checkpoints its step and logs 'preempted at step N'; \`train\` again resumes it), 1 on an error (docs/reliability.md)."
 
 # Parses one flag shared by the TPU scripts; sets CONSUMED to the number of words it took.
 tpu_parse_flag() {

@@ -23,7 +23,8 @@ Commands:
   status    whether the run is alive on each worker, with the last log lines
   logs      tail one worker's log (--worker N, default 0)
   collect   copy every worker's log to --logs-dir/NAME/
-  stop      stop the run on every worker (SIGTERM to its process group, SIGKILL after 60 s)
+  stop      stop the run on every worker (SIGTERM to its process group, SIGKILL after 60 s); the trainer
+            checkpoints its current step and exits 75 (preempted: \`train\` again resumes it)
   delete    delete the slice
 
 Slice:

@@ -5,7 +5,9 @@ devices need (memory-mapped, so only touched pages are read) and placed with `ja
 straight into its `NamedSharding`; peak extra host memory is one (stacked) array, never a second model copy.
 On multi-host each process reads only the (layer, expert) slices that its addressable devices hold.
 Every expected name must be present with a matching shape, and every tensor in the file must be used;
-all problems are reported together.
+all problems are reported together. A file with a `<file>.sha256` beside it (every file this project writes has
+one) is checked against it first (one sequential read of the file), and every loaded floating-point array must be
+finite (the error names the first release tensor holding a NaN or an infinity).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -76,14 +79,24 @@ def _assemble(m: TensorMap, f: safetensors_io.SafetensorsFile, shape, dtype, sha
     for k in sorted(needed):
         buf[k] = m.to_ours(f[str(m.keys[k])]).astype(dtype)
     arr = jax.make_array_from_callback(shape, sharding, lambda idx: buf[idx])
-    arr.block_until_ready()
+    if jnp.issubdtype(arr.dtype, jnp.inexact) and not bool(_all_finite(arr)):
+        bad = next((str(m.keys[k]) for k in sorted(needed)
+                    if not np.isfinite(np.asarray(f[str(m.keys[k])], np.float32)).all()), _path_str(m.path))
+        raise CheckpointError(f"{f.path}: tensor {bad!r} holds non-finite values (NaN or inf); expected finite "
+                              "weights (a damaged or diverged release)")
     return arr
+
+
+@jax.jit
+def _all_finite(x) -> jax.Array:
+    return jnp.all(jnp.isfinite(x))
 
 
 def load_state(make_module: Callable[[], nnx.Module], maps: Sequence[TensorMap], path: str, mesh: Mesh,
                rules=rules_lib.DEFAULT_RULES, progress: Callable | None = None):
     """Builds (graphdef, state) of `make_module()` with every array read from the safetensors file `path`."""
     f = safetensors_io.SafetensorsFile(path)
+    safetensors_io.verify_checksum(path)
     graphdef, abstract = nnx.split(nnx.eval_shape(make_module))
     check_maps(maps, abstract, f)
     shardings = rules_lib.state_shardings(abstract, mesh, rules)

@@ -2,9 +2,15 @@
 
 Why not `safetensors.numpy`: it cannot represent bf16, and `safetensors.flax` places every tensor on a
 device. Reading here is lazy and zero-copy (a view into a memory map); writing streams tensor by tensor.
+
+Opening checks the whole layout before any tensor is read (header length, JSON header, every entry's dtype,
+shape and byte range, the file size), so a truncated or foreign file is a one-line `SafetensorsError` naming the
+file, what was found and what was expected. `write` also writes `<file>.sha256` (`sha256sum -c` format);
+`verify_checksum` checks a file against it when present.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -19,6 +25,8 @@ _DTYPES = {
     "I32": np.dtype(np.int32), "I64": np.dtype(np.int64), "BOOL": np.dtype(np.bool_),
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
+_MAX_HEADER = 100 << 20  # bytes (the safetensors format's own limit)
+CHECKSUM_SUFFIX = ".sha256"
 
 
 class SafetensorsError(ValueError):
@@ -32,22 +40,31 @@ class SafetensorsFile:
         self.path = path
         if not os.path.exists(path):
             raise SafetensorsError(f"{path}: file not found")
+        size = os.path.getsize(path)
         with open(path, "rb") as fh:
             raw = fh.read(8)
             if len(raw) != 8:
-                raise SafetensorsError(f"{path}: too short to be a safetensors file")
+                raise SafetensorsError(f"{path}: {size} bytes, too short to be a safetensors file (expected an 8-byte "
+                                       "header length, a JSON header, then the tensor data)")
             (n,) = struct.unpack("<Q", raw)
+            if n > min(size - 8, _MAX_HEADER):
+                raise SafetensorsError(f"{path}: not a safetensors file or truncated: its first 8 bytes give a header "
+                                       f"of {n} bytes, the file has {size} (expected at most "
+                                       f"{min(size - 8, _MAX_HEADER)})")
             try:
                 header = json.loads(fh.read(n))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise SafetensorsError(f"{path}: header is not valid JSON: {e}") from e
+        if not isinstance(header, dict):
+            raise SafetensorsError(f"{path}: header is a JSON {type(header).__name__}, expected an object")
         self.metadata = header.pop("__metadata__", None)
         self._header = header
         self._data_start = 8 + n
-        self._mm = np.memmap(path, dtype=np.uint8, mode="r") if os.path.getsize(path) > self._data_start else None
-        for name, h in header.items():
-            if h.get("dtype") not in _DTYPES:
-                raise SafetensorsError(f"{path}: tensor {name!r} has unsupported dtype {h.get('dtype')!r}")
+        end = max([_check_entry(path, name, h) for name, h in header.items()], default=0)
+        if self._data_start + end > size:
+            raise SafetensorsError(f"{path}: truncated: {size} bytes, the header declares {end} bytes of tensor data "
+                                   f"(expected a file of {self._data_start + end} bytes)")
+        self._mm = np.memmap(path, dtype=np.uint8, mode="r") if size > self._data_start else None
 
     def keys(self) -> list[str]:
         return list(self._header)
@@ -71,13 +88,58 @@ class SafetensorsFile:
         begin, end = h["data_offsets"]
         dt = _DTYPES[h["dtype"]]
         count = int(np.prod(h["shape"], dtype=np.int64))
-        if end - begin != count * dt.itemsize:
-            raise SafetensorsError(f"{self.path}: tensor {name!r} has {end - begin} bytes, expected "
-                                   f"{count * dt.itemsize} for shape {h['shape']} {h['dtype']}")
         if count == 0:
             return np.zeros(h["shape"], dt)
         buf = self._mm[self._data_start + begin: self._data_start + end]
         return buf.view(dt).reshape(h["shape"])
+
+
+def _check_entry(path: str, name: str, h) -> int:
+    """Validates one header entry; returns the end of its byte range."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(h, dict) or h.get("dtype") not in _DTYPES:
+        found = h.get("dtype") if isinstance(h, dict) else h
+        raise SafetensorsError(f"{where} has dtype {found!r}, expected one of {sorted(_DTYPES)}")
+    shape, offsets = h.get("shape"), h.get("data_offsets")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise SafetensorsError(f"{where} has shape {shape!r}, expected a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise SafetensorsError(f"{where} has data_offsets {offsets!r}, expected [begin, end] with 0 <= begin <= end")
+    need = int(np.prod(shape, dtype=np.int64)) * _DTYPES[h["dtype"]].itemsize
+    if offsets[1] - offsets[0] != need:
+        raise SafetensorsError(f"{where} has {offsets[1] - offsets[0]} bytes, expected {need} for shape {shape} "
+                               f"{h['dtype']}")
+    return offsets[1]
+
+
+def checksum_path(path: str) -> str:
+    return path + CHECKSUM_SUFFIX
+
+
+def sha256_file(path: str, chunk: int = 16 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksum(path: str) -> bool:
+    """Checks `path` against its `<path>.sha256` (written by `write`): True if it matches, False if there is no
+    such file (e.g. a downloaded upstream release), SafetensorsError if it does not match."""
+    side = checksum_path(path)
+    if not os.path.exists(side):
+        return False
+    with open(side, encoding="utf-8") as fh:
+        want = fh.read().split()
+    if not want or len(want[0]) != 64:
+        raise SafetensorsError(f"{side}: expected '<64 hex digits>  {os.path.basename(path)}', found {want[:2]!r}")
+    got = sha256_file(path)
+    if got != want[0].lower():
+        raise SafetensorsError(f"{path}: sha256 {got} does not match {side} ({want[0]}): the file is damaged or was "
+                               "replaced")
+    return True
 
 
 def write(path: str, tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
@@ -98,13 +160,22 @@ def write(path: str, tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    tmp = path + ".tmp"
+    tmp, digest = path + ".tmp", hashlib.sha256()
     with open(tmp, "wb") as fh:
-        fh.write(struct.pack("<Q", len(blob)))
-        fh.write(blob)
+        for chunk in (struct.pack("<Q", len(blob)), blob):
+            fh.write(chunk)
+            digest.update(chunk)
         for name, shape, dt in entries:
             arr = np.ascontiguousarray(produce(name))
             if arr.shape != shape or arr.dtype != dt:
                 raise SafetensorsError(f"{name}: produced {arr.shape} {arr.dtype}, declared {shape} {dt}")
-            fh.write(arr.tobytes())
+            data = arr.tobytes()
+            fh.write(data)
+            digest.update(data)
+    side = checksum_path(path)
+    if os.path.exists(side):
+        os.remove(side)  # never a stale checksum beside the new file
     os.replace(tmp, path)
+    with open(side + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(f"{digest.hexdigest()}  {os.path.basename(path)}\n")
+    os.replace(side + ".tmp", side)
