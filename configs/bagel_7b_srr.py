@@ -4,6 +4,7 @@
         --config.model.release=/path/to/BAGEL-7B-MoT --config.data.train_prompts=gs://.../train.jsonl \
         --config.reward.endpoints='("http://reward-host:30000/v1",)' --config.workdir=gs://bucket/run
     python -m alphagrpo_jax.train --config configs/bagel_7b_srr.py:mixed   # RT2I and SRR rounds alternate
+    python -m alphagrpo_jax.train --config configs/bagel_7b_srr.py:mixed,v5p-64   # with a mesh preset
 
 Model, LoRA, optimizer, mesh, reward endpoint and data are configs/bagel_7b_rt2i.py's. The SRR numbers are the
 reference's (JunyiWuCode/AlphaGRPO@1f604ff, config/bagel.py:_synthesis_reflect_base / alphagrpo_reflect; spec 4,
@@ -22,11 +23,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bagel_7b_rt2i  # noqa: E402
+import meshes  # noqa: E402
 
 
 def get_config(arg=None):
-    if arg not in (None, "", "mixed"):
-        raise ValueError(f"bagel_7b_srr.py: unknown variant {arg!r} ('' | mixed)")
+    """`arg`: "", "mixed", a mesh preset of configs/meshes.py, or "mixed,<preset>"."""
+    parts = [p for p in (arg or "").split(",") if p]
+    presets = [p for p in parts if p != "mixed"]
+    if len(presets) > 1 or any(p not in meshes.MESHES for p in presets):
+        raise ValueError(f"bagel_7b_srr.py: unknown variant {arg!r}; expected '', 'mixed', a mesh preset of "
+                         f"configs/meshes.py ({sorted(meshes.MESHES)}) or 'mixed,<preset>'")
     c = bagel_7b_rt2i.get_config()
     c.workdir = "gs://YOUR_BUCKET/alphagrpo/bagel_7b_srr"
     c.task.kinds = ("srr",)
@@ -40,8 +46,10 @@ def get_config(arg=None):
     c.task.srr.text_loss_weight = 1.0 / c.task.srr.sde_window  # RT2I rounds (:mixed) keep loss.text_loss_weight
     c.reward.weights = dict(dvreward=1.0, think_format=0.0, toy_dvreward=0.0)
     c.eval.update(dict(every=10, temperature=0.3, num_timesteps=40))
-    if arg == "mixed":
+    if "mixed" in parts:
         c.workdir = "gs://YOUR_BUCKET/alphagrpo/bagel_7b_srr_mixed"
         c.task.kinds = ("rt2i", "srr")
         c.reward.weights.think_format = 1.0
+    if presets:
+        meshes.apply(c, presets[0])
     return c

@@ -62,6 +62,14 @@ MESHES: dict[str, dict] = {
         rollout=dict(prompts_per_round=8, rounds_per_step=4), remat="full",
         why="one host, NVLink: fsdp over the 8 GPUs; the reference's 8 prompts per round (14 samples per "
             "141 GB GPU)"),
+    # Not hardware to train on: 8 (simulated) CPU devices in v5p-64's axis shape (data 1, fsdp, tensor 2), for the
+    # dress rehearsal of the 7B configs on a tiny release (tests/test_dress_rehearsal.py). 4 prompts per round, so
+    # an advantage population (advantage.population = 8 prompts) spans two rounds.
+    "cpu-8": dict(
+        chips=8, slices=1, hbm_gib=0.0, topology="v5p:2x2x2", platform="cpu",
+        mesh=dict(data=1, fsdp=4, tensor=2), mesh_dcn=dict(data=1, fsdp=1, tensor=1),
+        rollout=dict(prompts_per_round=4, rounds_per_step=8), remat="full",
+        why="tests: v5p-64's axis shape on 8 simulated CPU devices; B = 4 x 14 = 56 over 4 batch shards"),
 }
 
 
