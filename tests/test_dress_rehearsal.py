@@ -1,0 +1,191 @@
+"""Dress rehearsal of the 7B recipe: `configs/bagel_7b_rt2i.py` and `configs/bagel_7b_srr.py` run from the command
+line as on a pod, unchanged except for a tiny release (the golden tiny release), tiny image size and step counts,
+the `cpu-8` mesh preset (v5p-64's axis shape on the 8 simulated CPU devices), the toy verifier served over HTTP
+as the DVReward endpoint, and a workdir in a local GCS server. Two optimizer steps, SIGTERM, resume, one more
+step, export from the run's recorded config, and the exported release loads back from gs://.
+
+It checks what only shows at this scale: fp32 trainable masters and optimizer state under a bf16 model, the
+reference's gradient normalisation (divisor = units x (window + 1)), LoRA A drawn with std 1/rank, the
+advantage population independent of the preset's prompts per round, the behaviour prompts recorded in the run's
+config, every file on gs:// (nothing written locally), preemption exit code 75 and an exact resume.
+
+Same run from a shell (with a GCS bucket and a verifier endpoint of your own):
+
+    python -m alphagrpo_jax.train --config configs/bagel_7b_rt2i.py:cpu-8 $(python -m tests.test_dress_rehearsal)
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from alphagrpo_jax import paths
+from tests.models.bagel.parity_utils import GOLDENS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"rt2i": "configs/bagel_7b_rt2i.py:cpu-8", "srr": "configs/bagel_7b_srr.py:cpu-8"}
+VERIFIER_MODEL = "Qwen/Qwen3-VL-30B-A3B-Instruct"  # the 7B configs' reward.model, served by the toy verifier
+
+
+def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
+    """Everything the rehearsal changes in the 7B configs: release, sizes, step counts, endpoint, gs:// paths."""
+    return [f"--config.model.release={GOLDENS}", f"--config.workdir={workdir}",
+            f"--config.data.train_prompts={data}/train.jsonl", f"--config.data.eval_prompts={data}/eval.jsonl",
+            f"--config.reward.endpoints=('{endpoint}',)",
+            "--config.total_steps=3", "--config.checkpoint.every=1",
+            "--config.rollout.height=32", "--config.rollout.width=32", "--config.rollout.text.max_new_tokens=8",
+            "--config.task.srr.stage1_timesteps=6", "--config.task.srr.num_timesteps=12",
+            "--config.task.srr.sde_window_range=(0,6)",
+            "--config.eval.every=3", "--config.eval.num_prompts=4", "--config.eval.batch_size=4",
+            "--config.eval.num_timesteps=4"]
+
+
+def _env(cache: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+               JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    return env
+
+
+def _train(kind, args, cwd, env, stop_after_row=None):
+    """Runs the trainer; with `stop_after_row`, sends SIGTERM once metrics.jsonl holds that step's row."""
+    cmd = [sys.executable, "-m", "alphagrpo_jax.train", "--config", os.path.join(REPO, CONFIGS[kind]), *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if stop_after_row is not None:
+        metrics = paths.join(args[1].split("=", 1)[1], "metrics.jsonl")
+        deadline = time.monotonic() + 900
+        while proc.poll() is None and time.monotonic() < deadline:
+            if paths.exists(metrics) and any(r.get("step") == stop_after_row and "reward/mean" in r
+                                             for r in _rows(metrics)):
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.5)
+    out, _ = proc.communicate(timeout=1200)
+    return proc.returncode, out
+
+
+def _rows(path):
+    return [json.loads(line) for line in paths.read_text(path).splitlines() if line.endswith("}")]
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    from alphagrpo_jax.toy.serve import make_server
+
+    with make_server(model=VERIFIER_MODEL) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def rehearsals(gcs, verifier, tmp_path_factory):
+    """{kind: (workdir, export folder, [(exit code, output) of each command])} for RT2I and SRR."""
+    from alphagrpo_jax.toy.data import write_prompt_files
+
+    root = gcs.new_bucket("dress")
+    files = write_prompt_files(paths.join(root, "data"), None, 1, seed=0)
+    data = paths.dirname(files["train"])
+    cwd = tmp_path_factory.mktemp("cwd")  # the programs run here: nothing may land in it
+    env = _env(str(tmp_path_factory.mktemp("jax_cache")))
+    out = {}
+    for kind in CONFIGS:
+        workdir, release = paths.join(root, kind), paths.join(root, f"{kind}_release")
+        args = overrides(workdir, data, verifier)
+        runs = [_train(kind, args, cwd, env, stop_after_row=1), _train(kind, args, cwd, env)]
+        runs.append(subprocess.run(
+            [sys.executable, "-m", "alphagrpo_jax.export", f"--workdir={workdir}", f"--out={release}"],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=600))
+        runs[-1] = (runs[-1].returncode, runs[-1].stdout + runs[-1].stderr)
+        out[kind] = (workdir, release, runs)
+    out["cwd"] = cwd
+    return out
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_preempted_run_resumes_and_exports(rehearsals, kind):
+    workdir, release, (first, second, export) = rehearsals[kind]
+    assert first[0] == 75, first[1][-3000:]
+    assert "preempted at step 2; checkpoint saved" in first[1] and "held-out reward" not in first[1]
+    assert second[0] == 0, second[1][-3000:]
+    assert "resumed from step 2" in second[1]
+    assert "held-out reward: step 0: " in second[1] and " -> step 3: " in second[1]  # the run's history, not the rerun's
+    assert export[0] == 0, export[1][-3000:]
+    rows = [r for r in _rows(paths.join(workdir, "metrics.jsonl")) if "reward/mean" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]  # no row twice after the resume
+    assert paths.listdir(paths.join(workdir, "checkpoints")) == ["1", "2", "3"]
+    assert not os.listdir(rehearsals["cwd"]), os.listdir(rehearsals["cwd"])  # nothing local, no "gs:" folder
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_recorded_config_carries_the_reference_rules_and_prompts(rehearsals, kind):
+    workdir, *_ = rehearsals[kind]
+    text = paths.read_text(paths.join(workdir, "config.yaml"))
+    assert "!!python" not in text and "_locked" not in text
+    c = yaml.safe_load(text)
+    assert c["model"]["param_dtype"] == "bfloat16" and c["mesh"] == {"data": 1, "fsdp": 4, "tensor": 2}
+    assert c["loss"]["grad_normalization"] == "reference" and c["train"]["skipped_rounds"] == "redraw"
+    assert c["train"]["lora_init"] == "gaussian" and c["advantage"]["population"] == 8
+    assert c["rollout"]["prompts_per_round"] == 4  # the preset's, not the population's
+    for value in (c["prompts"]["think_system"], c["prompts"]["reflection"], c["reward"]["verifier_system_prompt"]):
+        assert isinstance(value, str) and value.strip() and not value.startswith("file:")
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_gradient_normalisation_and_population_as_the_reference(rehearsals, kind):
+    workdir, *_ = rehearsals[kind]
+    c = yaml.safe_load(paths.read_text(paths.join(workdir, "config.yaml")))
+    window = c["rollout"]["image"]["sde_window"] if kind == "rt2i" else c["task"]["srr"]["sde_window"]
+    units = c["rollout"]["prompts_per_round"] * c["rollout"]["rounds_per_step"] // c["advantage"]["population"]
+    for r in (r for r in _rows(paths.join(workdir, "metrics.jsonl")) if "reward/mean" in r):
+        assert r["grad/divisor"] == units * (window + 1), r  # RT2I 4 x 11, SRR 4 x 6
+        assert r["adv/population"] == c["advantage"]["population"] * c["rollout"]["group_size"], r
+        assert np.isfinite(r["grad_norm"]) and r["rounds_used"] >= 1
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_checkpoint_holds_fp32_masters_with_the_reference_lora_init(rehearsals, kind):
+    import orbax.checkpoint as ocp
+
+    workdir, *_ = rehearsals[kind]
+    state = ocp.PyTreeCheckpointer().restore(paths.join(workdir, "checkpoints", "3", "state"))
+    leaves = [(k, np.asarray(v)) for k, v in _flatten(state) if hasattr(v, "dtype")]
+    floats = [(k, v) for k, v in leaves if np.issubdtype(v.dtype, np.floating)]
+    assert floats and all(v.dtype == np.float32 for _, v in floats), [(k, v.dtype) for k, v in floats]
+    rank = yaml.safe_load(paths.read_text(paths.join(workdir, "config.yaml")))["train"]["lora_rank"]
+    lora_a = np.concatenate([v.ravel() for k, v in _flatten(state["params"]) if k.endswith("lora_a")])
+    assert abs(lora_a.std() * rank - 1.0) < 0.05, lora_a.std()  # 3 steps at lr 5e-5 barely move it
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_exported_release_loads_from_gs(rehearsals, kind):
+    import jax
+    from flax import nnx
+
+    from alphagrpo_jax.models.bagel import release
+    from alphagrpo_jax.parallel import mesh as mesh_lib
+
+    _, out, _ = rehearsals[kind]
+    assert paths.exists(paths.join(out, "ema.safetensors.sha256"))
+    mesh = mesh_lib.make_mesh(dict(data=1, fsdp=4, tensor=2))
+    rel = release.load_release(out, mesh)
+    assert all(bool(np.isfinite(np.asarray(x, np.float32)).all())
+               for x in jax.tree.leaves(nnx.state(rel.model, nnx.Param)))
+
+
+def _flatten(tree, prefix=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _flatten(v, f"{prefix}/{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _flatten(v, f"{prefix}/{i}")
+    else:
+        yield prefix, tree
+
+
+if __name__ == "__main__":  # prints the overrides for a shell run (see the module docstring)
+    print(" ".join(overrides("gs://YOUR_BUCKET/dress_rt2i", "gs://YOUR_BUCKET/data", "http://127.0.0.1:8000/v1")))
