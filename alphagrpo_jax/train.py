@@ -4,9 +4,11 @@
 
 One step: `rounds_per_step` rounds of P prompts x G samples are rolled out with the current params (think text,
 then an image with an SDE window); rewards are scored asynchronously while later rounds roll out; each round's
-group-relative advantages drive the image (Flow-GRPO) and text (GSPO) losses; round gradients are averaged into
-one AdamW update. Everything a resumed run needs (params, optimizer, step, data-iterator state) is checkpointed;
-all randomness derives from (seed, step, round), so a killed run resumes exactly.
+group-relative advantages (over `advantage.population` prompts) drive the image (Flow-GRPO) and text (GSPO)
+losses; rounds without signal are redrawn and the round gradients are normalised as the reference's into one
+AdamW update (rl/accumulation.py, docs/training.md). Everything a resumed run needs (params, optimizer, step,
+data-iterator state) is checkpointed; all randomness derives from (seed, step, round), so a killed run resumes
+exactly.
 """
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def test_populations_and_config_errors():
         advantages.compute("grpo", rewards, population=3)
     # 4-prompt rounds pair up into populations of 8 (blocks of 2 rounds of one task).
     plan = accumulation.from_config(_config(8, "reference", 4, 4), ("rt2i", "srr") * 2, {"rt2i": 3, "srr": 2})
-    assert plan.blocks() == [[0, 2], [1, 3]] and plan.divisor(4) == 2 * 3 + 2 * 2
+    assert plan.blocks() == [[0, 2], [1, 3]] and plan.divisor(4) == (2 * 3 + 2 * 2) * 4 / 8  # 2 reference rounds
     with pytest.raises(ValueError, match="advantage.population = 8: a step's rt2i rounds hold 1 x 4 prompts"):
         accumulation.from_config(_config(8, "reference", 4, 1), ("rt2i",), {"rt2i": 3})
     with pytest.raises(ValueError, match="must divide rollout.prompts_per_round = 4"):
