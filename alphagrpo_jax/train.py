@@ -4,9 +4,11 @@
 
 One step: `rounds_per_step` rounds of P prompts x G samples are rolled out with the current params (think text,
 then an image with an SDE window); rewards are scored asynchronously while later rounds roll out; each round's
-group-relative advantages drive the image (Flow-GRPO) and text (GSPO) losses; round gradients are averaged into
-one AdamW update. Everything a resumed run needs (params, optimizer, step, data-iterator state) is checkpointed;
-all randomness derives from (seed, step, round), so a killed run resumes exactly.
+group-relative advantages (over `advantage.population` prompts) drive the image (Flow-GRPO) and text (GSPO)
+losses; rounds without signal are redrawn and the round gradients are normalised as the reference's into one
+AdamW update (rl/accumulation.py, docs/training.md). Everything a resumed run needs (params, optimizer, step,
+data-iterator state) is checkpointed; all randomness derives from (seed, step, round), so a killed run resumes
+exactly.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def build(config, mesh):
     model = rel.model
     if config.train.params == "lora":
         model = lora.add_lora(model, config.train.lora_rank, config.train.lora_alpha, tuple(config.train.lora_targets),
-                              mesh, jax.random.key(config.seed))
+                              mesh, jax.random.key(config.seed), init=config.train.lora_init)
     rcfg = rollout_config(config, think_system_prompt(rel.cfg))
     tx, schedule = optim.build_optimizer(optim_config(config))
     ref = None
@@ -130,7 +132,7 @@ def held_out_eval(config, model, rel, records, reward_fn, rcfg, srr_cfgs, shift:
 def _train(config, mesh, workdir, timer) -> dict:
     from alphagrpo_jax.data.prompts import PromptRecords, round_dataset
     from alphagrpo_jax.reward.service import build_reward_fn
-    from alphagrpo_jax.rl import advantages
+    from alphagrpo_jax.rl import accumulation, advantages
     from alphagrpo_jax.rl.grid import sample_grid
     from alphagrpo_jax.rl.learner import add_grads
     from alphagrpo_jax.rl.config import srr_configs
@@ -140,6 +142,8 @@ def _train(config, mesh, workdir, timer) -> dict:
     if "toy_dvreward" in dict(config.reward.weights):
         import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier)
     log.info("mesh: %s", mesh_lib.describe(mesh))
+    for step in range(1, len(config.task.kinds) + 1):  # the accumulation settings, checked before the model loads
+        accumulation.from_config(config, step_kinds(config, step), {})
     rel, rcfg, learner, schedule = build(config, mesh)
     train_path, eval_path = prompt_files(config)
     r = config.rollout
@@ -181,10 +185,16 @@ def _train(config, mesh, workdir, timer) -> dict:
         run_eval(0)
     bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
     guard = StepGuard(config.train.max_nonfinite_steps, r.rounds_per_step)
+    calls = {kind: accumulation.backward_calls(cfg_k.image.sde_window, learner.lcfg.train_image,
+                                               learner.lcfg.train_text)
+             for kind, cfg_k in (("rt2i", rcfg), ("srr", srr_cfgs[0] if srr_cfgs else None)) if cfg_k}
     for step in range(start + 1, config.total_steps + 1):
-        rounds = []
-        for rnd in range(r.rounds_per_step):
-            kind = kinds[((step - 1) * r.rounds_per_step + rnd) % len(kinds)]
+        kinds_k = step_kinds(config, step)
+        plan = accumulation.from_config(config, kinds_k, calls)
+        rounds: list = []
+
+        def roll(kind):  # rolls out the step's next round (index len(rounds): keys and windows continue it)
+            rnd = len(rounds)
             cfg_k = rcfg if kind == "rt2i" else srr_cfgs[0]
             ws = (cfg_k.draw_window_start(np.random.default_rng((config.seed, step, rnd)))
                   if cfg_k.image.sde_window else 0)
@@ -193,33 +203,62 @@ def _train(config, mesh, workdir, timer) -> dict:
                                  round_key(config.seed, step, rnd), ws, rcfg, srr_cfgs)
                 jax.block_until_ready(rd.result.rollout.trajectory)
             rounds.append(rd)
-        acc, used, stats, extra = None, 0, [], {}
-        for rnd, rd in enumerate(rounds):
+            return rnd
+
+        for kind in kinds_k:
+            roll(kind)
+        queue = plan.blocks()
+        acc, used, extra_rounds, stats, extra = None, 0, 0, [], {}
+        while queue:
+            block = queue.pop(0)
+            rds = [rounds[i] for i in block]
             with timer("reward_wait"):
-                rewards, more, rw = rd.rewards()
-            extra.update(more)
-            adv = advantages.compute(config.advantage.name, rewards, std=config.advantage.std,
-                                     eps=config.advantage.eps)
-            stats.append((rw, rewards, adv, rd.result))
-            if np.all(adv == 0) or (rd.kind == "srr" and not more["srr/any_improved"]):
-                log.info("step %d round %d (%s): no learning signal (all advantages 0 / nothing improved), "
-                         "round skipped", step, rnd, rd.kind)
-                continue
-            with timer("train"):
-                if rd.kind == "rt2i":
-                    scfg, text_w = rcfg.image, None  # loss.text_loss_weight
+                got = [rd.rewards() for rd in rds]
+            for _, more, _ in got:
+                extra.update(more)
+            # One estimate over the block's populations (consecutive prompts of its rounds).
+            adv = advantages.compute(config.advantage.name, np.concatenate([g[0] for g in got]),
+                                     population=plan.population, std=config.advantage.std, eps=config.advantage.eps)
+            adv = np.split(adv, len(rds))
+            for rd, (rewards, _, rw), a in zip(rds, got, adv):
+                ro = rd.result.rollout
+                stats.append((rw, rewards, a, (hostdata.to_host(ro.think_len), hostdata.to_host(ro.think_truncated))))
+            improved = any(more.get("srr/any_improved", 1.0) for _, more, _ in got)
+            if all(np.all(a == 0) for a in adv) or not improved:
+                what = f"step {step} rounds {block} ({rds[0].kind}): no learning signal (all advantages 0 / " \
+                       f"nothing improved)"
+                if plan.skipped == "redraw" and extra_rounds + len(block) <= plan.max_extra_rounds:
+                    log.info("%s, redrawn", what)
+                    queue.append([roll(rds[0].kind) for _ in block])
+                    extra_rounds += len(block)
+                elif plan.skipped == "redraw":
+                    log.warning("%s; train.max_extra_rounds = %d redrawn rounds used up: the update has %d "
+                                "round(s) fewer", what, plan.max_extra_rounds, len(block))
                 else:
-                    scfg, text_w = srr_cfgs[0].image, config.task.srr.text_loss_weight
-                grads, m = learner.grads(rd.result.rollout, jnp.asarray(adv.reshape(-1)), scfg, text_w)
-                acc = grads if acc is None else add_grads(acc, grads)
-                jax.block_until_ready(acc)
-            used += 1
+                    log.info("%s, round(s) skipped", what)
+                for i in block:
+                    rounds[i] = None
+                continue
+            for rd, a in zip(rds, adv):
+                with timer("train"):
+                    if rd.kind == "rt2i":
+                        scfg, text_w = rcfg.image, None  # loss.text_loss_weight
+                    else:
+                        scfg, text_w = srr_cfgs[0].image, config.task.srr.text_loss_weight
+                    grads, m = learner.grads(rd.result.rollout, jnp.asarray(a.reshape(-1)), scfg, text_w,
+                                             scale=plan.round_scale())
+                    acc = grads if acc is None else add_grads(acc, grads)
+                    jax.block_until_ready(acc)
+                used += 1
+            for i in block:
+                rounds[i] = None  # its rollout is no longer needed (a redrawn step may hold many)
         row = step_metrics(stats, m if used else {}, rcfg)
         row.update(extra)
-        row["rounds_used"] = used
+        row["rounds_used"], row["rounds_extra"] = used, extra_rounds
+        row["grad/divisor"], row["adv/population"] = plan.divisor(used), plan.population * r.group_size
         if guard.update_ok(step, acc, used, row):  # no signal / non-finite loss or grads: no update (rl/guards.py)
             with timer("train"):
-                row["grad_norm"] = float(learner.apply(acc, used))
+                row["grad_norm"] = float(learner.apply(acc, plan.divisor(used)))
                 guard.check_params(step, learner.trainable)
         row["lr"] = float(schedule(step - 1))
         row.update(timer.pop())
@@ -244,8 +283,15 @@ def _train(config, mesh, workdir, timer) -> dict:
     return results
 
 
+def step_kinds(config, step: int) -> tuple[str, ...]:
+    """The tasks of step `step`'s nominal rounds (config.task.kinds cycle over the run's rounds)."""
+    kinds, n = tuple(config.task.kinds), config.rollout.rounds_per_step
+    return tuple(kinds[((step - 1) * n + rnd) % len(kinds)] for rnd in range(n))
+
+
 def step_metrics(stats, loss_metrics: dict, rcfg) -> dict:
-    """Reward/advantage/think statistics of a step's rounds plus the (last used round's) loss metrics."""
+    """Reward/advantage/think statistics of a step's rounds plus the (last used round's) loss metrics. `stats`:
+    per round (RewardResult, [P, G] rewards, [P, G] advantages, (host think_len [B], think_truncated [B]))."""
     rewards = np.concatenate([s[1].reshape(-1) for s in stats])
     adv = np.concatenate([s[2].reshape(-1) for s in stats])
     row = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
@@ -264,8 +310,8 @@ def step_metrics(stats, loss_metrics: dict, rcfg) -> dict:
     if any("dvreward/from_text" in rw.counts for rw, *_ in stats):  # 0/1 scores (reward.allow_text_scores)
         row["dvreward/from_text"] = float(sum(rw.counts.get("dvreward/from_text", 0) for rw, *_ in stats))
     if rcfg.think:
-        lens = np.concatenate([hostdata.to_host(s[3].rollout.think_len) for s in stats])
-        trunc = np.concatenate([hostdata.to_host(s[3].rollout.think_truncated) for s in stats])
+        lens = np.concatenate([s[3][0] for s in stats])
+        trunc = np.concatenate([s[3][1] for s in stats])
         row.update({"think/len": float(lens.mean()), "think/truncated": float(trunc.mean())})
     row.update({k: float(v) for k, v in loss_metrics.items()})
     return row

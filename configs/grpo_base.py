@@ -15,9 +15,13 @@ def rt2i_base() -> ml_collections.ConfigDict:
     c.rules = ml_collections.ConfigDict()  # logical-axis rule overrides, e.g. {"mlp": "fsdp"}
     c.model = ml_collections.ConfigDict(dict(release="", param_dtype="bfloat16", dtype="bfloat16",
                                              attention="jnp", remat="none"))
+    # lora_init: "gaussian" (the reference's peft init, A std 1/rank) | "fan_in" (std fan_in^-1/2). Skipped rounds
+    # (all advantages 0; SRR: nothing improved): "redraw" (the reference: replaced by new rounds, at most
+    # max_extra_rounds per step) | "drop" (left out). rl/accumulation.py.
     c.train = ml_collections.ConfigDict(dict(
-        params="lora", lora_rank=32, lora_alpha=64.0,
+        params="lora", lora_rank=32, lora_alpha=64.0, lora_init="gaussian",
         lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        skipped_rounds="redraw", max_extra_rounds=8,
         max_nonfinite_steps=3))  # the run stops at the 3rd step in a row with a non-finite loss/grad (rl/guards.py)
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_round=8, group_size=14, rounds_per_step=4, think=True, cache_size=2048, height=512, width=512,
@@ -32,11 +36,15 @@ def rt2i_base() -> ml_collections.ConfigDict:
                  text_loss_weight=0.2,  # SRR rounds' (loss.text_loss_weight is RT2I's): 1 / window, the reference
                  cfg=dict(text_scale=4.0, img_scale=2.0, interval=(0.0, 1.0), renorm_type="text_channel",
                           renorm_min=0.0))))
-    c.advantage = ml_collections.ConfigDict(dict(name="grpo", std="global", eps=1e-4))
+    # population: prompts per advantage population (std over population x G rewards): the reference's round of 8,
+    # whatever rollout.prompts_per_round a mesh preset sets (0: each round, so mesh-dependent).
+    c.advantage = ml_collections.ConfigDict(dict(name="grpo", std="global", eps=1e-4, population=8))
+    # grad_normalization: "reference" (each reference round's loss / the update's backward-call count,
+    # rounds x (window + 1)) | "round_mean" (the mean of the rounds' losses). rl/accumulation.py.
     c.loss = ml_collections.ConfigDict(dict(
         image_loss="flow_grpo", text_loss="gspo", image_clip_eps=1e-5, adv_clip=5.0, text_clip=(0.2, 0.28),
         text_loss_weight=1.0, train_image=True, train_text=True, image_kl_beta=0.0, text_kl_beta=0.0,
-        max_log_ratio=20.0))
+        max_log_ratio=20.0, grad_normalization="reference"))
     c.optim = ml_collections.ConfigDict(dict(lr=5e-5, warmup_steps=0, schedule="constant", decay_steps=0,
                                              min_lr=0.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,
                                              clip_norm=1.0))

@@ -8,12 +8,15 @@ Each preset: `mesh` (ICI axis sizes inside a slice), `mesh_dcn` (across slices),
 `rollout` (prompts per round x rounds per step), `remat`, optionally `attention` (else the config's) and a
 one-line `why`.
 
-Sizing rules. The batch of a round (B = P prompts x G = 14 samples) is split over data x fsdp, so data x fsdp
-must divide B; a dimension a mesh axis does not divide is replicated instead (every chip then rolls out every
-sample). Tensor parallelism is at most 4 (a larger tensor axis replicates the 7B's 4 KV heads). Every preset
-keeps the reference's 32 prompts per update (P x rounds = 32), trading rounds for a larger batch per round on
-larger slices, at 7 (TPU) or 7-14 (GPU) samples per batch shard. The per-device memory of every program: the AOT
-check above.
+Sizing rules. The batch of a round (B = P prompts x G = 14 samples) is split over data x fsdp, so data x fsdp must
+divide B; a dimension a mesh axis does not divide is replicated instead (every chip then rolls out every sample).
+Tensor parallelism is at most 4 (a larger tensor axis replicates the 7B's 4 KV heads). Every preset keeps the
+reference's 32 prompts per update (P x rounds = 32), trading rounds for a larger batch per round on larger slices,
+at 7 (TPU) or 7-14 (GPU) samples per batch shard. The update does not depend on the preset: advantages are
+normalised over `advantage.population` = 8 prompts (the reference's round; a 16- or 32-prompt round holds 2 or 4
+populations, 4-prompt rounds pair up), and the gradient is normalised per reference round (`loss.grad_normalization`
+"reference": 32 / 8 = 4 rounds x (window + 1) backward calls), so P only changes the batching (rl/accumulation.py).
+The per-device memory of every program: the AOT check above.
 """
 import ml_collections
 

@@ -33,6 +33,12 @@ def get_config(arg=None):
     c.rollout.image.update(dict(num_timesteps=12, shift=3.0, sde_window=2, sde_window_range=(0, 7), eta=0.7))
     c.rollout.cfg.text_scale = 2.0  # the toy base is sampled with text CFG 2 (configs/toy_sft.py eval)
     c.loss.image_clip_eps = 1e-3
+    # The toy runs in README were measured with this project's earlier update rules: the mean of the rounds'
+    # losses, skipped rounds left out, advantages over each round (population 0), LoRA A std fan_in^-1/2 (the
+    # reference's rules are configs/grpo_base.py's defaults; docs/training.md).
+    c.loss.grad_normalization = "round_mean"
+    c.train.update(dict(skipped_rounds="drop", lora_init="fan_in"))
+    c.advantage.population = 0
     # Cosine to 0 over the run (decay_steps 0 = total_steps): at a constant 3e-4 the think policy overshoots
     # after ~30 steps (README, the toy run).
     c.optim.update(dict(lr=3e-4, weight_decay=0.0, schedule="cosine", decay_steps=0))

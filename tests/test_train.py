@@ -23,6 +23,10 @@ def tiny_config(workdir, steps):
     c.total_steps = steps
     c.model.release = str(GOLDENS)
     c.rollout.update(dict(prompts_per_round=2, group_size=2, rounds_per_step=2, cache_size=448))
+    # The reference's update rules (configs/grpo_base.py), not the toy's: both rounds make one population, a
+    # round pair without signal is redrawn (at most once per step).
+    c.loss.grad_normalization, c.advantage.population = "reference", 4
+    c.train.update(dict(skipped_rounds="redraw", max_extra_rounds=2))
     c.rollout.text.max_new_tokens = 6
     c.rollout.image.update(dict(num_timesteps=6, shift=3.0, sde_window=2, sde_window_range=(0, 5)))
     c.eval.update(dict(every=0, num_prompts=4, batch_size=4))
@@ -48,7 +52,7 @@ def test_run_writes_metrics_and_checkpoints(straight):
     rows = [r for r in _rows(straight) if "reward/mean" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
     for r in rows:
-        assert r["rounds_used"] in (0, 1, 2) and np.isfinite(r["reward/mean"])
+        assert r["rounds_used"] in (0, 2) and r["rounds_extra"] in (0, 2) and np.isfinite(r["reward/mean"])
         assert {"time/rollout_rt2i", "time/rollout_text", "time/rollout_image", "time/reward_wait", "lr",
                 "think/len"} <= set(r)
     assert sorted(os.listdir(os.path.join(straight, "checkpoints")))[-1] == "3"
@@ -62,7 +66,7 @@ def test_resume_is_exact(straight, tmp_path):
     a = {r["step"]: r for r in _rows(straight) if "reward/mean" in r}
     b = {r["step"]: r for r in _rows(tmp_path) if "reward/mean" in r}
     for step in (2, 3):
-        for key in ("reward/mean", "adv/abs_mean", "loss/total", "grad_norm", "think/len"):
+        for key in ("reward/mean", "adv/abs_mean", "loss/total", "grad_norm", "think/len", "rounds_extra"):
             if key in a[step]:
                 assert a[step][key] == b[step][key], (step, key)
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), params_a, params_b)

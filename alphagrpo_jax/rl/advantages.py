@@ -1,8 +1,10 @@
 """Group-relative advantages (registry). Rewards arrive as [P, G]: P prompts x G samples of one round.
 
 "grpo" (the reference): A = (r - mean over the prompt's group) / (std + eps), where std is taken over the whole
-round ("global", default) or per group ("group"); image steps additionally clip A to [-clip, clip] (the
-learner applies the clip). "rloo": leave-one-out mean baseline, same normalisation. "drgrpo": no std division.
+population ("global", default) or per group ("group"); `compute(..., population=n)` estimates over consecutive
+blocks of n prompts (the reference's population is its round of 8 prompts; rl/accumulation.py); image steps
+additionally clip A to [-clip, clip] (the learner applies the clip). "rloo": leave-one-out mean baseline, same
+normalisation. "drgrpo": no std division.
 """
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ def drgrpo(rewards: np.ndarray, std: str = "none", eps: float = 0.0) -> np.ndarr
     return (r - r.mean(axis=1, keepdims=True)).astype(np.float32)
 
 
-def compute(name: str, rewards: np.ndarray, **kw) -> np.ndarray:
-    """[P, G] rewards -> [P, G] advantages with the named estimator."""
+def compute(name: str, rewards: np.ndarray, population: int | None = None, **kw) -> np.ndarray:
+    """[P, G] rewards -> [P, G] advantages with the named estimator, each consecutive block of `population`
+    prompts normalised on its own (None: all P prompts are one population)."""
     if name not in ADVANTAGES:
         raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(ADVANTAGES)}")
     rewards = np.asarray(rewards)
@@ -60,4 +63,8 @@ def compute(name: str, rewards: np.ndarray, **kw) -> np.ndarray:
         raise ValueError(f"rewards must be [prompts, group >= 2], got shape {rewards.shape}")
     if not np.all(np.isfinite(rewards)):
         raise ValueError("rewards contain NaN/inf")
-    return ADVANTAGES[name](rewards, **kw)
+    population = population or rewards.shape[0]
+    if rewards.shape[0] % population:
+        raise ValueError(f"{rewards.shape[0]} prompts do not split into populations of {population}")
+    return np.concatenate([ADVANTAGES[name](rewards[i:i + population], **kw)
+                           for i in range(0, rewards.shape[0], population)])

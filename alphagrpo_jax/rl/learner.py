@@ -1,9 +1,13 @@
 """The jitted GRPO learner: text (GSPO) + image (Flow-GRPO) losses on stored rollouts, gradient
-accumulation over micro-rounds with exact normalisation, and the optax update with donated state.
+accumulation over micro-rounds (each round's loss scaled by the trainer's normalisation, rl/accumulation.py),
+and the optax update with donated state.
 
-The policy is `merge(graphdef, trainable, frozen)`; only `trainable` (LoRA adapters, or every Param in full
-fine-tuning) is differentiated. Context caches are stop-gradient inputs: the image loss reaches the params
-through the image queries only, the text loss through the teacher-forced think tokens.
+Mixed precision as the reference's DeepSpeed bf16: `trainable` (LoRA adapters, or every Param in full
+fine-tuning) is held as fp32 master weights and the optimizer state is built from them; the policy is
+`merge(graphdef, cast(trainable), frozen)` with the masters cast to the model's own param dtypes (bf16 in the
+7B configs), so gradients flow through the cast back to fp32 and updates too small for a bf16 ulp still
+accumulate. Only `trainable` is differentiated. Context caches are stop-gradient inputs: the image loss reaches
+the params through the image queries only, the text loss through the teacher-forced think tokens.
 """
 from __future__ import annotations
 
@@ -98,16 +102,39 @@ def policy_loss(model, ref_model, r: Rollout, adv: jax.Array, lcfg: LossConfig,
     return total, metrics
 
 
+def masters(tree):
+    """fp32 copies of the floating leaves of `tree` (arrays, or ShapeDtypeStructs keeping their sharding)."""
+    def f(x):
+        if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == jnp.float32:
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding)
+        return x.astype(jnp.float32)
+
+    return jax.tree.map(f, tree)
+
+
+def cast_to(tree, dtypes: tuple):
+    """`tree`'s leaves cast to `dtypes` (one per leaf, in tree.leaves order); differentiable."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(treedef, [x if x.dtype == d else x.astype(d) for x, d in zip(leaves, dtypes)])
+
+
 class Learner:
-    """Holds graphdef + (trainable, frozen) state and the optimizer; `grads` per round, `apply` per step.
+    """Holds graphdef + (fp32 master trainable, frozen) state and the optimizer; `grads` per round, `apply` per
+    step.
 
     The learner takes ownership of `model`'s trainable arrays (they are donated at every update): use
-    `learner.model()` afterwards, not the model passed in.
+    `learner.model()` afterwards, not the model passed in. `compute_dtypes`: the model's dtype of each trainable
+    leaf (the forward casts the masters to them).
     """
 
     def __init__(self, model, trainable_filter, tx: optax.GradientTransformation, lcfg: LossConfig,
                  scfg: image_lib.ImageSamplerConfig, ref_trainable=None):
-        self.graphdef, self.trainable, self.frozen = nnx.split(model, trainable_filter, ...)
+        self.graphdef, trainable, self.frozen = nnx.split(model, trainable_filter, ...)
+        self.compute_dtypes = tuple(x.dtype for x in jax.tree.leaves(trainable))
+        self.trainable = masters(trainable)
+        self._model = (None, None)
         self.tx, self.lcfg, self.scfg = tx, lcfg, scfg
         self.needs_ref = lcfg.image_kl_beta > 0 or lcfg.text_kl_beta > 0
         # The KL reference: the given trainable values (full fine-tuning: the initial params) or, for LoRA,
@@ -117,53 +144,66 @@ class Learner:
         opt_out = optimizer_shardings(tx, self.trainable)
         self.opt_state = (jax.jit(tx.init, out_shardings=opt_out) if opt_out else jax.jit(tx.init))(self.trainable)
         opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
-        self._grad, self._apply = self.jit_steps(self.graphdef, tx, lcfg, self.needs_ref, shardings, opt_shardings)
+        self._grad, self._apply = self.jit_steps(self.graphdef, tx, lcfg, self.needs_ref, shardings, opt_shardings,
+                                                 self.compute_dtypes)
 
     @staticmethod
-    def jit_steps(graphdef, tx, lcfg, needs_ref, shardings, opt_shardings):
-        """The jitted (grad, apply) steps (also lowered ahead of time by tools/compile_rt2i.py)."""
+    def jit_steps(graphdef, tx, lcfg, needs_ref, shardings, opt_shardings, compute_dtypes):
+        """The jitted (grad, apply) steps (also lowered ahead of time by tools/compile_rt2i.py). `shardings` /
+        `opt_shardings`: of the fp32 masters and their optimizer state; `compute_dtypes`: Learner.compute_dtypes."""
         # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
-        grad = jax.jit(functools.partial(Learner._grad_fn, graphdef, lcfg, needs_ref),
+        grad = jax.jit(functools.partial(Learner._grad_fn, graphdef, lcfg, needs_ref, tuple(compute_dtypes)),
                        out_shardings=(shardings, None), static_argnames=("scfg",))
-        apply = jax.jit(functools.partial(Learner._apply_fn, tx), donate_argnums=(0, 1), static_argnums=(3,),
+        apply = jax.jit(functools.partial(Learner._apply_fn, tx), donate_argnums=(0, 1),
                         out_shardings=(shardings, opt_shardings, None))
         return grad, apply
 
     def model(self):
-        return nnx.merge(self.graphdef, self.trainable, self.frozen)
+        """The policy with the masters cast to the model's dtypes (cached until `trainable` changes)."""
+        if self._model[0] is not self.trainable:
+            self._model = (self.trainable, nnx.merge(self.graphdef, cast_to(self.trainable, self.compute_dtypes),
+                                                     self.frozen))
+        return self._model[1]
 
     @staticmethod
-    def _grad_fn(graphdef, lcfg, needs_ref, trainable, frozen, ref_trainable, r, adv, text_loss_weight, scfg):
-        # text_loss_weight is traced: rounds with other weights (a mixed RT2I + SRR run) share one program.
+    def _grad_fn(graphdef, lcfg, needs_ref, compute_dtypes, trainable, frozen, ref_trainable, r, adv,
+                 text_loss_weight, scale, scfg):
+        # text_loss_weight and scale are traced: rounds with other weights (a mixed RT2I + SRR run) or other
+        # normalisation factors share one program.
         def loss(tr):
+            tr = cast_to(tr, compute_dtypes)  # fp32 masters -> the model's dtypes; grads flow back in fp32
             model = nnx.merge(graphdef, tr, frozen)
             ref = None
             if needs_ref:
                 ref_tr = ref_trainable if ref_trainable is not None else _lora_off(tr)
                 ref = nnx.merge(graphdef, jax.lax.stop_gradient(ref_tr), frozen)
-            return policy_loss(model, ref, r, adv, lcfg, scfg, text_loss_weight)
+            total, metrics = policy_loss(model, ref, r, adv, lcfg, scfg, text_loss_weight)
+            return total * scale, metrics
 
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
         return grads, metrics
 
     def grads(self, rollout: Rollout, adv: jax.Array, scfg: image_lib.ImageSamplerConfig | None = None,
-              text_loss_weight: float | None = None):
-        """Gradients of the round's loss w.r.t. the trainable state, and its metrics. `scfg`: the image sampler
-        config the rollout used (default: the learner's); `text_loss_weight`: this round's (default: the
-        LossConfig's; a mixed RT2I + SRR run weighs each task's text as its own recipe does)."""
+              text_loss_weight: float | None = None, scale: float = 1.0):
+        """Gradients (fp32, like the masters) of `scale` x the round's loss, and the round's (unscaled) metrics.
+        `scfg`: the image sampler config the rollout used (default: the learner's); `text_loss_weight`: this
+        round's (default: the LossConfig's; a mixed RT2I + SRR run weighs each task's text as its own recipe
+        does); `scale`: the round's weight in the update (rl/accumulation.py)."""
         w = self.lcfg.text_loss_weight if text_loss_weight is None else text_loss_weight
         return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv, np.float32(w),
-                          scfg=scfg or self.scfg)
+                          np.float32(scale), scfg=scfg or self.scfg)
 
     @staticmethod
-    def _apply_fn(tx, trainable, opt_state, grad_sum, n_rounds):
-        grads = jax.tree.map(lambda g: g / n_rounds, grad_sum)
+    def _apply_fn(tx, trainable, opt_state, grad_sum, divisor):
+        grads = jax.tree.map(lambda g: g / divisor, grad_sum)
         updates, opt_state = tx.update(grads, opt_state, trainable)
         return optax.apply_updates(trainable, updates), opt_state, optax.tree.norm(grads)
 
-    def apply(self, grad_sum, n_rounds: int):
-        """One optimizer step with the mean of `n_rounds` accumulated round gradients."""
-        self.trainable, self.opt_state, gnorm = self._apply(self.trainable, self.opt_state, grad_sum, n_rounds)
+    def apply(self, grad_sum, divisor: float):
+        """One optimizer step with the gradient `grad_sum / divisor` (traced: no program per divisor); returns
+        that gradient's global norm (before clipping)."""
+        self.trainable, self.opt_state, gnorm = self._apply(self.trainable, self.opt_state, grad_sum,
+                                                            np.float32(divisor))
         return gnorm
 
 

@@ -1,9 +1,11 @@
 """LoRA on BAGEL's LLM projections (q/k/v/o and the SwiGLU MLP of both experts), as the reference trains.
 
 `add_lora` turns a loaded base model into one with adapters, reusing the base arrays (no copy) and creating
-only the adapters, directly in their shardings. The reference policy is the same network with the adapters
-disabled (`disable_lora`: lora_b = 0, exact). `merge_lora` folds W + scale * A @ B into the base weights for
-export in the release layout.
+only the adapters, directly in their shardings, in the model's param dtype (the learner keeps fp32 masters of
+them, rl/learner.py). A's init (`LORA_INITS`): "gaussian" (default, the reference's peft
+`init_lora_weights="gaussian"`: std 1/rank) or "fan_in" (std fan_in^-1/2, this project's earlier default).
+The reference policy is the same network with the adapters disabled (`disable_lora`: lora_b = 0, exact).
+`merge_lora` folds W + scale * A @ B into the base weights for export in the release layout.
 """
 from __future__ import annotations
 
@@ -18,11 +20,19 @@ from alphagrpo_jax.models.bagel.llm import ExpertDense
 from alphagrpo_jax.parallel import rules as rules_lib
 
 
+# name -> std of A's Gaussian init given (rank, fan_in)
+LORA_INITS = {"gaussian": lambda rank, fan_in: 1.0 / rank, "fan_in": lambda rank, fan_in: fan_in ** -0.5}
+
+
 def add_lora(base: model_lib.Bagel, rank: int, alpha: float, targets: tuple[str, ...], mesh: Mesh,
-             key: jax.Array, rules=rules_lib.DEFAULT_RULES) -> model_lib.Bagel:
-    """A Bagel with LoRA adapters (A ~ N(0, 1/fan_in), B = 0) whose base params are `base`'s arrays."""
+             key: jax.Array, rules=rules_lib.DEFAULT_RULES, init: str = "gaussian") -> model_lib.Bagel:
+    """A Bagel with LoRA adapters (A ~ N(0, std^2) with std from LORA_INITS[init], B = 0) whose base params are
+    `base`'s arrays."""
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive, got {rank}")
+    if init not in LORA_INITS:
+        raise ValueError(f"train.lora_init must be one of {sorted(LORA_INITS)}, got {init!r}")
+    a_std = LORA_INITS[init]
     cfg = base.cfg.replace(lora_rank=rank, lora_alpha=alpha, lora_targets=tuple(targets))
     abstract = nnx.eval_shape(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
@@ -36,7 +46,7 @@ def add_lora(base: model_lib.Bagel, rank: int, alpha: float, targets: tuple[str,
         v = var.get_value()
         sharding = shardings[path] if not hasattr(shardings[path], "get_value") else shardings[path].get_value()
         if path[-1] == "lora_a":
-            std = fan_in[path[:-1]] ** -0.5
+            std = a_std(rank, fan_in[path[:-1]])
             init = jax.jit(lambda k, s=v.shape, d=v.dtype, sd=std: (jax.random.normal(k, s, jnp.float32) * sd).astype(d),
                            out_shardings=sharding)
             var.set_value(init(jax.random.fold_in(key, i)))

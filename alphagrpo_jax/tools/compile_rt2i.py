@@ -207,7 +207,7 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
     from alphagrpo_jax.parallel import rules as rules_lib
     from alphagrpo_jax.rl import lora, rollout as rollout_lib
     from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config
-    from alphagrpo_jax.rl.learner import Learner, optimizer_shardings
+    from alphagrpo_jax.rl.learner import Learner, masters, optimizer_shardings
     from alphagrpo_jax.sampling import context as ctx_lib, image as image_lib, text as text_lib
     from alphagrpo_jax.sampling.prompts import think_system_prompt
 
@@ -224,6 +224,8 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
     policy = abstract_module(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), mesh, rules)
     vae = abstract_module(lambda: release.make_autoencoder(cfg), mesh, rules)
     graphdef, trainable, frozen = nnx.split(policy, lora.trainable_filter(config.train.params), ...)
+    compute_dtypes = tuple(x.dtype for x in jax.tree.leaves(trainable))
+    base_trainable, trainable = trainable, masters(trainable)  # the learner's fp32 masters (optimizer state too)
     tx, _ = optim.build_optimizer(optim_config(config))
     # Outside the mesh context: optax builds its placeholder state eagerly, which compile-only devices cannot run.
     opt_state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
@@ -236,8 +238,8 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
         needs_ref = lcfg.image_kl_beta > 0 or lcfg.text_kl_beta > 0
         grad_step, apply_step = Learner.jit_steps(graphdef, tx, lcfg, needs_ref,
                                                   jax.tree.map(lambda x: x.sharding, trainable),
-                                                  jax.tree.map(lambda x: x.sharding, opt_state))
-        ref = trainable if (config.train.params == "full" and needs_ref) else None
+                                                  jax.tree.map(lambda x: x.sharding, opt_state), compute_dtypes)
+        ref = base_trainable if (config.train.params == "full" and needs_ref) else None
         gib = dict(opt=device_gib(opt_state), rollout=device_gib(rollout), params=device_gib(trainable),
                    frozen=device_gib(frozen))
         log(f"per device: trainable {gib['params']:.3f} GiB, frozen {gib['frozen']:.3f}, optimizer "
@@ -255,9 +257,10 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
             "vae_decode": (lambda: rollout_lib.decode_images.lower(vae, latents, gh, gw, cfg.latent_patch_size,
                                                                    cfg.vae.z_channels), earlier + gib["rollout"]),
             "grads": (lambda: grad_step.lower(trainable, frozen, ref, rollout, s.act((b,), jnp.float32, ("batch",)),
+                                              jax.ShapeDtypeStruct((), jnp.float32),
                                               jax.ShapeDtypeStruct((), jnp.float32), scfg=rcfg.image),
                       earlier + gib["params"]),
-            "apply": (lambda: apply_step.lower(trainable, opt_state, trainable, rounds),
+            "apply": (lambda: apply_step.lower(trainable, opt_state, trainable, jax.ShapeDtypeStruct((), jnp.float32)),
                       gib["frozen"] + rounds * gib["rollout"]),
         }
         for name in programs:

@@ -3,6 +3,7 @@ only the adapters are created (the base arrays are reused)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from alphagrpo_jax.models.bagel import checkpoint, model as model_lib, safetensors_io
@@ -48,3 +49,22 @@ def test_lora_lifecycle(tmp_path):
 
 def test_trainable_filter():
     assert lora.trainable_filter("lora") is nnx.LoRAParam and lora.trainable_filter("full") is nnx.Param
+
+
+def test_lora_a_init():
+    """"gaussian" (default, the reference's peft init): A std 1/rank; "fan_in": std fan_in^-1/2; B = 0."""
+    cfg, base = load_model("fp32")
+    mesh = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    rank = 4
+    for init in ("gaussian", "fan_in"):
+        m = lora.add_lora(base, rank=rank, alpha=8.0, targets=cfg.lora_targets, mesh=mesh, key=jax.random.key(0),
+                          init=init)
+        for name in ("q_proj", "down_proj"):
+            mod = getattr(m.language_model.layers, name)
+            a = np.asarray(mod.lora_a.get_value())
+            want = 1.0 / rank if init == "gaussian" else float(np.prod(a.shape[2:-1])) ** -0.5
+            assert abs(a.std() / want - 1) < 0.1, (init, name, a.std(), want)
+            assert not np.any(np.asarray(mod.lora_b.get_value()))
+    with pytest.raises(ValueError, match="train.lora_init must be one of"):
+        lora.add_lora(base, rank=rank, alpha=8.0, targets=cfg.lora_targets, mesh=mesh, key=jax.random.key(0),
+                      init="kaiming")
