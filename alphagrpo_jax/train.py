@@ -142,8 +142,6 @@ def _train(config, mesh, workdir, timer) -> dict:
     if "toy_dvreward" in dict(config.reward.weights):
         import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier)
     log.info("mesh: %s", mesh_lib.describe(mesh))
-    for step in range(1, len(config.task.kinds) + 1):  # the accumulation settings, checked before the model loads
-        accumulation.from_config(config, step_kinds(config, step), {})
     rel, rcfg, learner, schedule = build(config, mesh)
     train_path, eval_path = prompt_files(config)
     r = config.rollout
@@ -189,7 +187,7 @@ def _train(config, mesh, workdir, timer) -> dict:
                                                learner.lcfg.train_text)
              for kind, cfg_k in (("rt2i", rcfg), ("srr", srr_cfgs[0] if srr_cfgs else None)) if cfg_k}
     for step in range(start + 1, config.total_steps + 1):
-        kinds_k = step_kinds(config, step)
+        kinds_k = accumulation.step_kinds(config, step)
         plan = accumulation.from_config(config, kinds_k, calls)
         rounds: list = []
 
@@ -281,12 +279,6 @@ def _train(config, mesh, workdir, timer) -> dict:
     results["final_step"] = step if config.total_steps > start else start
     results["learner"] = learner
     return results
-
-
-def step_kinds(config, step: int) -> tuple[str, ...]:
-    """The tasks of step `step`'s nominal rounds (config.task.kinds cycle over the run's rounds)."""
-    kinds, n = tuple(config.task.kinds), config.rollout.rounds_per_step
-    return tuple(kinds[((step - 1) * n + rnd) % len(kinds)] for rnd in range(n))
 
 
 def step_metrics(stats, loss_metrics: dict, rcfg) -> dict:

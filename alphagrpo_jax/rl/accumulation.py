@@ -73,6 +73,12 @@ class Accumulation:
         return float(used_rounds)
 
 
+def step_kinds(config, step: int) -> tuple[str, ...]:
+    """The tasks of step `step`'s nominal rounds (config.task.kinds cycle over the run's rounds)."""
+    kinds, n = tuple(config.task.kinds), config.rollout.rounds_per_step
+    return tuple(kinds[((step - 1) * n + rnd) % len(kinds)] for rnd in range(n))
+
+
 def from_config(config, kinds: tuple[str, ...], calls: dict) -> Accumulation:
     """The Accumulation of `config` for a step whose nominal rounds have tasks `kinds`. One-line errors name the
     config key."""

@@ -78,7 +78,8 @@ def _tasks(config) -> None:
 
 def _learning(config) -> None:
     from alphagrpo_jax import optim
-    from alphagrpo_jax.rl import advantages, losses
+    from alphagrpo_jax.rl import accumulation, advantages, losses
+    from alphagrpo_jax.rl.lora import LORA_INITS
     from alphagrpo_jax.rl.config import optim_config
 
     checks.one_of(_get(config, "advantage.name"), advantages.ADVANTAGES, "config.advantage.name")
@@ -88,6 +89,18 @@ def _learning(config) -> None:
     checks.one_of(_get(config, "train.params"), ("lora", "full"), "config.train.params")
     if config.train.params == "lora":
         checks.int_at_least(_get(config, "train.lora_rank"), 1, "config.train.lora_rank")
+        checks.one_of(_get(config, "train.lora_init"), LORA_INITS, "config.train.lora_init")
+    checks.one_of(_get(config, "loss.grad_normalization"), accumulation.NORMALIZATIONS,
+                  "config.loss.grad_normalization")
+    checks.one_of(_get(config, "train.skipped_rounds"), accumulation.SKIPPED, "config.train.skipped_rounds")
+    checks.int_at_least(_get(config, "train.max_extra_rounds"), 0, "config.train.max_extra_rounds")
+    checks.int_at_least(_get(config, "train.max_nonfinite_steps"), 1, "config.train.max_nonfinite_steps")
+    checks.int_at_least(_get(config, "advantage.population"), 0, "config.advantage.population")
+    for step in range(1, len(config.task.kinds) + 1):  # every step's mix of tasks (they cycle)
+        try:
+            accumulation.from_config(config, accumulation.step_kinds(config, step), {})
+        except ValueError as e:
+            raise UsageError(f"config.{e}") from None
     try:
         optim._get(optim_config(config))
     except optim.OptimConfigError as e:
