@@ -105,8 +105,8 @@ def read_text(path) -> str:
 
 
 def write_bytes(path, data: bytes) -> None:
-    """Writes `data` atomically: locally through a temporary file in the same folder and os.replace; an object
-    store upload is atomic by itself."""
+    """Writes `data` atomically: locally through a temporary file in the same folder (fsynced) and os.replace;
+    an object store upload is atomic by itself. Parent folders are created."""
     if is_remote(path):
         fs, p = _fs(path)
         fs.pipe_file(p, data)
@@ -118,6 +118,8 @@ def write_bytes(path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

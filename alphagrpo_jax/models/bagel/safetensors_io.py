@@ -2,16 +2,21 @@
 
 Why not `safetensors.numpy`: it cannot represent bf16, and `safetensors.flax` places every tensor on a
 device. Reading here is lazy and zero-copy (a view into a memory map); writing streams tensor by tensor.
+A `gs://` file (alphagrpo_jax/paths.py) is read tensor by tensor with ranged reads (no local copy) and written
+through a local temporary file uploaded in one piece.
 """
 from __future__ import annotations
 
 import json
 import os
 import struct
+import tempfile
 from collections.abc import Callable, Iterable
 
 import ml_dtypes
 import numpy as np
+
+from alphagrpo_jax import paths
 
 _DTYPES = {
     "BF16": np.dtype(ml_dtypes.bfloat16), "F16": np.dtype(np.float16), "F32": np.dtype(np.float32),
@@ -30,9 +35,9 @@ class SafetensorsFile:
 
     def __init__(self, path: str):
         self.path = path
-        if not os.path.exists(path):
+        if not paths.exists(path):
             raise SafetensorsError(f"{path}: file not found")
-        with open(path, "rb") as fh:
+        with paths.open(path, "rb") as fh:
             raw = fh.read(8)
             if len(raw) != 8:
                 raise SafetensorsError(f"{path}: too short to be a safetensors file")
@@ -44,7 +49,9 @@ class SafetensorsFile:
         self.metadata = header.pop("__metadata__", None)
         self._header = header
         self._data_start = 8 + n
-        self._mm = np.memmap(path, dtype=np.uint8, mode="r") if os.path.getsize(path) > self._data_start else None
+        self._mm = None  # local: a memory map of the whole file; remote: None (ranged reads in __getitem__)
+        if not paths.is_remote(path) and os.path.getsize(path) > self._data_start:
+            self._mm = np.memmap(path, dtype=np.uint8, mode="r")
         for name, h in header.items():
             if h.get("dtype") not in _DTYPES:
                 raise SafetensorsError(f"{path}: tensor {name!r} has unsupported dtype {h.get('dtype')!r}")
@@ -76,7 +83,14 @@ class SafetensorsFile:
                                    f"{count * dt.itemsize} for shape {h['shape']} {h['dtype']}")
         if count == 0:
             return np.zeros(h["shape"], dt)
-        buf = self._mm[self._data_start + begin: self._data_start + end]
+        if self._mm is None:
+            with paths.open(self.path, "rb") as fh:
+                fh.seek(self._data_start + begin)
+                buf = np.frombuffer(fh.read(end - begin), np.uint8)
+            if buf.size != end - begin:
+                raise SafetensorsError(f"{self.path}: tensor {name!r} lies past the end of the file")
+        else:
+            buf = self._mm[self._data_start + begin: self._data_start + end]
         return buf.view(dt).reshape(h["shape"])
 
 
@@ -84,7 +98,8 @@ def write(path: str, tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
           produce: Callable[[str], np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Streams tensors to `path`: `tensors` lists (name, shape, dtype); `produce(name)` returns each array
     when it is written, so only one tensor needs to be in memory at a time. Order: dtype size desc, then name
-    (the order the reference writer uses). Written to a temporary file, then renamed (no partial files)."""
+    (the order the reference writer uses). Written to a temporary file, then renamed (no partial files); a
+    remote `path` gets the temporary file uploaded in one piece."""
     entries = sorted(((n, tuple(s), np.dtype(d)) for n, s, d in tensors), key=lambda e: (-e[2].itemsize, e[0]))
     header: dict = {}
     if metadata:
@@ -98,7 +113,12 @@ def write(path: str, tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    tmp = path + ".tmp"
+    remote = paths.is_remote(path)
+    if remote:
+        fd, tmp = tempfile.mkstemp(suffix=".safetensors")
+        os.close(fd)
+    else:
+        tmp = path + ".tmp"
     with open(tmp, "wb") as fh:
         fh.write(struct.pack("<Q", len(blob)))
         fh.write(blob)
@@ -107,4 +127,10 @@ def write(path: str, tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
             if arr.shape != shape or arr.dtype != dt:
                 raise SafetensorsError(f"{name}: produced {arr.shape} {arr.dtype}, declared {shape} {dt}")
             fh.write(arr.tobytes())
-    os.replace(tmp, path)
+    if remote:
+        try:
+            paths.copy(tmp, path)
+        finally:
+            os.remove(tmp)
+    else:
+        os.replace(tmp, path)
