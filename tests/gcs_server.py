@@ -9,6 +9,13 @@ While it runs, the environment points every client of this process (and of child
 `TENSORSTORE_GCS_HTTP_URL` (tensorstore's GCS driver, which writes Orbax's arrays). gcsfs's bucket-type probe
 (a Storage Control call the emulator does not serve) is switched off with `GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`
 (read when gcsfs is imported). Objects live in the server's memory and vanish when it stops.
+
+The emulator ignores object generations, which tensorstore's OCDBT (Orbax's array format) relies on: it reads
+an object's generation from the `x-goog-generation` header of a download and writes manifests with
+`ifGenerationMatch` (optimistic concurrency). `_add_generations` adds both to the emulator, as GCS does them:
+downloads carry the header, and reads, uploads and deletes honour `ifGenerationMatch` (412 when it does not hold;
+0 = "must not exist") and reads `ifGenerationNotMatch` (304). Without it a checkpoint save fails at random with
+"Malformed StorageGeneration" (a generation of 0 read back).
 """
 from __future__ import annotations
 
@@ -30,13 +37,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# The child asks the kernel for SIGTERM when its parent dies (Linux prctl PR_SET_PDEATHSIG), so a killed test
-# process leaves no server behind; done in the child itself (a preexec_fn would run Python between fork and exec).
-_CHILD = ("import ctypes, signal, sys\n"
-          "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGTERM)\nexcept (OSError, AttributeError):\n    pass\n"
-          "from gcp_storage_emulator.__main__ import main\nmain(sys.argv[1:])\n")
-
-
 class GcsServer:
     def __init__(self, start_timeout_s: float = 30.0):
         self.port = _free_port()
@@ -47,8 +47,7 @@ class GcsServer:
         self._names = itertools.count(1)
 
     def start(self) -> "GcsServer":
-        cmd = [sys.executable, "-c", _CHILD, "start", "--host", "127.0.0.1", "--port",
-               str(self.port), "--in-memory", "--quiet"]
+        cmd = [sys.executable, os.path.abspath(__file__), str(self.port)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self._timeout
         while True:
@@ -96,3 +95,86 @@ class GcsServer:
                                      headers={"Content-Type": "application/json"}, method="POST")
         urllib.request.urlopen(req, timeout=10).read()
         return f"gs://{name}"
+
+
+# ------------------------------------------------------------------------------------------------ the child
+
+def _add_generations() -> None:
+    """Wraps the emulator's object handlers with GCS's generation semantics (see the module docstring)."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    def current(request, storage, object_id=None):
+        try:
+            obj = storage.get_file_obj(request.params["bucket_name"], object_id or request.params["object_id"])
+            return int(obj["generation"])
+        except NotFound:
+            return 0
+
+    def blocked(request, response, generation) -> bool:
+        """Sets 412/304 and returns True when a precondition of the request does not hold."""
+        match = request.query.get("ifGenerationMatch")
+        if match and int(match[0]) != generation:
+            response.status = HTTPStatus.PRECONDITION_FAILED
+            response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+            return True
+        not_match = request.query.get("ifGenerationNotMatch")
+        if not_match and generation and int(not_match[0]) == generation:
+            response.status = HTTPStatus.NOT_MODIFIED
+            return True
+        return False
+
+    def read(handler):
+        def wrapped(request, response, storage, *args, **kwargs):
+            generation = current(request, storage)
+            if generation and blocked(request, response, generation):
+                return None
+            if generation:
+                response["x-goog-generation"] = str(generation)
+                response["x-goog-metageneration"] = "1"
+            return handler(request, response, storage, *args, **kwargs)
+        return wrapped
+
+    def upload(handler):
+        def wrapped(request, response, storage, *args, **kwargs):
+            name = request.query.get("name")
+            if name and blocked(request, response, current(request, storage, name[0])):
+                return None
+            return handler(request, response, storage, *args, **kwargs)
+        return wrapped
+
+    def delete(handler):
+        def wrapped(request, response, storage, *args, **kwargs):
+            if blocked(request, response, current(request, storage)):
+                return None
+            return handler(request, response, storage, *args, **kwargs)
+        return wrapped
+
+    wrappers = {objects.get: read, objects.download: read, objects.insert: upload, objects.delete: delete}
+    for _, methods in server.HANDLERS:
+        for method, fn in list(methods.items()):
+            if fn in wrappers:
+                methods[method] = wrappers[fn](fn)
+
+
+def _serve(port: int) -> None:
+    """The child: dies with its parent (Linux prctl PR_SET_PDEATHSIG), so a killed test process leaves no server
+    behind; then the patched emulator on 127.0.0.1:port, in memory."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    from gcp_storage_emulator.server import create_server
+
+    _add_generations()
+    create_server("127.0.0.1", port, in_memory=True).run()
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))
