@@ -1,6 +1,8 @@
 """gs:// end to end on a real local GCS server (tests/gcs_server.py): a short GRPO run (configs/toy_rt2i.py shrunk
 to the tiny golden release) whose base release, workdir, toy prompt files, checkpoints, sample grids and exported
 release all live in the server; then a resume from it, and the export loads back from gs://."""
+import io
+import json
 import logging
 import os
 import sys
@@ -151,3 +153,30 @@ def test_checkpoint_manager_on_gs_with_many_arrays(gcs):
     assert extras == {"step": 3}
     for k, v in state.items():
         np.testing.assert_array_equal(np.asarray(restored[k]), np.asarray(v) + 3)
+
+
+def test_generate_reads_release_and_prompts_from_gs_and_writes_images_there(gcs, capsys):
+    from PIL import Image
+
+    from alphagrpo_jax import generate
+
+    root = gcs.new_bucket()
+    upload_release(GOLDENS, paths.join(root, "base"))
+    paths.write_text(paths.join(root, "prompts.txt"), "a cat\n\na red circle\n")
+    out = paths.join(root, "gen")
+    assert generate.main(["--checkpoint", paths.join(root, "base"), "--prompts-file", paths.join(root, "prompts.txt"),
+                          "--out", out, "--height", "32", "--width", "32", "--num-steps", "3",
+                          "--cache-size", "320"]) == 0
+    assert paths.listdir(out) == ["0000.png", "0001.png"]
+    assert Image.open(io.BytesIO(paths.read_bytes(paths.join(out, "0001.png")))).size == (32, 32)
+    assert f"wrote {out}/0001.png" in capsys.readouterr().out
+
+
+def test_report_writes_its_plot_to_gs(gcs, tmp_path):
+    from alphagrpo_jax import report
+
+    rows = [{"step": s, "reward/mean": 0.1 * s} for s in range(1, 4)] + [{"step": 3, "eval/reward": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = paths.join(gcs.new_bucket(), "curves", "reward.png")
+    assert report.main(["--workdir", str(tmp_path), "--out", out]) == 0
+    assert paths.read_bytes(out)[:8] == b"\x89PNG\r\n\x1a\n"
