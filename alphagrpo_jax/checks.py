@@ -66,12 +66,12 @@ def release_folder(path, key: str) -> str:
     """A BAGEL release folder with its config, weights and tokenizer files."""
     if not isinstance(path, str) or not path:
         raise UsageError(f"{key}: expected a BAGEL release folder, got {path!r}")
-    if not os.path.isdir(path):
+    if not paths.isdir(path):
         raise UsageError(f"{key}: {path}: no such folder; expected a BAGEL release folder")
-    missing = [f for f in RELEASE_FILES if not os.path.isfile(os.path.join(path, f))]
-    tokenizer = [fs for fs in TOKENIZER_FILES if all(os.path.isfile(os.path.join(path, f)) for f in fs)]
-    if not tokenizer:
-        missing += [f for f in TOKENIZER_FILES[1] if not os.path.isfile(os.path.join(path, f))]
+    present = set(paths.listdir(path))
+    missing = [f for f in RELEASE_FILES if f not in present]
+    if not any(set(fs) <= present for fs in TOKENIZER_FILES):
+        missing += [f for f in TOKENIZER_FILES[1] if f not in present]
     if missing:
         raise UsageError(f"{key}: release folder {path} lacks {', '.join(missing)}; expected "
                          f"{', '.join(RELEASE_FILES)} and tokenizer.json or vocab.json + merges.txt")

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 
 from absl import flags
 from flax import nnx
 
-from alphagrpo_jax import cli
+from alphagrpo_jax import cli, paths
 from alphagrpo_jax.models.bagel import checkpoint as ckpt_lib, model as model_lib, safetensors_io
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 
@@ -32,7 +31,7 @@ log = logging.getLogger("alphagrpo_jax.export")
 
 def release_dtype(path: str) -> str:
     """The dtype of the release's first floating tensor (what the exported file is written in)."""
-    f = safetensors_io.SafetensorsFile(os.path.join(path, "ema.safetensors"))
+    f = safetensors_io.SafetensorsFile(paths.join(path, "ema.safetensors"))
     for key in f.keys():
         if "float" in str(f.dtype(key)):  # float32, bfloat16, float16
             return str(f.dtype(key))
@@ -45,7 +44,7 @@ def export(config, out: str, step: int | None = None) -> str:
     from alphagrpo_jax.train import build, restore_checkpoint
 
     src = config.model.release
-    if os.path.exists(os.path.join(out, "ema.safetensors")):
+    if paths.exists(paths.join(out, "ema.safetensors")):
         raise FileExistsError(f"--out {out}: already holds an ema.safetensors; choose a new folder")
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
@@ -56,17 +55,16 @@ def export(config, out: str, step: int | None = None) -> str:
         model = learner.model()
         if config.train.params == "lora":
             model = lora.merge_lora(model)
-        os.makedirs(out, exist_ok=True)
-        for name in sorted(os.listdir(src)):
+        paths.makedirs(out)
+        for name in paths.listdir(src):
             # ema.safetensors and its .sha256 are written below (other checksum files travel with their file)
-            if not name.startswith("ema.safetensors") and os.path.isfile(os.path.join(src, name)):
-                shutil.copy2(os.path.join(src, name), os.path.join(out, name))
+            if not name.startswith("ema.safetensors") and not paths.isdir(paths.join(src, name)):
+                paths.copy(paths.join(src, name), paths.join(out, name))
         meta = {"exported_from": os.path.abspath(config.workdir) if "://" not in config.workdir else config.workdir,
                 "step": str(extras["step"])}
-        ckpt_lib.export_state(nnx.state(model), model_lib.weight_map(model.cfg), os.path.join(out, "ema.safetensors"),
+        ckpt_lib.export_state(nnx.state(model), model_lib.weight_map(model.cfg), paths.join(out, "ema.safetensors"),
                               dtype=release_dtype(src), metadata=meta)
-    with open(os.path.join(out, "export.json"), "w") as f:
-        json.dump({**meta, "base_release": src}, f, indent=1)
+    paths.write_text(paths.join(out, "export.json"), json.dumps({**meta, "base_release": src}, indent=1))
     log.info("exported step %s of %s to %s", extras["step"], config.workdir, out)
     return out
 

@@ -16,22 +16,24 @@ benchmark protocol and is reported as such.
 Prompts that steer the model (docs/prompts.md): `--think-system-prompt`, `--reflection-prompt` (template with
 {prompt}) and `--verifier-system-prompt` take the text or file:PATH. Use the strings the checkpoint (and the
 verifier) were used with: the defaults are this project's own wording.
+
+--checkpoint, --prompts-file, --image and --out may be local or gs:// (alphagrpo_jax/paths.py).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
 
-from alphagrpo_jax import checks, errors
+from alphagrpo_jax import checks, errors, paths
 from alphagrpo_jax.errors import UsageError
 
 
 def _read_prompts(path: str) -> list[str]:
     out = []
     checks.existing_file(path, "--prompts-file")
-    with open(path, encoding="utf-8") as f:
+    with paths.open(path) as f:
         for i, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -189,7 +191,7 @@ def run_refine(args, pipe, prompts, think_cfg) -> int:
     from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT
     from alphagrpo_jax.sampling.refine import refine
 
-    os.makedirs(args.out, exist_ok=True)
+    paths.makedirs(args.out)
     reward_fn = _reward_fn(args)
     gate = "oracle" if args.oracle_gate else args.gate
     summary = []
@@ -200,17 +202,15 @@ def run_refine(args, pipe, prompts, think_cfg) -> int:
                             seed=args.seed + i, num_timesteps=args.num_steps, shift=args.shift,
                             think_sampler=think_cfg, reflection=args.reflection_prompt or REFLECTION_PROMPT)
             for k, rd in enumerate(rounds):
-                path = os.path.join(args.out, f"{i:04d}_round{k}.png")
-                Image.fromarray(rd.image).save(path)
+                path = paths.join(args.out, f"{i:04d}_round{k}.png")
+                paths.save_image(path, Image.fromarray(rd.image))
                 print(f"[{i} round {k}] score={rd.score:.4f} satisfied={rd.satisfied} text={rd.text!r} -> {path}")
                 summary.append(dict(prompt=prompt, round=k, score=rd.score, satisfied=rd.satisfied, text=rd.text,
                                     image=path, gate=gate + (" (evaluator-gated protocol)" if gate == "oracle" else "")))
     finally:
         if reward_fn is not None:
             reward_fn.close()
-    with open(os.path.join(args.out, "refine.jsonl"), "w", encoding="utf-8") as f:
-        for row in summary:
-            f.write(json.dumps(row) + "\n")
+    paths.write_text(paths.join(args.out, "refine.jsonl"), "".join(json.dumps(row) + "\n" for row in summary))
     return 0
 
 
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
     if args.transform == "toy":
         kw = dict(vae_transform=image_transform.TOY_VAE_TRANSFORM, vit_transform=image_transform.TOY_VIT_TRANSFORM)
     pipe = Pipeline(rel, cache_size=args.cache_size, **kw)
-    image = Image.open(args.image) if args.image else None
+    image = Image.open(io.BytesIO(paths.read_bytes(args.image))) if args.image else None
     if args.understand:
         print(pipe.understand([image], [args.prompt], think=args.think)[0])
         return 0
@@ -260,7 +260,7 @@ def main(argv=None) -> int:
     if args.refine:
         return run_refine(args, pipe, prompts, think_cfg)
     if args.prompts_file:
-        os.makedirs(args.out, exist_ok=True)
+        paths.makedirs(args.out)
     for start in range(0, len(prompts), args.batch_size):
         chunk = prompts[start:start + args.batch_size]
         bar = progress(total=args.num_steps - 1, desc=f"denoising {start + 1}-{start + len(chunk)}/{len(prompts)}",
@@ -272,8 +272,8 @@ def main(argv=None) -> int:
             seed=args.seed + start, think_sampler=think_cfg, on_step=lambda i: bar.update(1))
         bar.close()
         for j, g in enumerate(gens):
-            path = args.out if not args.prompts_file else os.path.join(args.out, f"{start + j:04d}.png")
-            Image.fromarray(g.image).save(path)
+            path = args.out if not args.prompts_file else paths.join(args.out, f"{start + j:04d}.png")
+            paths.save_image(path, Image.fromarray(g.image))
             if g.think is not None:
                 print(f"[think {start + j}] {g.think}")
             print(f"wrote {path}")

@@ -5,15 +5,17 @@
     paths.exists("gs://bucket/run/checkpoints")
 
 Local paths keep their usual meaning (relative to the working directory). A `gs://` path goes through gcsfs,
-which honours `STORAGE_EMULATOR_HOST` (a local GCS server in tests). Object stores have no folders and no
-append: `makedirs` is a no-op there, and `append_text` rewrites the object (fine for the small JSONL files the
-programs append to).
+which honours `STORAGE_EMULATOR_HOST` (a local GCS server in tests; docs/storage.md). Object stores have no
+folders and no append: `makedirs` is a no-op there, and `append_text` rewrites the object (fine for the small
+JSONL files the programs append to). Listings and existence checks of a remote path always ask the server
+(gcsfs's listing cache is dropped first), so objects another process or Orbax/tensorstore wrote are seen.
 """
 from __future__ import annotations
 
 import builtins
 import os
 import posixpath
+import shutil
 import tempfile
 from typing import IO
 
@@ -29,6 +31,14 @@ def is_remote(path) -> bool:
 def _fs(path):
     """(filesystem, path inside it)."""
     return fsspec.core.url_to_fs(os.fspath(path))
+
+
+def _fresh_fs(path):
+    """(filesystem, path) with the listing cache of a remote path dropped (others may have written since)."""
+    fs, p = _fs(path)
+    if is_remote(path):
+        fs.invalidate_cache(p)
+    return fs, p
 
 
 def join(base, *parts: str) -> str:
@@ -52,12 +62,20 @@ def basename(path) -> str:
 
 
 def exists(path) -> bool:
-    fs, p = _fs(path)
+    fs, p = _fresh_fs(path)
     return fs.exists(p)
 
 
+def size(path) -> int:
+    """Size of a file in bytes."""
+    if not is_remote(path):
+        return os.path.getsize(os.fspath(path))
+    fs, p = _fresh_fs(path)
+    return int(fs.size(p))
+
+
 def isdir(path) -> bool:
-    fs, p = _fs(path)
+    fs, p = _fresh_fs(path)
     return fs.isdir(p)
 
 
@@ -69,7 +87,7 @@ def makedirs(path) -> None:
 
 def listdir(path) -> list[str]:
     """Names (not paths) of the entries directly under `path`, sorted; [] if it does not exist."""
-    fs, p = _fs(path)
+    fs, p = _fresh_fs(path)
     if not fs.exists(p):
         return []
     return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
@@ -95,8 +113,8 @@ def read_text(path) -> str:
 
 
 def write_bytes(path, data: bytes) -> None:
-    """Writes `data` atomically: locally through a temporary file in the same folder and os.replace; an object
-    store upload is atomic by itself."""
+    """Writes `data` atomically: locally through a temporary file in the same folder (fsynced) and os.replace;
+    an object store upload is atomic by itself. Parent folders are created."""
     if is_remote(path):
         fs, p = _fs(path)
         fs.pipe_file(p, data)
@@ -108,6 +126,8 @@ def write_bytes(path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -131,14 +151,33 @@ def append_text(path, text: str) -> None:
 
 def remove(path) -> None:
     """Removes a file, or a folder with everything in it; nothing if it does not exist."""
-    fs, p = _fs(path)
+    fs, p = _fresh_fs(path)
     if fs.exists(p):
         fs.rm(p, recursive=fs.isdir(p))
 
 
 def copy(src, dst) -> None:
-    """Copies one file (any mix of local and remote)."""
-    write_bytes(dst, read_bytes(src))
+    """Copies one file (any mix of local and remote), streamed and atomic: `dst` is whole or absent."""
+    src, dst = os.fspath(src), os.fspath(dst)
+    if is_remote(dst):
+        fs, p = _fs(dst)
+        fs.put_file(local_copy(src), p)  # one upload: the object appears only once complete
+        return
+    folder = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-" + os.path.basename(dst))
+    os.close(fd)
+    try:
+        if is_remote(src):
+            fs, p = _fs(src)
+            fs.get_file(p, tmp)
+        else:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def move(src, dst) -> None:
@@ -150,11 +189,36 @@ def move(src, dst) -> None:
     fs.mv(p, _fs(dst)[1], recursive=True)
 
 
-def local_copy(path, suffix: str = "") -> str:
-    """A local file with `path`'s content (the path itself when local): for libraries that need a real file."""
+def save_image(path, image) -> None:
+    """Writes a PIL image in the format its extension names (.png, .jpg, ...), atomically."""
+    import io
+
+    from PIL import Image
+
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None:
+        raise ValueError(f"{os.fspath(path)}: unknown image extension {ext!r}; expected .png, .jpg, ...")
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    write_bytes(path, buf.getvalue())
+
+
+def local_copy(path, skip_suffixes: tuple[str, ...] = ()) -> str:
+    """A local file or folder with `path`'s content, for libraries that need real files (the path itself when
+    local). A folder copies the files directly inside it, except names ending in one of `skip_suffixes` (e.g.
+    a release's tokenizer files without its `.safetensors`). Remote copies go to a fresh temporary location."""
     if not is_remote(path):
         return os.fspath(path)
-    fd, tmp = tempfile.mkstemp(suffix=suffix or os.path.splitext(os.fspath(path))[1])
-    with os.fdopen(fd, "wb") as f:
-        f.write(read_bytes(path))
+    path = os.fspath(path)
+    fs, p = _fresh_fs(path)
+    if fs.isdir(p):
+        out = tempfile.mkdtemp(prefix="alphagrpo-")
+        for name in listdir(path):
+            if not name.endswith(tuple(skip_suffixes)) and not fs.isdir(posixpath.join(p, name)):
+                fs.get_file(posixpath.join(p, name), os.path.join(out, name))
+        return out
+    fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    fs.get_file(p, tmp)
     return tmp

@@ -4,16 +4,18 @@
         [--out reward_curve.png]
 
 Each workdir contributes its train reward (per step, with a moving average) and its held-out eval reward.
+Workdirs and --out may be local or gs:// (alphagrpo_jax/paths.py).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 
 import numpy as np
 
-from alphagrpo_jax import errors
+from alphagrpo_jax import errors, paths
 from alphagrpo_jax.errors import UsageError
 
 
@@ -38,7 +40,7 @@ def plot(runs: list[tuple[str, str]], out: str, smooth: int = 5) -> str:
 
     fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
     for label, workdir in runs:
-        c = curves(os.path.join(workdir, "metrics.jsonl"))
+        c = curves(paths.join(workdir, "metrics.jsonl"))
         if "reward/mean" in c:
             s, v = c["reward/mean"]
             ax_train.plot(s, v, alpha=0.3)
@@ -55,7 +57,9 @@ def plot(runs: list[tuple[str, str]], out: str, smooth: int = 5) -> str:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    paths.write_bytes(out, buf.getvalue())
     plt.close(fig)
     return out
 
@@ -67,14 +71,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="PNG path (default: <first workdir>/reward_curve.png)")
     ap.add_argument("--smooth", type=int, default=5)
     args = ap.parse_args(argv)
-    labels = args.label or [os.path.basename(os.path.normpath(w)) for w in args.workdir]
+    labels = args.label or [paths.basename(w) if paths.is_remote(w) else os.path.basename(os.path.normpath(w))
+                            for w in args.workdir]
     if len(labels) != len(args.workdir):
         raise UsageError(f"--label: given {len(labels)} times for {len(args.workdir)} --workdir; expected one per "
                          f"--workdir")
     for w in args.workdir:
-        if not os.path.exists(os.path.join(w, "metrics.jsonl")):
+        if not paths.exists(paths.join(w, "metrics.jsonl")):
             raise UsageError(f"--workdir {w}: no metrics.jsonl; expected a training workdir")
-    out = args.out or os.path.join(args.workdir[0], "reward_curve.png")
+    out = args.out or paths.join(args.workdir[0], "reward_curve.png")
     print(plot(list(zip(labels, args.workdir)), out, args.smooth))
     return 0
 

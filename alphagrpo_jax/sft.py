@@ -21,7 +21,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import time
 
 import jax
@@ -31,7 +30,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from alphagrpo_jax import checkpointing, integrity, metrics, optim
+from alphagrpo_jax import checkpointing, integrity, metrics, optim, paths
 from alphagrpo_jax.models.bagel import checkpoint as ckpt_io, config as config_lib, model as model_lib, packed
 from alphagrpo_jax.models.bagel import release as release_lib
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
@@ -203,9 +202,10 @@ def to_device(host: dict, sharding: NamedSharding, n_vit_local: int, n_img_local
 # ------------------------------------------------------------------------------------------------ export
 
 def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: str, dtype: str) -> str:
-    """A release folder: ema.safetensors, llm_config.json, vit_config.json, bagel_config.json, tokenizer."""
-    os.makedirs(out, exist_ok=True)
-    ckpt_io.export_state(nnx.state(model), model_lib.weight_map(cfg), os.path.join(out, "ema.safetensors"), dtype)
+    """A release folder (local or gs://): ema.safetensors, llm_config.json, vit_config.json, bagel_config.json,
+    tokenizer."""
+    paths.makedirs(out)
+    ckpt_io.export_state(nnx.state(model), model_lib.weight_map(cfg), paths.join(out, "ema.safetensors"), dtype)
     c, v = cfg.llm, cfg.vit
     llm = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=c.hidden_size,
                num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
@@ -225,10 +225,9 @@ def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: 
                                   end_of_image=t.end_of_image),
                vae_config={k: (list(x) if isinstance(x, tuple) else x) for k, x in vars(cfg.vae).items()})
     for name, d in (("llm_config.json", llm), ("vit_config.json", vit), ("bagel_config.json", top)):
-        with open(os.path.join(out, name), "w", encoding="utf-8") as f:
-            json.dump(d, f, indent=1)
-    for name in os.listdir(tokenizer_dir):
-        shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(out, name))
+        paths.write_text(paths.join(out, name), json.dumps(d, indent=1))
+    for name in paths.listdir(tokenizer_dir):
+        paths.copy(paths.join(tokenizer_dir, name), paths.join(out, name))
     return out
 
 
@@ -277,10 +276,8 @@ def evaluate(rel: release_lib.Release, ec, seed: int) -> tuple[dict, np.ndarray]
 def _write_eval(folder: str, name: str, result: dict, grid: np.ndarray) -> None:
     from PIL import Image
 
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{name}.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    Image.fromarray(grid).save(os.path.join(folder, f"{name}.png"))
+    paths.write_text(paths.join(folder, f"{name}.json"), json.dumps(result, indent=1))
+    paths.save_image(paths.join(folder, f"{name}.png"), Image.fromarray(grid))
 
 
 def train(config, step_hook=None) -> dict:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alphagrpo_jax import checkpointing, cli, integrity, metrics as metrics_lib, optim
+from alphagrpo_jax import checkpointing, cli, integrity, metrics as metrics_lib, optim, paths
 from alphagrpo_jax.parallel import distributed, hostdata, mesh as mesh_lib, rules as rules_lib
 
 log = logging.getLogger("alphagrpo_jax.train")
@@ -36,13 +36,13 @@ def prompt_files(config) -> tuple[str, str]:
     if d.toy_prompts:
         from alphagrpo_jax.toy.data import write_prompt_files
 
-        out = os.path.join(config.workdir, "data")
-        paths = {s: os.path.join(out, "prompts", f"{s}.jsonl") for s in ("train", "eval")}
+        out = paths.join(config.workdir, "data")
+        files = {s: paths.join(out, "prompts", f"{s}.jsonl") for s in ("train", "eval")}
         # Every process writes its own copy if missing (deterministic, atomic), so a host-local workdir works.
-        if not all(os.path.exists(p) for p in paths.values()):
+        if not all(paths.exists(p) for p in files.values()):
             per = [None if n < 0 else n for n in (d.toy_train_per_category, d.toy_eval_per_category)]  # -1 = all
-            paths = write_prompt_files(out, per[0], per[1], config.seed)
-        return paths["train"], paths["eval"]
+            files = write_prompt_files(out, per[0], per[1], config.seed)
+        return files["train"], files["eval"]
     if not d.train_prompts:
         raise SystemExit("config.data.train_prompts is required (or set data.toy_prompts=True)")
     return d.train_prompts, d.eval_prompts
@@ -81,7 +81,7 @@ def checkpoint_target(learner) -> dict:
 
 def restore_checkpoint(config, learner, step: int | None = None) -> tuple[dict, dict]:
     """(state {params, opt}, extras) of checkpoint `step` (default: the latest) of `config.workdir`."""
-    mgr = checkpointing.CheckpointManager(os.path.join(config.workdir, "checkpoints"), keep=None)
+    mgr = checkpointing.CheckpointManager(paths.join(config.workdir, "checkpoints"), keep=None)
     try:
         return mgr.restore(checkpoint_target(learner), step)
     finally:
@@ -96,7 +96,7 @@ def train(config) -> dict:
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     workdir = config.workdir
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     from alphagrpo_jax import run_config  # <workdir>/config.yaml; a resume must match its structure
 
     run_config.record(config, jax.process_index())
@@ -151,7 +151,7 @@ def _train(config, mesh, workdir, timer) -> dict:
     eval_records = list(PromptRecords(eval_path))[: config.eval.num_prompts] if eval_path else []
     reward_fn = build_reward_fn(config.reward)
     writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.log.tensorboard)
-    ckpt = checkpointing.CheckpointManager(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+    ckpt = checkpointing.CheckpointManager(paths.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                            every=config.checkpoint.every)
     ckpt.install_preemption_handler()
     start = 0
@@ -176,7 +176,7 @@ def _train(config, mesh, workdir, timer) -> dict:
         results.setdefault("eval", []).append({"step": step, **ev.metrics})
         n = min(config.log.grid_size, len(ev.prompts))
         captions = [f"{p} | {t} | r={v:.2f}" for p, t, v in zip(ev.prompts[:n], ev.texts[:n], ev.rewards[:n])]
-        sample_grid(ev.images[:n], captions, os.path.join(workdir, f"samples_step{step:05d}.png"))
+        sample_grid(ev.images[:n], captions, paths.join(workdir, f"samples_step{step:05d}.png"))
         log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in ev.metrics.items() if k.count("/") == 1})
 
     if start == 0 and config.eval.every:

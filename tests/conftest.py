@@ -22,3 +22,14 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def goldens_dir() -> pathlib.Path:
     return GOLDENS
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A local GCS server (tests/gcs_server.py) for the whole session; `gcs.new_bucket()` gives each test its own
+    empty bucket. The environment points gcsfs and tensorstore at it while the session runs."""
+    from tests.gcs_server import GcsServer
+
+    with GcsServer() as server:
+        yield server
+

@@ -38,11 +38,8 @@ class PromptRecords(Sequence):
 
 
 def write_prompt_file(path: str | os.PathLike, records: Iterable[QuestionSet]) -> int:
-    """Writes records as JSONL (atomically; parent folders created); returns how many were written."""
+    """Writes records as JSONL (atomically; parent folders created; local or gs://); returns how many."""
     records = list(records)
-    parent = os.path.dirname(os.fspath(path))
-    if parent:
-        os.makedirs(parent, exist_ok=True)
     write_records(path, records)
     return len(records)
 

@@ -18,6 +18,10 @@ Resume: each finished record is appended as one whole line with a single write()
 the output, drops a torn last line (a kill mid-write), checks every line against the prompts file and skips the
 indices already present. At the end of every run the file is rewritten sorted by index (temp file + rename),
 so an interrupted-and-resumed run produces the same bytes as an uninterrupted one.
+
+Files may be on gs:// (alphagrpo_jax/paths.py). An object store has no append: a gs:// `--out` is worked on in
+a local copy (the records already there, fetched at start) and uploaded, sorted, at the end of the run; a run
+killed before its end leaves the object as the previous run wrote it (its new records are decomposed again).
 """
 from __future__ import annotations
 
@@ -29,10 +33,11 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from alphagrpo_jax import checks, errors
+from alphagrpo_jax import checks, errors, paths
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.reward import decompose_prompts as dp
 from alphagrpo_jax.reward.client import ChatClient, ClientSettings, RequestFailed, message_content
@@ -80,9 +85,9 @@ def load_prompts(path: str, fmt: str = "auto") -> list[PromptItem]:
     if fmt not in ("text", "jsonl"):
         raise UsageError(f"--prompts-format: expected auto, text or jsonl, got {fmt!r}")
     items, seen = [], {}
-    if not os.path.isfile(path):
+    if not paths.exists(path) or paths.isdir(path):
         raise UsageError(f"--prompts {path}: no such file")
-    with open(path, encoding="utf-8") as f:
+    with paths.open(path) as f:
         lines = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
     for pos, (lineno, line) in enumerate(lines):
         where = f"{path}:{lineno}"
@@ -206,9 +211,15 @@ async def run(items: list[PromptItem], out_path: str, client_settings: ClientSet
               settings: DecomposeSettings = DecomposeSettings(), progress: bool = True) -> Summary:
     """Decomposes every prompt not yet in `out_path`; returns what happened. See the module docstring."""
     by_index = {it.index: it for it in items}
-    appender = _Appender(out_path)  # lock first, then read: no other run can append in between
+    work = out_path
+    if paths.is_remote(out_path) and paths.exists(out_path):  # appended to locally, uploaded at the end
+        work = paths.local_copy(out_path)
+    elif paths.is_remote(out_path):
+        fd, work = tempfile.mkstemp(suffix=".jsonl")
+        os.close(fd)
+    appender = _Appender(work)  # lock first, then read: no other run can append in between
     try:
-        done = completed_records(out_path, by_index)
+        done = completed_records(work, by_index)
         summary = Summary(total=len(items), already_done=len(done))
         todo: asyncio.Queue[PromptItem] = asyncio.Queue()
         for it in items:

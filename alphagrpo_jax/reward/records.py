@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from alphagrpo_jax import paths
+
 SEMANTIC_TAGS = ("Style", "Environment", "Viewpoint", "Existence", "Count", "Attribute", "Action", "Spatial",
                  "Text", "Negative")
 QUALITY_TAGS = ("Geometry", "Anatomy", "Texture", "Coherence", "Lighting", "Physics", "Legibility", "Aesthetics")
@@ -147,7 +149,7 @@ def parse_line(line: str, where: str, strict_tags: bool = False) -> QuestionSet:
 
 def iter_numbered_records(path: str | os.PathLike, strict_tags: bool = False) -> Iterator[tuple[int, QuestionSet]]:
     """(line number, record) for each non-blank line of a JSONL file. Errors name `path:line`."""
-    with open(path, encoding="utf-8") as f:
+    with paths.open(path) as f:
         for lineno, line in enumerate(f, start=1):
             if line.strip():
                 yield lineno, parse_line(line, f"{os.fspath(path)}:{lineno}", strict_tags)
@@ -167,12 +169,5 @@ def read_records(path: str | os.PathLike, strict_tags: bool = False) -> list[Que
 
 
 def write_records(path: str | os.PathLike, records: Iterable[QuestionSet]) -> None:
-    """Writes a whole JSONL file atomically: a temp file in the same folder, fsync, then rename over `path`."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(rec.to_line())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Writes a whole JSONL file atomically (paths.write_text: local or gs://)."""
+    paths.write_text(path, "".join(rec.to_line() for rec in records))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +33,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from alphagrpo_jax import cli
+from alphagrpo_jax import cli, paths
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel.llm import GEN, UND
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
@@ -124,8 +123,7 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
     out = {name: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]} for name, runs in per_key.items()}
     out.update(step=step, keys=keys, per_key=per_key, paired=paired_differences(per_key))
     if jax.process_index() == 0:
-        with open(os.path.join(config.workdir, f"component_eval_step{step}.json"), "w") as f:
-            json.dump(out, f, indent=1)
+        paths.write_text(paths.join(config.workdir, f"component_eval_step{step}.json"), json.dumps(out, indent=1))
     return out
 
 

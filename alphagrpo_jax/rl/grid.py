@@ -6,10 +6,13 @@ import textwrap
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from alphagrpo_jax import paths
+
 
 def sample_grid(images: np.ndarray, captions: list[str], path: str, columns: int = 4, scale: int = 4,
                 text_width: int = 30, text_lines: int = 7) -> str:
-    """images [N, H, W, 3] uint8 -> one PNG: each cell the (upscaled, nearest) image over its caption."""
+    """images [N, H, W, 3] uint8 -> one PNG at `path` (local or gs://): each cell the (upscaled, nearest) image
+    over its caption."""
     n, h, w, _ = images.shape
     font = ImageFont.load_default()
     line_h = 11
@@ -23,5 +26,5 @@ def sample_grid(images: np.ndarray, captions: list[str], path: str, columns: int
         lines = textwrap.wrap(captions[i], text_width)[:text_lines]
         for j, line in enumerate(lines):
             draw.text((x + 4, y + h * scale + 6 + j * line_h), line, fill="black", font=font)
-    canvas.save(path)
+    paths.save_image(path, canvas)
     return path

@@ -27,6 +27,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from alphagrpo_jax import paths
 from alphagrpo_jax.data.pipeline import build_dataset
 from alphagrpo_jax.data.prompts import write_prompt_file
 from alphagrpo_jax.toy import prompts, world
@@ -148,12 +149,12 @@ def write_prompt_files(out_dir: str | os.PathLike, train_per_category: int | Non
                        seed: int) -> dict[str, str]:
     """DIR/prompts/{train,eval}.jsonl: each split's prompt set (prompts.prompt_set) decomposed into records;
     `original_index` numbers the records of each file from 0."""
-    paths = {}
+    files = {}
     for split, per in (("train", train_per_category), ("eval", eval_per_category)):
         specs = prompts.prompt_set(split, per, seed)
-        paths[split] = os.path.join(os.fspath(out_dir), "prompts", f"{split}.jsonl")
-        write_prompt_file(paths[split], (decompose(s, i) for i, s in enumerate(specs)))
-    return paths
+        files[split] = paths.join(out_dir, "prompts", f"{split}.jsonl")
+        write_prompt_file(files[split], (decompose(s, i) for i, s in enumerate(specs)))
+    return files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     files = write_prompt_files(args.out, per[0], per[1], args.seed)
     print(f"dataset: {path}")
     for split, f in files.items():
-        with open(f, encoding="utf-8") as fh:
+        with paths.open(f) as fh:
             print(f"{split} prompts: {f} ({sum(1 for _ in fh)} records)")
 
 

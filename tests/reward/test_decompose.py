@@ -209,3 +209,24 @@ def test_two_runs_cannot_write_the_same_file(server, tmp_path):
             run_in_process(server, tmp_path / "p.txt", tmp_path / "out.jsonl")
     finally:
         holder.close()
+
+
+def test_prompts_and_output_on_gs(server, gcs, tmp_path):
+    """Prompts read from and records written to a real local GCS server (tests/gcs_server.py): the same bytes as
+    a local run; a second run finds everything done; a partial output object is completed."""
+    from alphagrpo_jax import paths
+
+    records = make_records(5)
+    server.chat = decomposer_chat(records_decomposer(records))
+    root = gcs.new_bucket()
+    write_prompts(tmp_path / "p.txt", records)
+    paths.copy(str(tmp_path / "p.txt"), root + "/p.txt")
+    assert decompose.main(cli_args(server, root + "/p.txt", root + "/out.jsonl", 3)) == 0
+    assert decompose.main(cli_args(server, tmp_path / "p.txt", tmp_path / "out.jsonl", 3)) == 0
+    assert paths.read_bytes(root + "/out.jsonl") == (tmp_path / "out.jsonl").read_bytes()
+    again = run_in_process(server, tmp_path / "p.txt", root + "/out.jsonl")
+    assert (again.written, again.already_done) == (0, 5)
+    paths.write_text(root + "/part.jsonl", "".join(r.to_line() for r in records[:2]))
+    part = run_in_process(server, tmp_path / "p.txt", root + "/part.jsonl")
+    assert (part.written, part.already_done) == (3, 2)
+    assert paths.read_bytes(root + "/part.jsonl") == (tmp_path / "out.jsonl").read_bytes()

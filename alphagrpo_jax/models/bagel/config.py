@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
+
+from alphagrpo_jax import paths
 
 
 class ConfigError(ValueError):
@@ -172,10 +173,10 @@ class BagelConfig:
 
 
 def _read_json(path: str) -> dict:
-    if not os.path.exists(path):
+    if not paths.exists(path):
         raise ConfigError(f"{path}: file not found")
     try:
-        with open(path, encoding="utf-8") as f:
+        with paths.open(path) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON: {e}") from e
@@ -189,11 +190,11 @@ def _require(d: dict, path: str, *keys: str) -> None:
 
 def from_release_dir(path: str, **overrides) -> BagelConfig:
     """Reads a BAGEL release folder (llm_config.json, vit_config.json, optional bagel_config.json)."""
-    llm = LLMConfig.from_hf_json(os.path.join(path, "llm_config.json"))
-    vit = ViTConfig.from_hf_json(os.path.join(path, "vit_config.json"))
+    llm = LLMConfig.from_hf_json(paths.join(path, "llm_config.json"))
+    vit = ViTConfig.from_hf_json(paths.join(path, "vit_config.json"))
     top: dict[str, Any] = {}
-    bagel_json = os.path.join(path, "bagel_config.json")
-    if os.path.exists(bagel_json):
+    bagel_json = paths.join(path, "bagel_config.json")
+    if paths.exists(bagel_json):
         d = _read_json(bagel_json)
         for k in ("latent_patch_size", "max_latent_size", "vit_max_num_patch_per_side", "timestep_shift",
                   "inference_timestep_shift", "think_system_prompt"):

@@ -2,15 +2,17 @@
 
     ema.safetensors, llm_config.json, vit_config.json, [bagel_config.json], ae.safetensors (FLUX kind),
     tokenizer files (vocab.json, merges.txt, tokenizer_config.json or tokenizer.json)
+
+The folder may be local or on gs:// (alphagrpo_jax/paths.py): weights are read tensor by tensor either way.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from flax import nnx
 from jax.sharding import Mesh
 
+from alphagrpo_jax import paths
 from alphagrpo_jax.models.bagel import checkpoint, config as config_lib, model as model_lib
 from alphagrpo_jax.parallel import rules as rules_lib
 
@@ -40,7 +42,7 @@ def load_autoencoder(path: str, cfg: config_lib.BagelConfig, mesh: Mesh, rules=r
     from alphagrpo_jax.models.bagel import vae as vae_lib
 
     graphdef, state = checkpoint.load_state(lambda: make_autoencoder(cfg), vae_lib.weight_map(cfg.vae),
-                                            os.path.join(path, "ae.safetensors"), mesh, rules)
+                                            paths.join(path, "ae.safetensors"), mesh, rules)
     return nnx.merge(graphdef, state)
 
 
@@ -49,10 +51,10 @@ def load_release(path: str, mesh: Mesh, rules=rules_lib.DEFAULT_RULES, **overrid
     param_dtype="float32", attention="splash")."""
     from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
 
-    if not os.path.isdir(path):
+    if not paths.isdir(path):
         raise checkpoint.CheckpointError(f"{path}: release folder not found")
     cfg = config_lib.from_release_dir(path, **overrides)
     graphdef, state = checkpoint.load_state(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), model_lib.weight_map(cfg),
-                                            os.path.join(path, "ema.safetensors"), mesh, rules)
+                                            paths.join(path, "ema.safetensors"), mesh, rules)
     model = nnx.merge(graphdef, state)
     return Release(cfg, model, load_autoencoder(path, cfg, mesh, rules), load_tokenizer(path, cfg.tokens))

@@ -7,6 +7,9 @@ Opening checks the whole layout before any tensor is read (header length, JSON h
 shape and byte range, the file size), so a truncated or foreign file is a one-line `SafetensorsError` naming the
 file, what was found and what was expected. `write` also writes `<file>.sha256` (`sha256sum -c` format);
 `verify_checksum` checks a file against it when present.
+
+A `gs://` file (alphagrpo_jax/paths.py) is read tensor by tensor with ranged reads (no local copy) and written
+through a local temporary file uploaded in one piece.
 """
 from __future__ import annotations
 
@@ -14,10 +17,13 @@ import hashlib
 import json
 import os
 import struct
+import tempfile
 from collections.abc import Callable, Iterable
 
 import ml_dtypes
 import numpy as np
+
+from alphagrpo_jax import paths
 
 _DTYPES = {
     "BF16": np.dtype(ml_dtypes.bfloat16), "F16": np.dtype(np.float16), "F32": np.dtype(np.float32),
@@ -38,10 +44,10 @@ class SafetensorsFile:
 
     def __init__(self, path: str):
         self.path = path
-        if not os.path.exists(path):
+        if not paths.exists(path):
             raise SafetensorsError(f"{path}: file not found")
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
+        size = paths.size(path)
+        with paths.open(path, "rb") as fh:
             raw = fh.read(8)
             if len(raw) != 8:
                 raise SafetensorsError(f"{path}: {size} bytes, too short to be a safetensors file (expected an 8-byte "
@@ -64,7 +70,9 @@ class SafetensorsFile:
         if self._data_start + end > size:
             raise SafetensorsError(f"{path}: truncated: {size} bytes, the header declares {end} bytes of tensor data "
                                    f"(expected a file of {self._data_start + end} bytes)")
-        self._mm = np.memmap(path, dtype=np.uint8, mode="r") if size > self._data_start else None
+        self._mm = None  # local: a memory map of the whole file; remote: None (ranged reads in __getitem__)
+        if not paths.is_remote(path) and size > self._data_start:
+            self._mm = np.memmap(path, dtype=np.uint8, mode="r")
 
     def keys(self) -> list[str]:
         return list(self._header)
@@ -90,7 +98,14 @@ class SafetensorsFile:
         count = int(np.prod(h["shape"], dtype=np.int64))
         if count == 0:
             return np.zeros(h["shape"], dt)
-        buf = self._mm[self._data_start + begin: self._data_start + end]
+        if self._mm is None:
+            with paths.open(self.path, "rb") as fh:
+                fh.seek(self._data_start + begin)
+                buf = np.frombuffer(fh.read(end - begin), np.uint8)
+            if buf.size != end - begin:
+                raise SafetensorsError(f"{self.path}: tensor {name!r} lies past the end of the file")
+        else:
+            buf = self._mm[self._data_start + begin: self._data_start + end]
         return buf.view(dt).reshape(h["shape"])
 
 
@@ -119,7 +134,7 @@ def checksum_path(path: str) -> str:
 
 def sha256_file(path: str, chunk: int = 16 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with paths.open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -129,10 +144,9 @@ def verify_checksum(path: str) -> bool:
     """Checks `path` against its `<path>.sha256` (written by `write`): True if it matches, False if there is no
     such file (e.g. a downloaded upstream release), SafetensorsError if it does not match."""
     side = checksum_path(path)
-    if not os.path.exists(side):
+    if not paths.exists(side):
         return False
-    with open(side, encoding="utf-8") as fh:
-        want = fh.read().split()
+    want = paths.read_text(side).split()
     if not want or len(want[0]) != 64:
         raise SafetensorsError(f"{side}: expected '<64 hex digits>  {os.path.basename(path)}', found {want[:2]!r}")
     got = sha256_file(path)
@@ -160,7 +174,12 @@ def write(path: str, tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    tmp, digest = path + ".tmp", hashlib.sha256()
+    remote, digest = paths.is_remote(path), hashlib.sha256()
+    if remote:
+        fd, tmp = tempfile.mkstemp(suffix=".safetensors")
+        os.close(fd)
+    else:
+        tmp = path + ".tmp"
     with open(tmp, "wb") as fh:
         for chunk in (struct.pack("<Q", len(blob)), blob):
             fh.write(chunk)
@@ -173,9 +192,12 @@ def write(path: str, tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
             fh.write(data)
             digest.update(data)
     side = checksum_path(path)
-    if os.path.exists(side):
-        os.remove(side)  # never a stale checksum beside the new file
-    os.replace(tmp, path)
-    with open(side + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write(f"{digest.hexdigest()}  {os.path.basename(path)}\n")
-    os.replace(side + ".tmp", side)
+    paths.remove(side)  # never a stale checksum beside the new file
+    if remote:
+        try:
+            paths.copy(tmp, path)
+        finally:
+            os.remove(tmp)
+    else:
+        os.replace(tmp, path)
+    paths.write_text(side, f"{digest.hexdigest()}  {paths.basename(path)}\n")

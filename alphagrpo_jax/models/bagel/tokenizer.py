@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from alphagrpo_jax import paths
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel.config import TokenIds
 
@@ -69,19 +70,20 @@ def load_tokenizer(folder: str | os.PathLike, token_ids: TokenIds) -> BagelToken
     configured in `token_ids`.
     """
     folder = os.fspath(folder)
-    if not os.path.isdir(folder):
+    if not paths.isdir(folder):
         raise TokenizerError(f"tokenizer folder {folder!r} does not exist")
-    has = lambda *names: all(os.path.isfile(os.path.join(folder, n)) for n in names)  # noqa: E731
+    has = lambda *names: all(paths.exists(paths.join(folder, n)) for n in names)  # noqa: E731
     if not has("tokenizer.json") and not has("vocab.json", "merges.txt"):
         missing = [n for n in ("vocab.json", "merges.txt") if not has(n)]
         raise TokenizerError(f"{folder}: missing {' and '.join(missing)}; expected the release's tokenizer files "
                              f"(tokenizer.json, or vocab.json + merges.txt)")
+    local = paths.local_copy(folder, skip_suffixes=(".safetensors",))  # gs://: its small files, fetched
     # transformers is used for tokenizers only; its start-up notice about missing PyTorch is noise here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from transformers import AutoTokenizer
 
     try:
-        hf = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        hf = AutoTokenizer.from_pretrained(local, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
         raise TokenizerError(f"cannot load a tokenizer from {folder!r}: {e}") from e
     vocab = hf.get_vocab()
