@@ -173,14 +173,24 @@ def _train(config, mesh, workdir, timer) -> dict:
         with timer("eval"), metrics_lib.PhaseTimer().active():
             ev = held_out_eval(config, learner.model(), rel, eval_records, reward_fn, rcfg, srr_cfgs)
         writer.write(step, ev.metrics)
-        results.setdefault("eval", []).append({"step": step, **ev.metrics})
+        results["eval"].append({"step": step, **ev.metrics})
         n = min(config.log.grid_size, len(ev.prompts))
         captions = [f"{p} | {t} | r={v:.2f}" for p, t, v in zip(ev.prompts[:n], ev.texts[:n], ev.rewards[:n])]
         sample_grid(ev.images[:n], captions, paths.join(workdir, f"samples_step{step:05d}.png"))
         log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in ev.metrics.items() if k.count("/") == 1})
 
-    if start == 0 and config.eval.every:
-        run_eval(0)
+    # The run's earlier evals (a resumed run's summary spans the whole run); an eval a kill interrupted after its
+    # step's checkpoint is run again.
+    results["eval"] = ([r for r in metrics_lib.read_metrics(writer.path) if "eval/reward" in r]
+                       if start and paths.exists(writer.path) else [])
+    done = [r["step"] for r in results["eval"]]
+    due = bool(config.eval.every) and start % config.eval.every == 0 and start not in done
+    if jax.process_count() > 1:  # process 0 (the one that writes metrics) decides for all: an eval is collective
+        from jax.experimental import multihost_utils
+
+        due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+    if due:
+        run_eval(start)
     bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
     guard = StepGuard(config.train.max_nonfinite_steps, r.rounds_per_step)
     calls = {kind: accumulation.backward_calls(cfg_k.image.sde_window, learner.lcfg.train_image,
