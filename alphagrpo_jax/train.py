@@ -150,142 +150,145 @@ def _train(config, mesh, workdir, timer) -> dict:
     data_it = iter(data)
     eval_records = list(PromptRecords(eval_path))[: config.eval.num_prompts] if eval_path else []
     reward_fn = build_reward_fn(config.reward)
-    writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.log.tensorboard)
-    ckpt = checkpointing.CheckpointManager(paths.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
-                                           every=config.checkpoint.every)
-    ckpt.install_preemption_handler()
-    start = 0
-    if ckpt.latest_step() is not None:
-        state, extras = ckpt.restore(checkpoint_target(learner))  # the newest intact step (verified)
-        learner.trainable, learner.opt_state = state["params"], state["opt"]
-        data_it.set_state(extras["data"])
-        start = int(extras["step"])
-        log.info("resumed from step %d", start)
-    writer.truncate(start or -1)  # what a killed run logged after its checkpoint (all: step 0 too) is logged again
-    results: dict = {}
-    kinds = tuple(config.task.kinds)
-    srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in kinds else None
+    writer = ckpt = bar = None
+    try:
+        writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.log.tensorboard)
+        ckpt = checkpointing.CheckpointManager(paths.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+                                               every=config.checkpoint.every)
+        ckpt.install_preemption_handler()
+        start = 0
+        if ckpt.latest_step() is not None:
+            state, extras = ckpt.restore(checkpoint_target(learner))  # the newest intact step (verified)
+            learner.trainable, learner.opt_state = state["params"], state["opt"]
+            data_it.set_state(extras["data"])
+            start = int(extras["step"])
+            log.info("resumed from step %d", start)
+        writer.truncate(start or -1)  # what a killed run logged after its checkpoint (all: step 0 too) is logged again
+        results: dict = {}
+        kinds = tuple(config.task.kinds)
+        srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in kinds else None
 
-    def run_eval(step):
-        if not eval_records:
-            return
-        # The eval's own rollout sub-phases go to a throwaway timer, not into the next step's row.
-        with timer("eval"), metrics_lib.PhaseTimer().active():
-            ev = held_out_eval(config, learner.model(), rel, eval_records, reward_fn, rcfg, srr_cfgs)
-        writer.write(step, ev.metrics)
-        results["eval"].append({"step": step, **ev.metrics})
-        n = min(config.log.grid_size, len(ev.prompts))
-        captions = [f"{p} | {t} | r={v:.2f}" for p, t, v in zip(ev.prompts[:n], ev.texts[:n], ev.rewards[:n])]
-        sample_grid(ev.images[:n], captions, paths.join(workdir, f"samples_step{step:05d}.png"))
-        log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in ev.metrics.items() if k.count("/") == 1})
+        def run_eval(step):
+            if not eval_records:
+                return
+            # The eval's own rollout sub-phases go to a throwaway timer, not into the next step's row.
+            with timer("eval"), metrics_lib.PhaseTimer().active():
+                ev = held_out_eval(config, learner.model(), rel, eval_records, reward_fn, rcfg, srr_cfgs)
+            writer.write(step, ev.metrics)
+            results["eval"].append({"step": step, **ev.metrics})
+            n = min(config.log.grid_size, len(ev.prompts))
+            captions = [f"{p} | {t} | r={v:.2f}" for p, t, v in zip(ev.prompts[:n], ev.texts[:n], ev.rewards[:n])]
+            sample_grid(ev.images[:n], captions, paths.join(workdir, f"samples_step{step:05d}.png"))
+            log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in ev.metrics.items() if k.count("/") == 1})
 
-    # The run's earlier evals (a resumed run's summary spans the whole run); an eval a kill interrupted after its
-    # step's checkpoint is run again.
-    results["eval"] = ([r for r in metrics_lib.read_metrics(writer.path) if "eval/reward" in r]
-                       if start and paths.exists(writer.path) else [])
-    done = [r["step"] for r in results["eval"]]
-    due = bool(config.eval.every) and start % config.eval.every == 0 and start not in done
-    if jax.process_count() > 1:  # process 0 (the one that writes metrics) decides for all: an eval is collective
-        from jax.experimental import multihost_utils
+        # The run's earlier evals (a resumed run's summary spans the whole run); an eval a kill interrupted after its
+        # step's checkpoint is run again.
+        results["eval"] = ([r for r in metrics_lib.read_metrics(writer.path) if "eval/reward" in r]
+                           if start and paths.exists(writer.path) else [])
+        done = [r["step"] for r in results["eval"]]
+        due = bool(config.eval.every) and start % config.eval.every == 0 and start not in done
+        if jax.process_count() > 1:  # process 0 (the one that writes metrics) decides for all: an eval is collective
+            from jax.experimental import multihost_utils
 
-        due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
-    if due:
-        run_eval(start)
-    bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
-    guard = StepGuard(config.train.max_nonfinite_steps, r.rounds_per_step)
-    calls = {kind: accumulation.backward_calls(cfg_k.image.sde_window, learner.lcfg.train_image,
-                                               learner.lcfg.train_text)
-             for kind, cfg_k in (("rt2i", rcfg), ("srr", srr_cfgs[0] if srr_cfgs else None)) if cfg_k}
-    for step in range(start + 1, config.total_steps + 1):
-        kinds_k = accumulation.step_kinds(config, step)
-        plan = accumulation.from_config(config, kinds_k, calls)
-        rounds: list = []
+            due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+        if due:
+            run_eval(start)
+        bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
+        guard = StepGuard(config.train.max_nonfinite_steps, r.rounds_per_step)
+        calls = {kind: accumulation.backward_calls(cfg_k.image.sde_window, learner.lcfg.train_image,
+                                                   learner.lcfg.train_text)
+                 for kind, cfg_k in (("rt2i", rcfg), ("srr", srr_cfgs[0] if srr_cfgs else None)) if cfg_k}
+        for step in range(start + 1, config.total_steps + 1):
+            kinds_k = accumulation.step_kinds(config, step)
+            plan = accumulation.from_config(config, kinds_k, calls)
+            rounds: list = []
 
-        def roll(kind):  # rolls out the step's next round (index len(rounds): keys and windows continue it)
-            rnd = len(rounds)
-            cfg_k = rcfg if kind == "rt2i" else srr_cfgs[0]
-            ws = (cfg_k.draw_window_start(np.random.default_rng((config.seed, step, rnd)))
-                  if cfg_k.image.sde_window else 0)
-            with timer(f"rollout_{kind}"):
-                rd = start_round(kind, learner.model(), rel, next(data_it), reward_fn,
-                                 round_key(config.seed, step, rnd), ws, rcfg, srr_cfgs)
-                jax.block_until_ready(rd.result.rollout.trajectory)
-            rounds.append(rd)
-            return rnd
+            def roll(kind):  # rolls out the step's next round (index len(rounds): keys and windows continue it)
+                rnd = len(rounds)
+                cfg_k = rcfg if kind == "rt2i" else srr_cfgs[0]
+                ws = (cfg_k.draw_window_start(np.random.default_rng((config.seed, step, rnd)))
+                      if cfg_k.image.sde_window else 0)
+                with timer(f"rollout_{kind}"):
+                    rd = start_round(kind, learner.model(), rel, next(data_it), reward_fn,
+                                     round_key(config.seed, step, rnd), ws, rcfg, srr_cfgs)
+                    jax.block_until_ready(rd.result.rollout.trajectory)
+                rounds.append(rd)
+                return rnd
 
-        for kind in kinds_k:
-            roll(kind)
-        queue = plan.blocks()
-        acc, used, extra_rounds, stats, extra = None, 0, 0, [], {}
-        while queue:
-            block = queue.pop(0)
-            rds = [rounds[i] for i in block]
-            with timer("reward_wait"):
-                got = [rd.rewards() for rd in rds]
-            for _, more, _ in got:
-                extra.update(more)
-            # One estimate over the block's populations (consecutive prompts of its rounds).
-            adv = advantages.compute(config.advantage.name, np.concatenate([g[0] for g in got]),
-                                     population=plan.population, std=config.advantage.std, eps=config.advantage.eps)
-            adv = np.split(adv, len(rds))
-            for rd, (rewards, _, rw), a in zip(rds, got, adv):
-                ro = rd.result.rollout
-                stats.append((rw, rewards, a, (hostdata.to_host(ro.think_len), hostdata.to_host(ro.think_truncated))))
-            improved = any(more.get("srr/any_improved", 1.0) for _, more, _ in got)
-            if all(np.all(a == 0) for a in adv) or not improved:
-                what = f"step {step} rounds {block} ({rds[0].kind}): no learning signal (all advantages 0 / " \
-                       f"nothing improved)"
-                if plan.skipped == "redraw" and extra_rounds + len(block) <= plan.max_extra_rounds:
-                    log.info("%s, redrawn", what)
-                    queue.append([roll(rds[0].kind) for _ in block])
-                    extra_rounds += len(block)
-                elif plan.skipped == "redraw":
-                    log.warning("%s; train.max_extra_rounds = %d redrawn rounds used up: the update has %d "
-                                "round(s) fewer", what, plan.max_extra_rounds, len(block))
-                else:
-                    log.info("%s, round(s) skipped", what)
-                for i in block:
-                    rounds[i] = None
-                continue
-            for rd, a in zip(rds, adv):
-                with timer("train"):
-                    if rd.kind == "rt2i":
-                        scfg, text_w = rcfg.image, None  # loss.text_loss_weight
+            for kind in kinds_k:
+                roll(kind)
+            queue = plan.blocks()
+            acc, used, extra_rounds, stats, extra = None, 0, 0, [], {}
+            while queue:
+                block = queue.pop(0)
+                rds = [rounds[i] for i in block]
+                with timer("reward_wait"):
+                    got = [rd.rewards() for rd in rds]
+                for _, more, _ in got:
+                    extra.update(more)
+                # One estimate over the block's populations (consecutive prompts of its rounds).
+                adv = advantages.compute(config.advantage.name, np.concatenate([g[0] for g in got]),
+                                         population=plan.population, std=config.advantage.std, eps=config.advantage.eps)
+                adv = np.split(adv, len(rds))
+                for rd, (rewards, _, rw), a in zip(rds, got, adv):
+                    ro = rd.result.rollout
+                    think = (hostdata.to_host(ro.think_len), hostdata.to_host(ro.think_truncated))
+                    stats.append((rw, rewards, a, think))
+                improved = any(more.get("srr/any_improved", 1.0) for _, more, _ in got)
+                if all(np.all(a == 0) for a in adv) or not improved:
+                    what = f"step {step} rounds {block} ({rds[0].kind}): no learning signal (all advantages 0 / " \
+                           f"nothing improved)"
+                    if plan.skipped == "redraw" and extra_rounds + len(block) <= plan.max_extra_rounds:
+                        log.info("%s, redrawn", what)
+                        queue.append([roll(rds[0].kind) for _ in block])
+                        extra_rounds += len(block)
+                    elif plan.skipped == "redraw":
+                        log.warning("%s; train.max_extra_rounds = %d redrawn rounds used up: the update has %d "
+                                    "round(s) fewer", what, plan.max_extra_rounds, len(block))
                     else:
-                        scfg, text_w = srr_cfgs[0].image, config.task.srr.text_loss_weight
-                    grads, m = learner.grads(rd.result.rollout, jnp.asarray(a.reshape(-1)), scfg, text_w,
-                                             scale=plan.round_scale())
-                    acc = grads if acc is None else add_grads(acc, grads)
-                    jax.block_until_ready(acc)
-                used += 1
-            for i in block:
-                rounds[i] = None  # its rollout is no longer needed (a redrawn step may hold many)
-        row = step_metrics(stats, m if used else {}, rcfg)
-        row.update(extra)
-        row["rounds_used"], row["rounds_extra"] = used, extra_rounds
-        row["grad/divisor"], row["adv/population"] = plan.divisor(used), plan.population * r.group_size
-        if guard.update_ok(step, acc, used, row):  # no signal / non-finite loss or grads: no update (rl/guards.py)
-            with timer("train"):
-                row["grad_norm"] = float(learner.apply(acc, plan.divisor(used)))
-                guard.check_params(step, learner.trainable)
-        row["lr"] = float(schedule(step - 1))
-        row.update(timer.pop())
-        writer.write(step, row)
-        bar.update(1)
-        bar.set_postfix(reward=f"{row['reward/mean']:.3f}")
-        if ckpt.should_save(step) or step == config.total_steps:
-            ckpt.save(step, {"params": learner.trainable, "opt": learner.opt_state},
-                      {"step": step, "data": data_it.get_state()})
-        if config.eval.every and step % config.eval.every == 0:
-            run_eval(step)
-        if ckpt.preempted(step) and step < config.total_steps:
-            log.warning("preempted: saved step %d, exiting", step)
-            results["preempted_at"] = step
-            break
-    bar.close()
-    ckpt.close()
-    writer.close()
-    reward_fn.close()
+                        log.info("%s, round(s) skipped", what)
+                    for i in block:
+                        rounds[i] = None
+                    continue
+                for rd, a in zip(rds, adv):
+                    with timer("train"):
+                        if rd.kind == "rt2i":
+                            scfg, text_w = rcfg.image, None  # loss.text_loss_weight
+                        else:
+                            scfg, text_w = srr_cfgs[0].image, config.task.srr.text_loss_weight
+                        grads, m = learner.grads(rd.result.rollout, jnp.asarray(a.reshape(-1)), scfg, text_w,
+                                                 scale=plan.round_scale())
+                        acc = grads if acc is None else add_grads(acc, grads)
+                        jax.block_until_ready(acc)
+                    used += 1
+                for i in block:
+                    rounds[i] = None  # its rollout is no longer needed (a redrawn step may hold many)
+            row = step_metrics(stats, m if used else {}, rcfg)
+            row.update(extra)
+            row["rounds_used"], row["rounds_extra"] = used, extra_rounds
+            row["grad/divisor"], row["adv/population"] = plan.divisor(used), plan.population * r.group_size
+            if guard.update_ok(step, acc, used, row):  # no signal / non-finite loss or grads: no update (rl/guards.py)
+                with timer("train"):
+                    row["grad_norm"] = float(learner.apply(acc, plan.divisor(used)))
+                    guard.check_params(step, learner.trainable)
+            row["lr"] = float(schedule(step - 1))
+            row.update(timer.pop())
+            writer.write(step, row)
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward/mean']:.3f}")
+            if ckpt.should_save(step) or step == config.total_steps:
+                ckpt.save(step, {"params": learner.trainable, "opt": learner.opt_state},
+                          {"step": step, "data": data_it.get_state()})
+            if config.eval.every and step % config.eval.every == 0:
+                run_eval(step)
+            if ckpt.preempted(step) and step < config.total_steps:
+                log.warning("preempted: saved step %d, exiting", step)
+                results["preempted_at"] = step
+                break
+    finally:  # also on an error: async checkpoint writes finish, the reward client's connections close
+        for resource in (bar, ckpt, writer, reward_fn):
+            if resource is not None:
+                resource.close()
     results["final_step"] = step if config.total_steps > start else start
     results["learner"] = learner
     return results

@@ -41,6 +41,7 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
             "--config.rollout.height=32", "--config.rollout.width=32", "--config.rollout.text.max_new_tokens=8",
             "--config.task.srr.stage1_timesteps=6", "--config.task.srr.num_timesteps=12",
             "--config.task.srr.sde_window_range=(0,6)",
+            "--config.task.srr.transforms=toy",  # 'bagel' resizes the first draw to >= 512 px: beyond the release
             "--config.eval.every=3", "--config.eval.num_prompts=4", "--config.eval.batch_size=4",
             "--config.eval.num_timesteps=4"]
 
@@ -52,19 +53,19 @@ def _env(cache: str) -> dict:
     return env
 
 
-def _train(kind, args, cwd, env, stop_after_row=None):
-    """Runs the trainer; with `stop_after_row`, sends SIGTERM once metrics.jsonl holds that step's row."""
+def _train(kind, args, cwd, env, preempt_in_step=None):
+    """Runs the trainer; with `preempt_in_step` = N, sends SIGTERM while step N runs: once checkpoint N - 1 is
+    committed (its async save finishes while step N rolls out)."""
     cmd = [sys.executable, "-m", "alphagrpo_jax.train", "--config", os.path.join(REPO, CONFIGS[kind]), *args]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if stop_after_row is not None:
-        metrics = paths.join(args[1].split("=", 1)[1], "metrics.jsonl")
+    if preempt_in_step is not None:
+        checkpoints = paths.join(args[1].split("=", 1)[1], "checkpoints")
         deadline = time.monotonic() + 900
         while proc.poll() is None and time.monotonic() < deadline:
-            if paths.exists(metrics) and any(r.get("step") == stop_after_row and "reward/mean" in r
-                                             for r in _rows(metrics)):
+            if str(preempt_in_step - 1) in paths.listdir(checkpoints):
                 proc.send_signal(signal.SIGTERM)
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
     out, _ = proc.communicate(timeout=1200)
     return proc.returncode, out
 
@@ -91,15 +92,18 @@ def rehearsals(gcs, verifier, tmp_path_factory):
     data = paths.dirname(files["train"])
     cwd = tmp_path_factory.mktemp("cwd")  # the programs run here: nothing may land in it
     env = _env(str(tmp_path_factory.mktemp("jax_cache")))
+    logs = tmp_path_factory.mktemp("logs")
     out = {}
     for kind in CONFIGS:
         workdir, release = paths.join(root, kind), paths.join(root, f"{kind}_release")
         args = overrides(workdir, data, verifier)
-        runs = [_train(kind, args, cwd, env, stop_after_row=1), _train(kind, args, cwd, env)]
+        runs = [_train(kind, args, cwd, env, preempt_in_step=2), _train(kind, args, cwd, env)]
         runs.append(subprocess.run(
             [sys.executable, "-m", "alphagrpo_jax.export", f"--workdir={workdir}", f"--out={release}"],
             cwd=cwd, env=env, capture_output=True, text=True, timeout=600))
         runs[-1] = (runs[-1].returncode, runs[-1].stdout + runs[-1].stderr)
+        for i, (_, text) in enumerate(runs):  # the whole output of each command, for a failing test's reader
+            (logs / f"{kind}_{i}.log").write_text(text)
         out[kind] = (workdir, release, runs)
     out["cwd"] = cwd
     return out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alphagrpo_jax import export, paths, train
+from alphagrpo_jax import export, metrics as metrics_lib, paths, train
 from alphagrpo_jax.data.prompts import PromptRecords
 from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
@@ -41,8 +41,6 @@ def gcs_config(root: str, steps: int):
     c.eval.update(dict(every=5, num_prompts=2, batch_size=2, num_timesteps=4))  # eval (and grid) at step 0
     c.log.grid_size = 2
     c.checkpoint.update(dict(every=1, keep=5))
-    # TensorBoard and metrics.jsonl on gs:// come with metrics.py's own move to alphagrpo_jax/paths.py.
-    c.log.tensorboard = False
     return c
 
 
@@ -91,7 +89,10 @@ def test_run_and_resume_live_in_the_bucket(gcs_run):
     assert [n for n in paths.listdir(run) if n.startswith("samples_")] == ["samples_step00000.png"]
     assert paths.read_bytes(paths.join(run, "samples_step00000.png"))[:8] == b"\x89PNG\r\n\x1a\n"
     local = sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*") if p.is_file())
-    assert all(p.endswith("metrics.jsonl") for p in local), local  # only metrics.py's file (see gcs_config)
+    assert not local, local  # metrics.jsonl and TensorBoard events too: nothing local, no "gs:" folder
+    assert [r["step"] for r in metrics_lib.read_metrics(paths.join(run, "metrics.jsonl")) if "reward/mean" in r] \
+        == [1, 2]
+    assert any(n.startswith("events.out.tfevents") for n in paths.listdir(paths.join(run, "tensorboard")))
 
 
 def test_checkpoint_on_gs_restores_the_trained_state(gcs_run):

@@ -48,8 +48,7 @@ def srr_configs(config, system_prompt: str):
     cfg = CFGConfig(s.cfg.text_scale, s.cfg.img_scale, tuple(s.cfg.interval), s.cfg.renorm_type, s.cfg.renorm_min)
     image = dataclasses.replace(base.image, num_timesteps=s.num_timesteps, sde_window=s.sde_window, cfg=cfg)
     rcfg = dataclasses.replace(base, image=image, sde_window_range=tuple(s.sde_window_range), think=True)
-    transforms = {"bagel": (image_transform.VAE_TRANSFORM, image_transform.VIT_TRANSFORM),
-                  "toy": (image_transform.TOY_VAE_TRANSFORM, image_transform.TOY_VIT_TRANSFORM)}
+    transforms = image_transform.TRANSFORMS
     if s.transforms not in transforms:
         raise ValueError(f"task.srr.transforms must be one of {sorted(transforms)}, got {s.transforms!r}")
     srr = SRRConfig(stage1_images=s.stage1_images, stage1_timesteps=s.stage1_timesteps, selection=s.selection,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from alphagrpo_jax import checks
 from alphagrpo_jax.errors import UsageError
+from alphagrpo_jax.models.bagel.image_transform import TRANSFORMS
 
 SRR_SELECTIONS = ("worst", "softmax")  # rl/reflect.SRRConfig
-SRR_TRANSFORMS = ("bagel", "toy")  # rl/config.srr_configs
 ADVANTAGE_STDS = ("global", "group", "none")  # rl/advantages._scale
 ENDPOINT_COMPONENTS = ("dvreward",)  # components that call config.reward.endpoints
 
@@ -70,7 +70,7 @@ def _tasks(config) -> None:
     if "srr" in kinds:
         s = "task.srr"
         checks.one_of(_get(config, f"{s}.selection"), SRR_SELECTIONS, f"config.{s}.selection")
-        checks.one_of(_get(config, f"{s}.transforms"), SRR_TRANSFORMS, f"config.{s}.transforms")
+        checks.one_of(_get(config, f"{s}.transforms"), TRANSFORMS, f"config.{s}.transforms")
         checks.int_at_least(_get(config, f"{s}.stage1_images"), 1, f"config.{s}.stage1_images")
         checks.int_at_least(_get(config, f"{s}.stage1_timesteps"), 2, f"config.{s}.stage1_timesteps")
         _window(config, s, f"{s}.num_timesteps")
@@ -184,6 +184,29 @@ def _schedule(config) -> None:
             raise UsageError("config.eval.num_timesteps: expected 0 (the rollout's) or >= 2, got 1")
 
 
+def _image_sizes(config) -> None:
+    """Every image the run draws or reads back fits the release's latent grid (max_latent_size x the latent
+    stride): the rollout's height x width, and the SRR first draw after its VAE transform."""
+    from alphagrpo_jax.models.bagel.config import ConfigError, from_release_dir
+
+    try:
+        cfg = from_release_dir(config.model.release)
+    except (ConfigError, ValueError, OSError) as e:
+        raise UsageError(f"config.model.release: {e}") from None
+    stride, most = cfg.latent_downsample, cfg.max_latent_size * cfg.latent_downsample
+    h, w = int(config.rollout.height), int(config.rollout.width)
+    for key, v in (("rollout.height", h), ("rollout.width", w)):
+        if v % stride or v > most:
+            raise UsageError(f"config.{key}: {v} px; expected a multiple of {stride} up to {most} px "
+                             f"(the release's max_latent_size {cfg.max_latent_size} x latent stride {stride})")
+    if "srr" in tuple(config.task.kinds):
+        tw, th = TRANSFORMS[config.task.srr.transforms][0].target_size(w, h)
+        if max(tw, th) > most:
+            raise UsageError(f"config.task.srr.transforms: {config.task.srr.transforms!r} resizes the {w}x{h} first "
+                             f"draw to {tw}x{th} px for the VAE, beyond the release's {most} px; expected a "
+                             f"transform that keeps it within (e.g. 'toy' for small releases)")
+
+
 def check_train_config(config, probe: bool = True) -> None:
     """Raises UsageError (one line) for the first problem found; see the module docstring."""
     _schedule(config)
@@ -192,6 +215,7 @@ def check_train_config(config, probe: bool = True) -> None:
     _learning(config)
     _reward(config)
     checks.release_folder(_get(config, "model.release"), "config.model.release")
+    _image_sizes(config)
     _data(config)
     checks.writable_folder(_get(config, "workdir"), "config.workdir")
     if probe and _endpoint_users(config):  # last: the only check that waits on the network

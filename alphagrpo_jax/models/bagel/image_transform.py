@@ -93,3 +93,5 @@ VLM_EVAL_TRANSFORM = ImageTransform(980, 378, 14, max_pixels=2_007_040)  # VLM b
 # The toy world draws 32x32 pictures: keep them at 32 px for the autoencoder and 28 px (2x2 patches) for the ViT.
 TOY_VAE_TRANSFORM = ImageTransform(32, 32, 16)
 TOY_VIT_TRANSFORM = ImageTransform(28, 28, 14)
+# Named (VAE, ViT) transform pairs for an image a model reads back (SRR's first draw: task.srr.transforms).
+TRANSFORMS = {"bagel": (VAE_TRANSFORM, VIT_TRANSFORM), "toy": (TOY_VAE_TRANSFORM, TOY_VIT_TRANSFORM)}
