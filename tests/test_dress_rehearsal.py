@@ -116,7 +116,7 @@ def test_preempted_run_resumes_and_exports(rehearsals, kind):
     assert "preempted at step 2; checkpoint saved" in first[1] and "held-out reward" not in first[1]
     assert second[0] == 0, second[1][-3000:]
     assert "resumed from step 2" in second[1]
-    assert "held-out reward: step 0: " in second[1] and " -> step 3: " in second[1]  # the run's history, not the rerun's
+    assert "held-out reward: step 0: " in second[1] and " -> step 3: " in second[1]  # the whole run's evals
     assert export[0] == 0, export[1][-3000:]
     rows = [r for r in _rows(paths.join(workdir, "metrics.jsonl")) if "reward/mean" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]  # no row twice after the resume
