@@ -173,7 +173,7 @@ def _data(config) -> None:
 def _schedule(config) -> None:
     checks.int_at_least(_get(config, "total_steps"), 1, "config.total_steps")
     checks.int_at_least(_get(config, "seed"), 0, "config.seed")
-    checks.int_at_least(_get(config, "checkpoint.every"), 1, "config.checkpoint.every")
+    checks.int_at_least(_get(config, "checkpoint.every"), 0, "config.checkpoint.every")  # 0: only at the end
     checks.int_at_least(_get(config, "checkpoint.keep"), 1, "config.checkpoint.keep")
     every = checks.int_at_least(_get(config, "eval.every"), 0, "config.eval.every")
     if every:

@@ -25,6 +25,7 @@ def main(workdir: str, srr: bool) -> None:
     c = tiny_srr_config(workdir, 2, "mixed") if srr else tiny_config(workdir, 2)
     if not srr:  # 12 samples, 6 per process: prompt 1's group of 4 spans both processes
         c.rollout.update(dict(prompts_per_round=3, group_size=4))
+        c.advantage.population = 6  # the step's two rounds of 3 prompts
     c.mesh.update(dict(data=1, fsdp=jax.device_count() // 2, tensor=2))
     c.eval.update(dict(every=2, num_prompts=4, batch_size=2 if srr else 4))
     out = train.train(c)
