@@ -90,6 +90,7 @@ def test_trainer_does_not_apply_nonfinite_gradients_and_stops(tmp_path, monkeypa
         jax.tree.map(lambda x: x * jnp.nan, g), m))(*real(self, *a, **k)))
     c = tiny_config(tmp_path, 5)
     c.rollout.update(dict(group_size=4, rounds_per_step=1))  # 4 samples per group: every step has signal
+    c.advantage.population = c.rollout.prompts_per_round  # the step's one round
     c.train.max_nonfinite_steps = 2
     with pytest.raises(integrity.NonFiniteError, match=r"step 2: non-finite grad .*lora.*2 step\(s\) in a row"):
         train.train(c)
