@@ -174,6 +174,7 @@ def record(config, process_index: int = 0) -> None:
         resolve_config_prompts(config)
     except PromptError as e:
         _fail(RunConfigError(str(e)))
+    _fill_default_prompts(config)
     workdir = config.workdir
     path = path_in(workdir)
     if paths.exists(path) and has_checkpoints(workdir):
@@ -182,6 +183,22 @@ def record(config, process_index: int = 0) -> None:
         log.warning("%s has checkpoints but no %s: the config cannot be checked against them", workdir, FILENAME)
     if process_index == 0:
         write(config, workdir)
+
+
+def _fill_default_prompts(config) -> None:
+    """Empty prompt settings become the text the run will use (the release's recorded think prompt, else this
+    project's defaults), so the record names every string even if a later version changes a default."""
+    from alphagrpo_jax.models.bagel.config import from_release_dir
+    from alphagrpo_jax.reward.verifier import VERIFIER_SYSTEM_PROMPT
+    from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT, think_system_prompt
+
+    if "prompts" in config:
+        if not config.prompts.get("think_system"):
+            config.prompts.think_system = think_system_prompt(from_release_dir(config.model.release))
+        if not config.prompts.get("reflection"):
+            config.prompts.reflection = REFLECTION_PROMPT
+    if "reward" in config and "verifier_system_prompt" in config.reward and not config.reward.verifier_system_prompt:
+        config.reward.verifier_system_prompt = VERIFIER_SYSTEM_PROMPT
 
 
 def resolve(workdir: str | None, given) -> ml_collections.ConfigDict:

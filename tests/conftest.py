@@ -4,7 +4,13 @@ import os
 os.environ["JAX_PLATFORMS"] = "cpu"
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+    _flags += " --xla_force_host_platform_device_count=8"
+# The 8 simulated devices are threads of 2 cores: on a busy machine a collective's slowest participant can arrive
+# after XLA's default 40 s, which aborts the process. Give them 10 minutes (children inherit XLA_FLAGS).
+if "xla_cpu_collective_call_terminate_timeout_seconds" not in _flags:
+    _flags += (" --xla_cpu_collective_call_terminate_timeout_seconds=600"
+               " --xla_cpu_collective_timeout_seconds=600")
+os.environ["XLA_FLAGS"] = _flags.strip()
 
 import pathlib  # noqa: E402
 

@@ -49,7 +49,10 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
 def _env(cache: str) -> dict:
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
                JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    flags = env.get("XLA_FLAGS", "")  # tests/conftest.py's: 8 devices, long collective timeouts
+    if "xla_force_host_platform_device_count" not in flags:
+        flags += " --xla_force_host_platform_device_count=8"
+    env["XLA_FLAGS"] = flags.strip()
     return env
 
 
@@ -59,10 +62,12 @@ def _train(kind, args, cwd, env, preempt_in_step=None):
     cmd = [sys.executable, "-m", "alphagrpo_jax.train", "--config", os.path.join(REPO, CONFIGS[kind]), *args]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if preempt_in_step is not None:
-        checkpoints = paths.join(args[1].split("=", 1)[1], "checkpoints")
+        # On gs:// Orbax writes into the step's folder and commits it with this file (no atomic rename).
+        committed = paths.join(args[1].split("=", 1)[1], "checkpoints", str(preempt_in_step - 1),
+                               "commit_success.txt")
         deadline = time.monotonic() + 900
         while proc.poll() is None and time.monotonic() < deadline:
-            if str(preempt_in_step - 1) in paths.listdir(checkpoints):
+            if paths.exists(committed):
                 proc.send_signal(signal.SIGTERM)
                 break
             time.sleep(0.2)
@@ -160,7 +165,7 @@ def test_checkpoint_holds_fp32_masters_with_the_reference_lora_init(rehearsals, 
     floats = [(k, v) for k, v in leaves if np.issubdtype(v.dtype, np.floating)]
     assert floats and all(v.dtype == np.float32 for _, v in floats), [(k, v.dtype) for k, v in floats]
     rank = yaml.safe_load(paths.read_text(paths.join(workdir, "config.yaml")))["train"]["lora_rank"]
-    lora_a = np.concatenate([v.ravel() for k, v in _flatten(state["params"]) if k.endswith("lora_a")])
+    lora_a = np.concatenate([v.ravel() for k, v in leaves if k.startswith("params/") and "lora_a" in k.split("/")])
     assert abs(lora_a.std() * rank - 1.0) < 0.05, lora_a.std()  # 3 steps at lr 5e-5 barely move it
 
 

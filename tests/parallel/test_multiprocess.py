@@ -30,7 +30,9 @@ def _start(workdir: pathlib.Path, devices: int, task: str, **env) -> subprocess.
     e = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
     # Unoptimised CPU code generation: the three processes compile everything in about half the time.
     e.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-             "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true", **env)
+             "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+             "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600",
+             **env)
     return subprocess.Popen([sys.executable, "-m", "tests.parallel.multiprocess_worker", str(workdir), task],
                             cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
