@@ -87,36 +87,33 @@ def verifier():
         yield server.url
 
 
-@pytest.fixture(scope="module")
-def rehearsals(gcs, verifier, tmp_path_factory):
-    """{kind: (workdir, export folder, [(exit code, output) of each command])} for RT2I and SRR."""
+# SRR is `slow`: under heavy CPU load its 8-simulated-device run hung once in a collective (see docs/scaling.md).
+@pytest.fixture(scope="module", params=["rt2i", pytest.param("srr", marks=pytest.mark.slow)])
+def rehearsal(request, gcs, verifier, tmp_path_factory):
+    """(kind, workdir, export folder, [(exit code, output) of train, train again, export], folder the programs ran
+    in) for one 7B config."""
     from alphagrpo_jax.toy.data import write_prompt_files
 
-    root = gcs.new_bucket("dress")
+    kind = request.param
+    root = gcs.new_bucket(f"dress-{kind}")
     files = write_prompt_files(paths.join(root, "data"), None, 1, seed=0)
     data = paths.dirname(files["train"])
     cwd = tmp_path_factory.mktemp("cwd")  # the programs run here: nothing may land in it
     env = _env(str(tmp_path_factory.mktemp("jax_cache")))
     logs = tmp_path_factory.mktemp("logs")
-    out = {}
-    for kind in CONFIGS:
-        workdir, release = paths.join(root, kind), paths.join(root, f"{kind}_release")
-        args = overrides(workdir, data, verifier)
-        runs = [_train(kind, args, cwd, env, preempt_in_step=2), _train(kind, args, cwd, env)]
-        runs.append(subprocess.run(
-            [sys.executable, "-m", "alphagrpo_jax.export", f"--workdir={workdir}", f"--out={release}"],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=600))
-        runs[-1] = (runs[-1].returncode, runs[-1].stdout + runs[-1].stderr)
-        for i, (_, text) in enumerate(runs):  # the whole output of each command, for a failing test's reader
-            (logs / f"{kind}_{i}.log").write_text(text)
-        out[kind] = (workdir, release, runs)
-    out["cwd"] = cwd
-    return out
+    workdir, release = paths.join(root, kind), paths.join(root, f"{kind}_release")
+    args = overrides(workdir, data, verifier)
+    runs = [_train(kind, args, cwd, env, preempt_in_step=2), _train(kind, args, cwd, env)]
+    done = subprocess.run([sys.executable, "-m", "alphagrpo_jax.export", f"--workdir={workdir}", f"--out={release}"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    runs.append((done.returncode, done.stdout + done.stderr))
+    for i, (_, text) in enumerate(runs):  # the whole output of each command, for a failing test's reader
+        (logs / f"{kind}_{i}.log").write_text(text)
+    return kind, workdir, release, runs, cwd
 
 
-@pytest.mark.parametrize("kind", list(CONFIGS))
-def test_preempted_run_resumes_and_exports(rehearsals, kind):
-    workdir, release, (first, second, export) = rehearsals[kind]
+def test_preempted_run_resumes_and_exports(rehearsal):
+    _, workdir, _, (first, second, export), cwd = rehearsal
     assert first[0] == 75, first[1][-3000:]
     assert "preempted at step 2; checkpoint saved" in first[1] and "held-out reward" not in first[1]
     assert second[0] == 0, second[1][-3000:]
@@ -126,12 +123,11 @@ def test_preempted_run_resumes_and_exports(rehearsals, kind):
     rows = [r for r in _rows(paths.join(workdir, "metrics.jsonl")) if "reward/mean" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]  # no row twice after the resume
     assert paths.listdir(paths.join(workdir, "checkpoints")) == ["1", "2", "3"]
-    assert not os.listdir(rehearsals["cwd"]), os.listdir(rehearsals["cwd"])  # nothing local, no "gs:" folder
+    assert not os.listdir(cwd), os.listdir(cwd)  # nothing local, no "gs:" folder
 
 
-@pytest.mark.parametrize("kind", list(CONFIGS))
-def test_recorded_config_carries_the_reference_rules_and_prompts(rehearsals, kind):
-    workdir, *_ = rehearsals[kind]
+def test_recorded_config_carries_the_reference_rules_and_prompts(rehearsal):
+    _, workdir, *_ = rehearsal
     text = paths.read_text(paths.join(workdir, "config.yaml"))
     assert "!!python" not in text and "_locked" not in text
     c = yaml.safe_load(text)
@@ -143,9 +139,8 @@ def test_recorded_config_carries_the_reference_rules_and_prompts(rehearsals, kin
         assert isinstance(value, str) and value.strip() and not value.startswith("file:")
 
 
-@pytest.mark.parametrize("kind", list(CONFIGS))
-def test_gradient_normalisation_and_population_as_the_reference(rehearsals, kind):
-    workdir, *_ = rehearsals[kind]
+def test_gradient_normalisation_and_population_as_the_reference(rehearsal):
+    kind, workdir, *_ = rehearsal
     c = yaml.safe_load(paths.read_text(paths.join(workdir, "config.yaml")))
     window = c["rollout"]["image"]["sde_window"] if kind == "rt2i" else c["task"]["srr"]["sde_window"]
     units = c["rollout"]["prompts_per_round"] * c["rollout"]["rounds_per_step"] // c["advantage"]["population"]
@@ -155,45 +150,38 @@ def test_gradient_normalisation_and_population_as_the_reference(rehearsals, kind
         assert np.isfinite(r["grad_norm"]) and r["rounds_used"] >= 1
 
 
-@pytest.mark.parametrize("kind", list(CONFIGS))
-def test_checkpoint_holds_fp32_masters_with_the_reference_lora_init(rehearsals, kind):
+def test_checkpoint_holds_fp32_masters_with_the_reference_lora_init(rehearsal):
+    import jax
     import orbax.checkpoint as ocp
 
-    workdir, *_ = rehearsals[kind]
-    state = ocp.PyTreeCheckpointer().restore(paths.join(workdir, "checkpoints", "3", "state"))
-    leaves = [(k, np.asarray(v)) for k, v in _flatten(state) if hasattr(v, "dtype")]
+    _, workdir, *_ = rehearsal
+    path = paths.join(workdir, "checkpoints", "3", "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    meta = checkpointer.metadata(path).item_metadata
+    state = checkpointer.restore(path, restore_args=jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta))  # host arrays, whatever the saved sharding
+    leaves = [(jax.tree_util.keystr(k), np.asarray(v)) for k, v in jax.tree_util.tree_leaves_with_path(state)]
     floats = [(k, v) for k, v in leaves if np.issubdtype(v.dtype, np.floating)]
     assert floats and all(v.dtype == np.float32 for _, v in floats), [(k, v.dtype) for k, v in floats]
+    assert any(k.startswith("['opt']") for k, _ in floats)  # the AdamW moments too
     rank = yaml.safe_load(paths.read_text(paths.join(workdir, "config.yaml")))["train"]["lora_rank"]
-    lora_a = np.concatenate([v.ravel() for k, v in leaves if k.startswith("params/") and "lora_a" in k.split("/")])
+    lora_a = np.concatenate([v.ravel() for k, v in leaves if k.startswith("['params']") and "'lora_a'" in k])
     assert abs(lora_a.std() * rank - 1.0) < 0.05, lora_a.std()  # 3 steps at lr 5e-5 barely move it
 
 
-@pytest.mark.parametrize("kind", list(CONFIGS))
-def test_exported_release_loads_from_gs(rehearsals, kind):
+def test_exported_release_loads_from_gs(rehearsal):
     import jax
     from flax import nnx
 
     from alphagrpo_jax.models.bagel import release
     from alphagrpo_jax.parallel import mesh as mesh_lib
 
-    _, out, _ = rehearsals[kind]
+    _, _, out, _, _ = rehearsal
     assert paths.exists(paths.join(out, "ema.safetensors.sha256"))
     mesh = mesh_lib.make_mesh(dict(data=1, fsdp=4, tensor=2))
     rel = release.load_release(out, mesh)
     assert all(bool(np.isfinite(np.asarray(x, np.float32)).all())
                for x in jax.tree.leaves(nnx.state(rel.model, nnx.Param)))
-
-
-def _flatten(tree, prefix=""):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _flatten(v, f"{prefix}/{k}" if prefix else str(k))
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            yield from _flatten(v, f"{prefix}/{i}")
-    else:
-        yield prefix, tree
 
 
 if __name__ == "__main__":  # prints the overrides for a shell run (see the module docstring)
