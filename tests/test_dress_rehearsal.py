@@ -87,7 +87,7 @@ def verifier():
         yield server.url
 
 
-# SRR is `slow`: under heavy CPU load its 8-simulated-device run hung once in a collective (see docs/scaling.md).
+# SRR is `slow`: its run on this mesh hangs in an XLA CPU collective inside rollout_srr (docs/scaling.md).
 @pytest.fixture(scope="module", params=["rt2i", pytest.param("srr", marks=pytest.mark.slow)])
 def rehearsal(request, gcs, verifier, tmp_path_factory):
     """(kind, workdir, export folder, [(exit code, output) of train, train again, export], folder the programs ran
