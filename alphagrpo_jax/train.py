@@ -13,7 +13,6 @@ exactly.
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import jax.numpy as jnp

@@ -11,7 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
-from alphagrpo_jax import optim, train
+from alphagrpo_jax import train
 from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
 from alphagrpo_jax.rl import lora
