@@ -13,7 +13,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["alphagrpo_jax", "alphagrpo_jax.*"]),
+    # configs/ installs beside alphagrpo_jax: `from configs import grpo_base` works from any directory.
+    packages=find_packages(include=["alphagrpo_jax", "alphagrpo_jax.*", "configs"]),
     install_requires=[
         f"jax=={JAX_VERSION}",
         f"jaxlib=={JAX_VERSION}",

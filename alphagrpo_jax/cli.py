@@ -3,23 +3,48 @@
     python -m alphagrpo_jax.<entry> --config configs/x.py[:arg] --config.a.b=value
 
 The config file's `get_config(arg)` returns an `ml_collections.ConfigDict`; it is locked (a typo in an
-override is an error, not a new key) and printed at start.
+override is an error, not a new key), its plug-ins (`config.plugins`, plugins.py) are imported and it is printed
+at start. `load_config(spec, overrides)` is the same loader for code (tests, tools, benchmarks):
+
+    config = cli.load_config("configs/toy_rt2i.py:image_only", ["--config.total_steps=2"])
 """
 from __future__ import annotations
 
 import logging
-import runpy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from alphagrpo_jax import errors
+from alphagrpo_jax import errors, plugins, run_config
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file with get_config(); `path.py:arg` passes arg.", lock_config=True)
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()):
+    """The locked ConfigDict of `--config spec` (`path.py[:arg]`) with `overrides` (`--config.a.b=value` strings,
+    parsed exactly as on the command line). A bad file, argument or override raises UsageError (one line)."""
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        raise errors.UsageError(f"config override {bad[0]!r}: expected --config.a.b=value")
+    argv = ["load_config", f"--config={spec}", *overrides]
+    values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", None, "config file", flag_values=values, lock_config=True,
+                                             sys_argv=argv)
+    try:
+        values(argv)
+        holder.value.keys()  # ml_collections defers a file that failed to load until the config is used
+    except flags.Error as e:
+        raise errors.UsageError(_flag_error(str(e))) from None
+    except (AttributeError, KeyError) as e:
+        raise errors.UsageError(_unknown_key(argv, e)) from None
+    except OSError as e:
+        last = [x.strip() for x in str(e).splitlines() if x.strip()][-1]
+        raise errors.UsageError(f"--config={spec}: {last}") from None
+    return holder.value
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -32,8 +57,6 @@ def setup_logging(level: int = logging.INFO) -> None:
 def print_config(config) -> None:
     """Prints the config as the readable YAML that train records in `<workdir>/config.yaml` (process 0)."""
     import jax  # deferred: keeps `import alphagrpo_jax.cli` light
-
-    from alphagrpo_jax import run_config
 
     if jax.process_index() == 0:
         print("=" * 30 + " config " + "=" * 30, flush=True)
@@ -84,11 +107,9 @@ def _load_config(argv: list[str]):
             spec = a.split("=", 1)[1]
     if not spec:
         return None
-    path, _, arg = spec.partition(":")
     try:
-        get_config = runpy.run_path(path)["get_config"]
-        return get_config(arg) if arg else get_config()
-    except Exception:  # noqa: BLE001 - only used to word an error message better
+        return load_config(spec)
+    except errors.UsageError:  # only used to word an error message better
         return None
 
 
@@ -116,6 +137,7 @@ def run(main: Callable) -> None:
                 last = [x.strip() for x in str(e).splitlines() if x.strip()][-1]
                 raise errors.UsageError(f"{flags.FLAGS['config'].serialize()}: {last}") from None
             setup_logging()
+            plugins.load(_CONFIG.value)
             print_config(_CONFIG.value)
             main(_CONFIG.value)
         except errors.UsageError as e:
@@ -128,8 +150,6 @@ def run_on_workdir(main: Callable) -> None:
     """Like `run`, for programs that work on a training run's checkpoints (export, component_eval): `--workdir RUN`
     reads the run's recorded config (run_config.py), so its overrides need not be retyped; with `--config` as
     well, that config is used after checking it against the run's (a mismatch exits with code 2)."""
-    from alphagrpo_jax import run_config
-
     workdir = flags.DEFINE_string("workdir", None, "a training run's workdir: its config.yaml is the config")
 
     def _main(argv):
@@ -138,6 +158,7 @@ def run_on_workdir(main: Callable) -> None:
                 raise errors.UsageError(f"unexpected arguments: {argv[1:]}; expected only --flags")
             setup_logging()
             config = run_config.resolve(workdir.value, _CONFIG.value)
+            plugins.load(config)
             print_config(config)
             main(config)
         except errors.UsageError as e:

@@ -19,9 +19,13 @@ import os
 from absl import flags
 from flax import nnx
 
-from alphagrpo_jax import cli, paths
+from alphagrpo_jax import cli, paths, plugins
+from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel import checkpoint as ckpt_lib, model as model_lib, safetensors_io
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
+from alphagrpo_jax.rl import lora
+from alphagrpo_jax.rl.trainer_state import build, restore_checkpoint
+from alphagrpo_jax.rl.validate import check_train_config
 
 _OUT = flags.DEFINE_string("out", None, "output release folder (created; must not hold an ema.safetensors)")
 _STEP = flags.DEFINE_integer("step", None, "checkpoint step to export (default: the latest)")
@@ -40,9 +44,7 @@ def release_dtype(path: str) -> str:
 
 def export(config, out: str, step: int | None = None) -> str:
     """Restores `step` of `config.workdir`'s checkpoints, merges LoRA, writes the release to `out`."""
-    from alphagrpo_jax.rl import lora
-    from alphagrpo_jax.train import build, restore_checkpoint
-
+    plugins.load(config)
     src = config.model.release
     if paths.exists(paths.join(out, "ema.safetensors")):
         raise FileExistsError(f"--out {out}: already holds an ema.safetensors; choose a new folder")
@@ -70,9 +72,6 @@ def export(config, out: str, step: int | None = None) -> str:
 
 
 def main(config) -> None:
-    from alphagrpo_jax.errors import UsageError
-    from alphagrpo_jax.rl.validate import check_train_config
-
     if not _OUT.value:
         raise UsageError("--out is required: the folder to write the release into")
     check_train_config(config, probe=False)  # the run's config, before any model loads (exit code 2)

@@ -1,7 +1,10 @@
-"""Supervised fine-tuning of a BAGEL-shaped model on toy-world data, and the export of the base model.
+"""Supervised fine-tuning of a BAGEL-shaped model, and the export of the base model.
 
     python -m alphagrpo_jax.sft --config configs/toy_sft.py --config.workdir=runs/toy_sft \
         --config.export_dir=assets/toy_base
+
+The data comes from the SFT data source `config.data_source` (data/sft_sources.py), registered by a plug-in of
+`config.plugins`: the toy world's "toy" (toy/sft_source.py) for configs/toy_sft.py.
 
 Objective (BAGEL, spec §9): next-token CE on text with loss + flow-matching MSE on noisy latents, each a
 per-token mean over the whole (accumulated) batch; flow time t = shift(sigmoid(n)), n ~ N(0, 1), one draw per
@@ -28,16 +31,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
+from PIL import Image
 
-from alphagrpo_jax import checkpointing, integrity, metrics, optim, paths
+from alphagrpo_jax import checkpointing, checks, cli, integrity, metrics, optim, paths, plugins
+from alphagrpo_jax.data import sft_sources
 from alphagrpo_jax.models.bagel import checkpoint as ckpt_io, config as config_lib, model as model_lib, packed
 from alphagrpo_jax.models.bagel import release as release_lib
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.parallel.state import create_sharded
 from alphagrpo_jax.sampling.prompts import think_system_prompt
-from alphagrpo_jax.toy import sft_data, tokenizer as toy_tokenizer
 
 log = logging.getLogger("alphagrpo_jax.sft")
 BATCH_AXES = ("data", "fsdp")
@@ -56,16 +61,24 @@ def model_config(config) -> config_lib.BagelConfig:
                           "think_system_prompt": data_config(config).system_prompt})
 
 
-def data_config(config) -> sft_data.SFTDataConfig:
-    return sft_data.SFTDataConfig(**dict(config.data))
+def data_source(config) -> sft_sources.SFTSource:
+    """The config's SFT data source (its plug-ins imported first)."""
+    plugins.load(config)
+    return sft_sources.get(config.data_source)
+
+
+def data_config(config):
+    """The data source's settings from `config.data`."""
+    return data_source(config).settings(config.data)
 
 
 def build_tokenizer(config, workdir: str, cfg: config_lib.BagelConfig):
     """workdir/tokenizer (trained once, deterministically from the seed) and a cached encoder."""
     folder = os.path.join(workdir, "tokenizer")
     if jax.process_index() == 0 and not os.path.exists(os.path.join(folder, "vocab.json")):
-        texts = sft_data.corpus(config.seed, config.tokenizer.corpus_examples, data_config(config))
-        toy_tokenizer.build(folder, texts, cfg.llm.vocab_size)
+        source = data_source(config)
+        texts = source.corpus(config.seed, config.tokenizer.corpus_examples, data_config(config))
+        source.build_tokenizer(folder, texts, cfg.llm.vocab_size)
     tok = load_tokenizer(folder, cfg.tokens)
     return folder, tok, functools.lru_cache(maxsize=1 << 16)(lambda s: tuple(tok.encode(s)))
 
@@ -233,49 +246,7 @@ def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: 
 
 # ------------------------------------------------------------------------------------------------ loop
 
-def evaluate(rel: release_lib.Release, ec, seed: int) -> tuple[dict, np.ndarray]:
-    """Held-out prompts (`ec.per_category` per category), ODE sampling with text CFG, plain and (ec.think)
-    think mode; DVReward through the toy verifier (geometric). Returns (metrics, sample grid uint8)."""
-    from alphagrpo_jax.models.bagel.image_transform import TOY_VAE_TRANSFORM, TOY_VIT_TRANSFORM
-    from alphagrpo_jax.reward.dvreward import aggregate
-    from alphagrpo_jax.reward.fmt import think_format_rewards
-    from alphagrpo_jax.sampling.pipeline import Pipeline
-    from alphagrpo_jax.sampling.text import TextSamplerConfig
-    from alphagrpo_jax.toy import decompose, prompts, verifier, world
-
-    specs = prompts.prompt_set("eval", ec.per_category, seed)
-    records = [decompose.decompose(s) for s in specs]
-    pipe = Pipeline(rel, cache_size=ec.cache_size, vae_transform=TOY_VAE_TRANSFORM, vit_transform=TOY_VIT_TRANSFORM)
-    out, columns = {}, []
-    for mode in ("t2i", "think") if ec.think else ("t2i",):
-        gens = pipe.generate_images(
-            [r.prompt for r in records], think=mode == "think", height=world.CANVAS, width=world.CANVAS,
-            num_timesteps=ec.num_timesteps, cfg_text=ec.cfg_text, shift=ec.shift, seed=seed,
-            think_sampler=TextSamplerConfig(max_new_tokens=ec.think_tokens, temperature=ec.think_temperature))
-        rewards = []
-        for r, g in zip(records, gens):
-            p = verifier.score_record(r, g.image)
-            rewards.append(aggregate(p[: len(r.semantic)].tolist(), p[len(r.semantic):].tolist())[0])
-        rewards = np.asarray(rewards)
-        cats = np.asarray([s.category for s in specs])
-        for c in prompts.CATEGORIES:
-            out[f"{mode}/{c}"] = float(rewards[cats == c].mean())
-        out[f"{mode}/all"] = float(rewards.mean())
-        if mode == "think":
-            out["think/format"] = float(think_format_rewards([g.think for g in gens]).mean())
-            out["think/examples"] = [f"{r.prompt} -> {g.think}" for r, g in zip(records[::ec.per_category],
-                                                                                 gens[::ec.per_category])]
-        blank = np.zeros_like(gens[0].image)
-        columns.append([([g.image for g, s in zip(gens, specs) if s.category == c] + [blank] * ec.grid_per_category)
-                        [: ec.grid_per_category] for c in prompts.CATEGORIES])
-    grid = np.concatenate([np.concatenate([np.concatenate(col[i], axis=1) for col in columns], axis=1)
-                           for i in range(len(prompts.CATEGORIES))], axis=0)
-    return out, np.kron(grid, np.ones((ec.grid_scale, ec.grid_scale, 1), np.uint8))
-
-
 def _write_eval(folder: str, name: str, result: dict, grid: np.ndarray) -> None:
-    from PIL import Image
-
     paths.write_text(paths.join(folder, f"{name}.json"), json.dumps(result, indent=1))
     paths.save_image(paths.join(folder, f"{name}.png"), Image.fromarray(grid))
 
@@ -285,6 +256,7 @@ def train(config, step_hook=None) -> dict:
     `step_hook(step, metrics)` runs after every step (tests raise from it to simulate a crash)."""
     workdir = config.workdir
     os.makedirs(workdir, exist_ok=True)
+    source = data_source(config)
     cfg, dc = model_config(config), data_config(config)
     mesh, rules = mesh_lib.make_mesh(dict(config.mesh)), rules_lib.DEFAULT_RULES
     n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -298,13 +270,13 @@ def train(config, step_hook=None) -> dict:
         setup = TrainSetup(config, cfg, mesh, rules)
         batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
         step_fn = make_train_step(setup, config, batch_sharding)
-        it = iter(sft_data.sft_dataset(cfg, dc, encode, config.seed))
+        it = iter(source.dataset(cfg, dc, encode, config.seed))
         ck = config.checkpoint
         ckpt = checkpointing.CheckpointManager(os.path.join(workdir, "checkpoints"), keep=ck.keep, every=ck.every,
                                                async_save=ck.async_save)
         ckpt.install_preemption_handler()
         try:
-            state, start, seen = setup.state, 0, {"tokens": 0, "kinds": [0] * len(sft_data.KINDS)}
+            state, start, seen = setup.state, 0, {"tokens": 0, "kinds": [0] * len(source.kinds)}
             if ckpt.latest_step() is not None:
                 state, extras = ckpt.restore(setup.abstract_state())
                 it.set_state(extras["data"])
@@ -324,7 +296,7 @@ def train(config, step_hook=None) -> dict:
                     m = {k: float(v) for k, v in jax.device_get(m).items()}
                     now = time.perf_counter()
                     m.update({"tokens_seen": seen["tokens"], "sec_per_step": (now - t_last) / config.log_every,
-                              **{f"examples/{k}": n for k, n in zip(sft_data.KINDS, seen["kinds"])}})
+                              **{f"examples/{k}": n for k, n in zip(source.kinds, seen["kinds"])}})
                     t_last = now
                     writer.write(step, m)
                     bar.set_postfix(loss=f"{m['loss']:.3f}", ce=f"{m['ce']:.3f}", mse=f"{m['mse']:.3f}")
@@ -334,7 +306,7 @@ def train(config, step_hook=None) -> dict:
                     ckpt.save(step, state, {"step": step, "data": it.get_state(), "seen": seen})
                 if config.eval.every and step % config.eval.every == 0 and step < config.total_steps:
                     rel = release_lib.Release(cfg, setup.model(state["params"]), release_lib.make_autoencoder(cfg), tok)
-                    result, grid = evaluate(rel, config.eval, config.seed)
+                    result, grid = source.evaluate(rel, config.eval, config.seed)
                     writer.write(step, {f"eval/{k}": v for k, v in result.items() if not isinstance(v, list)})
                     _write_eval(os.path.join(workdir, "eval"), f"step_{step}", result, grid)
                 bar.update(1)
@@ -345,17 +317,15 @@ def train(config, step_hook=None) -> dict:
         finally:
             ckpt.close()
         summary.update(step=config.total_steps, tokens_seen=seen["tokens"],
-                       examples=dict(zip(sft_data.KINDS, seen["kinds"])))
+                       examples=dict(zip(source.kinds, seen["kinds"])))
         out = config.export_dir or os.path.join(workdir, "release")
         if jax.process_index() == 0:
             export_release(setup.model(state["params"]), cfg, tok_dir, out, config.export.dtype)
         if jax.process_count() > 1:  # every host re-loads the folder (a shared filesystem or gs:// is assumed)
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("sft_export")
         if config.eval.final:
             rel = release_lib.load_release(out, mesh, rules, param_dtype="float32", dtype="float32")
-            result, grid = evaluate(rel, config.eval, config.seed)
+            result, grid = source.evaluate(rel, config.eval, config.seed)
             writer.write(config.total_steps, {f"eval/{k}": v for k, v in result.items() if not isinstance(v, list)})
             if jax.process_index() == 0:
                 _write_eval(out, "eval", {**result, "train": summary}, grid)
@@ -365,8 +335,7 @@ def train(config, step_hook=None) -> dict:
 
 
 def main(config) -> None:
-    from alphagrpo_jax import checks
-
+    data_source(config)  # a UsageError when the config names no registered source (exit code 2)
     checks.int_at_least(config.total_steps, 1, "config.total_steps")  # before any model is built (exit code 2)
     checks.int_at_least(config.grad_accum, 1, "config.grad_accum")
     checks.int_at_least(config.data.rows, 1, "config.data.rows")
@@ -381,6 +350,4 @@ def main(config) -> None:
 
 
 if __name__ == "__main__":
-    from alphagrpo_jax import cli
-
     cli.run(main)

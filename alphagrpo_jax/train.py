@@ -17,87 +17,33 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from jax.experimental import multihost_utils
 
-from alphagrpo_jax import checkpointing, cli, integrity, metrics as metrics_lib, optim, paths
+from alphagrpo_jax import checkpointing, cli, integrity, metrics as metrics_lib, paths, plugins, run_config
+from alphagrpo_jax.data.prompts import PromptRecords, round_dataset
+from alphagrpo_jax.data.sources import prompt_files
 from alphagrpo_jax.parallel import distributed, hostdata, mesh as mesh_lib, rules as rules_lib
+from alphagrpo_jax.reward.service import build_reward_fn
+from alphagrpo_jax.rl import accumulation, advantages
+from alphagrpo_jax.rl.config import srr_configs
+from alphagrpo_jax.rl.grid import sample_grid
+from alphagrpo_jax.rl.guards import StepGuard
+from alphagrpo_jax.rl.learner import add_grads
+from alphagrpo_jax.rl.rounds import start_round
+from alphagrpo_jax.rl.trainer_state import build, checkpoint_target, held_out_eval, round_key
+from alphagrpo_jax.rl.validate import check_train_config
 
 log = logging.getLogger("alphagrpo_jax.train")
 
 
-def round_key(seed: int, step: int, rnd: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), rnd)
-
-
-def prompt_files(config) -> tuple[str, str]:
-    """(train, eval) JSONL prompt files: given, or the toy world's written into the workdir once."""
-    d = config.data
-    if d.toy_prompts:
-        from alphagrpo_jax.toy.data import write_prompt_files
-
-        out = paths.join(config.workdir, "data")
-        files = {s: paths.join(out, "prompts", f"{s}.jsonl") for s in ("train", "eval")}
-        # Every process writes its own copy if missing (deterministic, atomic), so a host-local workdir works.
-        if not all(paths.exists(p) for p in files.values()):
-            per = [None if n < 0 else n for n in (d.toy_train_per_category, d.toy_eval_per_category)]  # -1 = all
-            files = write_prompt_files(out, per[0], per[1], config.seed)
-        return files["train"], files["eval"]
-    if not d.train_prompts:
-        raise SystemExit("config.data.train_prompts is required (or set data.toy_prompts=True)")
-    return d.train_prompts, d.eval_prompts
-
-
-def build(config, mesh):
-    """Model (+ LoRA), autoencoder, tokenizer, learner."""
-    from alphagrpo_jax.models.bagel import release
-    from alphagrpo_jax.rl import lora
-    from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config, think_system_setting
-    from alphagrpo_jax.rl.learner import Learner
-    from alphagrpo_jax.sampling.prompts import think_system_prompt
-
-    m = config.model
-    overrides = {k: m[k] for k in ("param_dtype", "dtype", "attention", "remat") if m.get(k)}
-    overrides.update(think_system_setting(config))  # prompts.think_system wins over the release's
-    rel = release.load_release(m.release, mesh, **overrides)
-    model = rel.model
-    if config.train.params == "lora":
-        model = lora.add_lora(model, config.train.lora_rank, config.train.lora_alpha, tuple(config.train.lora_targets),
-                              mesh, jax.random.key(config.seed), init=config.train.lora_init)
-    rcfg = rollout_config(config, think_system_prompt(rel.cfg))
-    tx, schedule = optim.build_optimizer(optim_config(config))
-    ref = None
-    if config.train.params == "full" and (config.loss.image_kl_beta > 0 or config.loss.text_kl_beta > 0):
-        ref = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-    learner = Learner(model, lora.trainable_filter(config.train.params), tx, loss_config(config), rcfg.image, ref)
-    return rel, rcfg, learner, schedule
-
-
-def checkpoint_target(learner) -> dict:
-    """The abstract {params, opt} state the trainer checkpoints, in the learner's shardings (a restore target)."""
-    tree = {"params": learner.trainable, "opt": learner.opt_state}
-    return checkpointing.abstract_with_shardings(tree, jax.tree.map(lambda x: x.sharding, tree))
-
-
-def restore_checkpoint(config, learner, step: int | None = None) -> tuple[dict, dict]:
-    """(state {params, opt}, extras) of checkpoint `step` (default: the latest) of `config.workdir`."""
-    mgr = checkpointing.CheckpointManager(paths.join(config.workdir, "checkpoints"), keep=None)
-    try:
-        return mgr.restore(checkpoint_target(learner), step)
-    finally:
-        mgr.close()
-
-
 def train(config) -> dict:
-    from alphagrpo_jax.rl.validate import check_train_config
-
+    plugins.load(config)  # the config's plug-ins register their components, prompt sources, transforms
     check_train_config(config)  # every key, file and reward endpoint, before any model loads (UsageError)
     distributed.maybe_initialize()
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     workdir = config.workdir
     paths.makedirs(workdir)
-    from alphagrpo_jax import run_config  # <workdir>/config.yaml; a resume must match its structure
-
     run_config.record(config, jax.process_index())
     timer = metrics_lib.PhaseTimer()
     # Active: library code (the rollouts' text and image parts) times sub-phases into it via metrics.phase.
@@ -105,41 +51,7 @@ def train(config) -> dict:
         return _train(config, mesh, workdir, timer)
 
 
-def held_out_eval(config, model, rel, records, reward_fn, rcfg, srr_cfgs, shift: int = 0, base_model=None):
-    """The trainer's held-out eval of `model`: RT2I (rl/evaluate.py, key seed + 1 + shift) and, with SRR configs,
-    the SRR eval's metrics (rl/evaluate_srr.py, key seed + 2 + shift) merged into its EvalResult. `shift` > 0 draws
-    other samples (component_eval --keys). With SRR and `base_model`, also `eval_srr_base_draws/*`: `model`
-    refining the first draws of `base_model` (the same key, so the same draws the base's own SRR eval refines)."""
-    from alphagrpo_jax.rl.evaluate import evaluate
-    from alphagrpo_jax.rl.evaluate_srr import evaluate_srr
-
-    common = dict(batch_size=config.eval.batch_size, temperature=config.eval.temperature, greedy=config.eval.greedy,
-                  num_timesteps=config.eval.num_timesteps or None)
-    ev = evaluate(model, rel.vae, rel.tokenizer, records, reward_fn, rcfg, jax.random.key(config.seed + 1 + shift),
-                  **common)
-    if srr_cfgs is not None:  # SRR held-out eval: stage-1 draw -> one reflect-and-redraw (ODE)
-        key = jax.random.key(config.seed + 2 + shift)
-        ev.metrics.update(evaluate_srr(model, rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs, key,
-                                       **common).metrics)
-        if base_model is not None:
-            ev.metrics.update(evaluate_srr(model, rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs, key,
-                                           prefix="eval_srr_base_draws/", stage1_model=base_model,
-                                           **common).metrics)
-    return ev
-
-
 def _train(config, mesh, workdir, timer) -> dict:
-    from alphagrpo_jax.data.prompts import PromptRecords, round_dataset
-    from alphagrpo_jax.reward.service import build_reward_fn
-    from alphagrpo_jax.rl import accumulation, advantages
-    from alphagrpo_jax.rl.grid import sample_grid
-    from alphagrpo_jax.rl.learner import add_grads
-    from alphagrpo_jax.rl.config import srr_configs
-    from alphagrpo_jax.rl.guards import StepGuard
-    from alphagrpo_jax.rl.rounds import start_round
-
-    if "toy_dvreward" in dict(config.reward.weights):
-        import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier)
     log.info("mesh: %s", mesh_lib.describe(mesh))
     rel, rcfg, learner, schedule = build(config, mesh)
     train_path, eval_path = prompt_files(config)
@@ -187,8 +99,6 @@ def _train(config, mesh, workdir, timer) -> dict:
         done = [r["step"] for r in results["eval"]]
         due = bool(config.eval.every) and start % config.eval.every == 0 and start not in done
         if jax.process_count() > 1:  # process 0 (the one that writes metrics) decides for all: an eval is collective
-            from jax.experimental import multihost_utils
-
             due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
         if due:
             run_eval(start)

@@ -20,13 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alphagrpo_jax.models.bagel import image_transform, release
+from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel.mesh import make_mesh
 from alphagrpo_jax.sampling import image as image_lib, text as text_lib
 from alphagrpo_jax.sampling.cfg import CFGConfig
 from alphagrpo_jax.sampling.pipeline import Pipeline
 from alphagrpo_jax.sampling.prompts import think_system_prompt
 from alphagrpo_jax.toy import decompose, prompts, reward as toy_reward
+from alphagrpo_jax.toy import transforms as toy_transforms
 from common import REPO, load_config_file
 
 
@@ -71,8 +72,8 @@ def main():
     a = ap.parse_args()
     c = load_config_file("toy_rt2i.py").get_config()
     rel = release.load_release(a.release, make_mesh({"fsdp": -1}), param_dtype="float32", dtype="float32")
-    pipe = Pipeline(rel, cache_size=c.rollout.cache_size, vae_transform=image_transform.TOY_VAE_TRANSFORM,
-                    vit_transform=image_transform.TOY_VIT_TRANSFORM)
+    pipe = Pipeline(rel, cache_size=c.rollout.cache_size, vae_transform=toy_transforms.VAE_TRANSFORM,
+                    vit_transform=toy_transforms.VIT_TRANSFORM)
     r = rewards(pipe, c, a.thinks, a.images, a.per_category, a.fixed_init)
     # Unbiased variance components (one-way nested ANOVA): a per-think mean over M images still carries
     # image variance / M, which is taken out of the think part.

@@ -16,13 +16,8 @@ slice (and records it for the AOT memory check):
     python -m alphagrpo_jax.train --config configs/bagel_7b_rt2i.py:v5p-128 ...
     python -m alphagrpo_jax.tools.compile_check --config configs/bagel_7b_rt2i.py:v5p-128
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import meshes  # noqa: E402
-from grpo_base import rt2i_base  # noqa: E402
+from configs import meshes
+from configs.grpo_base import rt2i_base
 
 
 def get_config(arg=None):
@@ -35,7 +30,7 @@ def get_config(arg=None):
                           width=512))
     c.reward.endpoints = ("http://127.0.0.1:30000/v1",)
     c.reward.model = "Qwen/Qwen3-VL-30B-A3B-Instruct"
-    c.reward.weights = dict(dvreward=1.0, think_format=1.0, toy_dvreward=0.0)
+    c.reward.weights = dict(dvreward=1.0, think_format=1.0)
     c.data.train_prompts = "data/alphagrpo20k/train.jsonl"
     c.data.eval_prompts = "data/alphagrpo20k/test.jsonl"
     c.eval.update(dict(every=10, num_prompts=64, temperature=0.3))

@@ -17,13 +17,7 @@ prompt, 40-point schedule with a 5-step SDE window starting in [0, 10] (range (0
 step count is not published (its eval scripts load checkpoint 379, as configs/grpo_base.py's 380). `:mixed` is
 alphagrpo_reflect_mix_t2i in spirit: RT2I rounds (with their think-format reward) alternate with SRR rounds.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import bagel_7b_rt2i  # noqa: E402
-import meshes  # noqa: E402
+from configs import bagel_7b_rt2i, meshes
 
 
 def get_config(arg=None):
@@ -44,7 +38,7 @@ def get_config(arg=None):
     # [system ~50][image: 1024 VAE + 1369 ViT (518 px) tokens + markers][reflection prompt ~80][think <= 1024]
     c.rollout.cache_size = 4096
     c.task.srr.text_loss_weight = 1.0 / c.task.srr.sde_window  # RT2I rounds (:mixed) keep loss.text_loss_weight
-    c.reward.weights = dict(dvreward=1.0, think_format=0.0, toy_dvreward=0.0)
+    c.reward.weights = dict(dvreward=1.0, think_format=0.0)
     c.eval.update(dict(every=10, temperature=0.3, num_timesteps=40))
     if "mixed" in parts:
         c.workdir = "gs://YOUR_BUCKET/alphagrpo/bagel_7b_srr_mixed"

@@ -7,6 +7,8 @@ from alphagrpo_jax.reward.service import reward_config
 def rt2i_base() -> ml_collections.ConfigDict:
     """Every key the GRPO trainer reads, with the reference's RT2I values where it fixes them."""
     c = ml_collections.ConfigDict()
+    # Modules imported at program start that register names the config selects (alphagrpo_jax/plugins.py).
+    c.plugins = ()
     c.workdir = "workdir/rt2i"
     c.seed = 0
     c.total_steps = 380
@@ -52,9 +54,9 @@ def rt2i_base() -> ml_collections.ConfigDict:
     # release's recorded prompt, else ours; reflection: ours (a template, `{prompt}` = the request).
     c.prompts = ml_collections.ConfigDict(dict(think_system="", reflection=""))
     c.reward = reward_config()
-    c.reward.weights = ml_collections.ConfigDict(dict(dvreward=1.0, think_format=1.0, toy_dvreward=0.0))
-    c.data = ml_collections.ConfigDict(dict(train_prompts="", eval_prompts="", toy_prompts=False,
-                                            toy_train_per_category=-1, toy_eval_per_category=-1))
+    c.reward.weights = ml_collections.ConfigDict(dict(dvreward=1.0, think_format=1.0))
+    # prompt_source (data/sources.py): "files" = train_prompts / eval_prompts, or a plug-in's source.
+    c.data = ml_collections.ConfigDict(dict(prompt_source="files", train_prompts="", eval_prompts=""))
     # Held-out eval: ODE; num_timesteps 0 = the rollout's (the reference evaluates with 40).
     c.eval = ml_collections.ConfigDict(dict(every=10, num_prompts=64, batch_size=16, temperature=0.3, greedy=False,
                                             num_timesteps=40))

@@ -6,18 +6,18 @@
 
 The base model is the shipped toy release (assets/toy_base, made by `python -m alphagrpo_jax.sft --config
 configs/toy_sft.py`); the reward is the exact toy DVReward computed in process (the same answers as the
-OpenAI-compatible `python -m alphagrpo_jax.toy.serve`) plus the think-format reward.
+OpenAI-compatible `python -m alphagrpo_jax.toy.serve`) plus the think-format reward. The toy world is a plug-in
+(alphagrpo_jax/toy/plugin.py): it registers the `toy_dvreward` component, the "toy" prompt source (prompt files
+written into the workdir, `toy.*_per_category` prompts per category, -1 = all) and the "toy" image transforms.
 """
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from grpo_base import rt2i_base  # noqa: E402
+from configs.grpo_base import rt2i_base
 
 
 def get_config(arg=None):
     c = rt2i_base()
+    c.plugins = ("alphagrpo_jax.toy.plugin",)
     c.workdir = "workdir/toy_rt2i"
     c.total_steps = 40
     c.model.release = "assets/toy_base"
@@ -44,7 +44,8 @@ def get_config(arg=None):
     c.optim.update(dict(lr=3e-4, weight_decay=0.0, schedule="cosine", decay_steps=0))
     c.reward.weights = dict(dvreward=0.0, think_format=0.2, toy_dvreward=1.0)
     c.reward.image_format = "png"
-    c.data.update(dict(toy_prompts=True, toy_train_per_category=-1, toy_eval_per_category=8))
+    c.data.prompt_source = "toy"
+    c.toy = ml_collections.ConfigDict(dict(train_per_category=-1, eval_per_category=8))
     c.eval.update(dict(every=10, num_prompts=56, batch_size=28, temperature=0.3, num_timesteps=25))
     c.log.grid_size = 16
     c.checkpoint.update(dict(every=10, keep=2))

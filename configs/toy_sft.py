@@ -14,6 +14,8 @@ import ml_collections
 
 def get_config(arg: str | None = None):
     c = ml_collections.ConfigDict()
+    c.plugins = ("alphagrpo_jax.toy.plugin",)  # registers the "toy" SFT data source (toy/sft_source.py)
+    c.data_source = "toy"
     c.seed = 0
     c.workdir = "runs/toy_sft"
     c.export_dir = ""                  # "" = <workdir>/release

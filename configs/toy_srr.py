@@ -21,12 +21,7 @@ think-format reward for the RT2I rounds; SRR rounds ignore text-only reward comp
 every second round an SRR round. Each round weighs its text as its own task's recipe: RT2I rounds by
 `loss.text_loss_weight`, SRR rounds by `task.srr.text_loss_weight`.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import toy_rt2i  # noqa: E402
+from configs import toy_rt2i
 
 
 def get_config(arg=None):

@@ -135,7 +135,7 @@ def test_export_needs_only_the_workdir(trained, tmp_path):
     assert "!!python" not in r.stdout and "lora_rank: 8" in r.stdout  # the readable config print
 
 
-@pytest.mark.parametrize("program", ["alphagrpo_jax.train", "alphagrpo_jax.export", "alphagrpo_jax.rl.component_eval"])
+@pytest.mark.parametrize("program", ["alphagrpo_jax.train", "alphagrpo_jax.export", "alphagrpo_jax.component_eval"])
 def test_another_lora_rank_is_one_line_and_exit_code_2(trained, tmp_path, program):
     rank = tiny_config(trained, 1).train.lora_rank
     args = [f"--config={REPO}/configs/toy_rt2i.py", f"--config.model.release={tiny_config(trained, 1).model.release}",

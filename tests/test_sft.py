@@ -1,6 +1,5 @@
 """The SFT trainer on a tiny config on the 8-device mesh: the loss decreases, a crashed run resumes from its
 last checkpoint with IDENTICAL losses, the exported release loads; and the shipped base model generates."""
-import importlib.util
 import os
 import pathlib
 
@@ -11,22 +10,20 @@ from flax import nnx
 
 from alphagrpo_jax import checkpointing, metrics, sft
 from alphagrpo_jax.models.bagel import release
-from alphagrpo_jax.models.bagel.image_transform import TOY_VAE_TRANSFORM, TOY_VIT_TRANSFORM
 from alphagrpo_jax.parallel.mesh import make_mesh
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.sampling.pipeline import Pipeline
 from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
 from alphagrpo_jax.sampling.text import TextSamplerConfig
+from alphagrpo_jax.toy.transforms import VAE_TRANSFORM as TOY_VAE_TRANSFORM, VIT_TRANSFORM as TOY_VIT_TRANSFORM
+from configs import toy_sft
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BASE = ROOT / "assets" / "toy_base"
 
 
 def _config(workdir, **kw):
-    spec = importlib.util.spec_from_file_location("toy_sft", ROOT / "configs" / "toy_sft.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config("tiny")
+    c = toy_sft.get_config("tiny")
     c.workdir = str(workdir)
     c.eval.final = False
     c.optim.lr = 3e-3
@@ -182,14 +179,11 @@ def test_shipped_base_model_loads_and_generates():
 
 
 def test_config_variants():
-    spec = importlib.util.spec_from_file_location("toy_sft", ROOT / "configs" / "toy_sft.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    full, fast = mod.get_config(), mod.get_config("fast")
+    full, fast = toy_sft.get_config(), toy_sft.get_config("fast")
     assert (full.total_steps, fast.total_steps) == (2000, 900)
     # the fast recipe is the same schedule shape, compressed: warmup then cosine to the end of the run
     assert fast.optim.warmup_steps + fast.optim.decay_steps == fast.total_steps
     assert full.optim.warmup_steps + full.optim.decay_steps == full.total_steps
     assert full.model_llm == fast.model_llm and full.data == fast.data
     with pytest.raises(ValueError, match="unknown variant"):
-        mod.get_config("nope")
+        toy_sft.get_config("nope")

@@ -93,7 +93,7 @@ def _check_run(out, workdir, variant):
 
 
 def test_trainer_runs_srr(tmp_path, monkeypatch):
-    from tests.rl.test_component_eval import check_srr_variants
+    from tests.test_component_eval import check_srr_variants
 
     c = tiny_srr_config(tmp_path, 1)
     c.rollout.rounds_per_step = 1

@@ -3,14 +3,16 @@
     check_train_config(config)              # UsageError: one line naming the first bad key/file
     check_train_config(config, probe=False) # without the reward endpoints' health requests
 
-Checks every key the trainer reads (type, range, choices from the registries: advantages, losses, reward
-components, aggregations, tasks, schedules), the SDE windows against their timestep grids, the release folder,
-the prompt files (they parse, every record has questions, enough prompts for a round), that the workdir is
-writable and (probe=True) one health request per reward endpoint of the components that use them.
+The config's plug-ins (`config.plugins`) are imported first: they register names the checks accept. Checks every
+key the trainer reads (type, range, choices from the registries: advantages, losses, reward components,
+aggregations, tasks, schedules, prompt sources, transforms), the SDE windows against their timestep grids, the
+release folder, the prompt files (they parse, every record has questions, enough prompts for a round), that the
+workdir is writable and (probe=True) one health request per reward endpoint of the components that use them.
 """
 from __future__ import annotations
 
-from alphagrpo_jax import checks
+from alphagrpo_jax import checks, plugins
+from alphagrpo_jax.data.sources import PROMPT_SOURCES
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel.image_transform import TRANSFORMS
 
@@ -119,8 +121,6 @@ def _reward(config) -> None:
 
     rc = _get(config, "reward")
     weights = dict(_get(config, "reward.weights"))
-    if "toy_dvreward" in weights:
-        import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier, as the trainer)
     for name, w in weights.items():
         checks.one_of(name, components.COMPONENTS, "config.reward.weights")
         checks.number_in(w, float("-inf"), float("inf"), f"config.reward.weights.{name}")
@@ -160,11 +160,12 @@ def _prompt_file(path: str, key: str, min_records: int) -> None:
 
 def _data(config) -> None:
     d = _get(config, "data")
-    if _get(config, "data.toy_prompts"):
-        return  # written by the trainer from the toy world
+    checks.one_of(_get(config, "data.prompt_source"), PROMPT_SOURCES, "config.data.prompt_source")
+    if d.prompt_source != "files":
+        return  # a plug-in's source writes its prompt files when the trainer starts
     if not d.train_prompts:
-        raise UsageError("config.data.train_prompts: expected a JSONL prompt file (or data.toy_prompts=True), "
-                         "got ''")
+        raise UsageError("config.data.train_prompts: expected a JSONL prompt file (or a plug-in's "
+                         "data.prompt_source), got ''")
     _prompt_file(d.train_prompts, "config.data.train_prompts", int(config.rollout.prompts_per_round))
     if d.eval_prompts:
         _prompt_file(d.eval_prompts, "config.data.eval_prompts", 1)
@@ -209,6 +210,7 @@ def _image_sizes(config) -> None:
 
 def check_train_config(config, probe: bool = True) -> None:
     """Raises UsageError (one line) for the first problem found; see the module docstring."""
+    plugins.load(config)  # they register names the checks below accept (components, prompt sources, transforms)
     _schedule(config)
     _rollout(config)
     _tasks(config)

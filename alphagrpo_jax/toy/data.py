@@ -29,9 +29,8 @@ import tensorflow_datasets as tfds
 
 from alphagrpo_jax import paths
 from alphagrpo_jax.data.pipeline import build_dataset
-from alphagrpo_jax.data.prompts import write_prompt_file
 from alphagrpo_jax.toy import prompts, world
-from alphagrpo_jax.toy.decompose import decompose
+from alphagrpo_jax.toy.prompt_files import write_prompt_files
 
 NAME = "toy_shapes"
 SPLITS = ("train", "eval")
@@ -143,18 +142,6 @@ def toy_dataset(path: str | os.PathLike, split: str, *, batch_size: int, seed: i
     return build_dataset(data_source(path, split), batch_size=batch_size, seed=seed, shuffle=shuffle,
                          num_epochs=num_epochs, transform=decode_example, drop_remainder=drop_remainder,
                          shard_index=shard_index, shard_count=shard_count, equal_shards=equal_shards)
-
-
-def write_prompt_files(out_dir: str | os.PathLike, train_per_category: int | None, eval_per_category: int | None,
-                       seed: int) -> dict[str, str]:
-    """DIR/prompts/{train,eval}.jsonl: each split's prompt set (prompts.prompt_set) decomposed into records;
-    `original_index` numbers the records of each file from 0."""
-    files = {}
-    for split, per in (("train", train_per_category), ("eval", eval_per_category)):
-        specs = prompts.prompt_set(split, per, seed)
-        files[split] = paths.join(out_dir, "prompts", f"{split}.jsonl")
-        write_prompt_file(files[split], (decompose(s, i) for i, s in enumerate(specs)))
-    return files
 
 
 def main(argv: list[str] | None = None) -> None:

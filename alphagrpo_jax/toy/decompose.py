@@ -23,7 +23,7 @@ import re
 
 from alphagrpo_jax.reward.records import Question, QuestionSet
 from alphagrpo_jax.toy import world
-from alphagrpo_jax.toy.prompts import PromptSpec, format_prompt, validate
+from alphagrpo_jax.toy.prompts import PromptSpec, format_prompt, parse, validate
 
 NUMBER_WORDS = ("one", "two", "three", "four", "five")
 LOCATION_PHRASES = {"left": "on the left side of the image", "right": "on the right side of the image",
@@ -152,6 +152,11 @@ def decompose(spec: PromptSpec, index: int | None = None) -> QuestionSet:
     return QuestionSet(prompt=format_prompt(spec), semantic=semantic, quality=quality, original_index=index,
                        extra={"category": spec.category, "spec": spec.to_json()})
 
+
+
+def decompose_text(prompt: str) -> QuestionSet:
+    """The DVReward record of a toy prompt's text (it must follow the toy grammar, prompts.parse)."""
+    return decompose(parse(prompt))
 
 def _matches(o: world.Obj, shape: str | None, color: str | None) -> bool:
     return (shape is None or o.shape == shape) and (color is None or o.color == color)

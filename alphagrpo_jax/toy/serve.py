@@ -14,17 +14,13 @@ from collections.abc import Sequence
 
 from alphagrpo_jax.reward.openai_server import OpenAIServer
 from alphagrpo_jax.reward.scripted import decomposer_chat
-from alphagrpo_jax.toy import decompose, prompts, verifier
-
-
-def toy_decomposer(prompt: str):
-    """The exact DVReward record of a toy prompt (its text must follow the toy grammar)."""
-    return decompose.decompose(prompts.parse(prompt))
+from alphagrpo_jax.toy import verifier
+from alphagrpo_jax.toy.decompose import decompose_text
 
 
 def make_server(host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
                 model: str = "toy-verifier") -> OpenAIServer:
-    return OpenAIServer(answer=verifier.answer, chat=decomposer_chat(toy_decomposer), host=host, port=port,
+    return OpenAIServer(answer=verifier.answer, chat=decomposer_chat(decompose_text), host=host, port=port,
                         model=model, latency_s=latency_s)
 
 

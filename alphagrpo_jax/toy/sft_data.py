@@ -32,11 +32,11 @@ from PIL import Image
 
 from alphagrpo_jax.models.bagel import packing
 from alphagrpo_jax.models.bagel.config import BagelConfig
-from alphagrpo_jax.models.bagel.image_transform import TOY_VIT_TRANSFORM
 from alphagrpo_jax.models.bagel.pixel_ae import encode_pixels
 from alphagrpo_jax.models.bagel.vae import patchify_latent
 from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT, reflection_prompt
 from alphagrpo_jax.toy import decompose, prompts, world
+from alphagrpo_jax.toy.transforms import VIT_TRANSFORM
 
 KINDS = ("t2i", "think", "understand", "refine")
 ROWS, COLS = ("top", "middle", "bottom"), ("left", "center", "right")
@@ -273,7 +273,7 @@ def to_items(parts: list[tuple], encode) -> list[packing.Item]:
         elif p[0] == "vae":
             items.append(packing.VaeImage(p[1].astype(np.float32) / np.float32(127.5) - np.float32(1.0), noisy=p[2]))
         else:
-            items.append(packing.VitImage(TOY_VIT_TRANSFORM(Image.fromarray(p[1]))))
+            items.append(packing.VitImage(VIT_TRANSFORM(Image.fromarray(p[1]))))
     return items
 
 

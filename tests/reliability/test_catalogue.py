@@ -196,7 +196,7 @@ def entry_cases(d, verifier):
          "config.total_steps: expected an integer >= 1, got 0"),
         (("alphagrpo_jax.export", "--config", "configs/toy_rt2i.py"),
          "--out is required: the folder to write the release into"),
-        (("alphagrpo_jax.rl.component_eval", "--config", "configs/toy_rt2i.py", "--config.task.kinds=('t2v',)"),
+        (("alphagrpo_jax.component_eval", "--config", "configs/toy_rt2i.py", "--config.task.kinds=('t2v',)"),
          "config.task.kinds: expected one of ['rt2i', 'srr'], got 't2v'"),
         (("alphagrpo_jax.generate", "--checkpoint", g, "--prompt", "x", "--out", "no/such/dir/x.png"),
          "--out no/such/dir/x.png: folder no/such/dir does not exist; create it first"),

@@ -4,13 +4,14 @@ import concurrent.futures
 
 import numpy as np
 
-from alphagrpo_jax.models.bagel import config, image_transform, packing
+from alphagrpo_jax.models.bagel import config, packing
 from alphagrpo_jax.models.bagel.attention import CAUSAL, FULL
 from alphagrpo_jax.models.bagel.packed import TEXT, VAE, VIT
 from alphagrpo_jax.reward.service import RewardResult
 from alphagrpo_jax.rl import reflect
 from alphagrpo_jax.rl.rounds import Round
 from alphagrpo_jax.sampling import refine
+from alphagrpo_jax.toy import transforms as toy_transforms
 
 
 class ByteTok:
@@ -24,8 +25,8 @@ def test_stage2_context_layout():
     image[8:16, 8:16] = 255
     tok = ByteTok()
     text = lambda s: packing.Text(tuple(tok.encode(s)))  # noqa: E731
-    cond, tu, iu = refine.srr_items(text, "a red circle", image, image_transform.TOY_VAE_TRANSFORM,
-                                    image_transform.TOY_VIT_TRANSFORM, "SYS")
+    cond, tu, iu = refine.srr_items(text, "a red circle", image, toy_transforms.VAE_TRANSFORM,
+                                    toy_transforms.VIT_TRANSFORM, "SYS")
     kinds = [type(x).__name__ for x in cond]
     assert kinds == ["Text", "VaeImage", "VitImage", "Text"]
     assert [type(x).__name__ for x in tu] == ["Text", "VaeImage", "VitImage"]

@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from alphagrpo_jax.models.bagel import config as config_lib, image_transform, packing
+from alphagrpo_jax.models.bagel import config as config_lib, packing
 from alphagrpo_jax.rl.config import srr_configs, think_system_setting
 from alphagrpo_jax.sampling import prompts, refine
+from alphagrpo_jax.toy import transforms as toy_transforms
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "configs"))
@@ -59,8 +60,8 @@ def test_configured_reflection_prompt_reaches_the_srr_context(tmp_path):
     assert srr.reflection_prompt == "Request: {prompt}. What is wrong? Say how to fix it."
     texts = []
     cond, _, iu = refine.srr_items(lambda s: texts.append(s) or packing.Text(tuple(s.encode())), "a red circle",
-                                   np.zeros((32, 32, 3), np.uint8), image_transform.TOY_VAE_TRANSFORM,
-                                   image_transform.TOY_VIT_TRANSFORM, "SYS", srr.reflection_prompt)
+                                   np.zeros((32, 32, 3), np.uint8), toy_transforms.VAE_TRANSFORM,
+                                   toy_transforms.VIT_TRANSFORM, "SYS", srr.reflection_prompt)
     assert "Request: a red circle. What is wrong? Say how to fix it." in texts
     c.prompts.reflection = "no placeholder"
     with pytest.raises(prompts.PromptError, match=r"prompts.reflection: .*\{prompt\}"):

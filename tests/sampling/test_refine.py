@@ -4,7 +4,7 @@ yes/no likelihoods."""
 import numpy as np
 import pytest
 
-from alphagrpo_jax.models.bagel import image_transform, release
+from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
 from alphagrpo_jax.reward.dvreward import QuestionScore
 from alphagrpo_jax.reward.records import Question, QuestionSet
@@ -12,6 +12,7 @@ from alphagrpo_jax.reward.service import RewardResult
 from alphagrpo_jax.sampling import refine
 from alphagrpo_jax.sampling.pipeline import Pipeline
 from alphagrpo_jax.sampling.text import TextSamplerConfig
+from alphagrpo_jax.toy import transforms as toy_transforms
 from tests.models.bagel.parity_utils import GOLDENS
 
 RECORD = QuestionSet("a red circle", [Question("semantic", "Is there a red circle?", "Existence")],
@@ -35,8 +36,8 @@ class ScriptedVerifier:
 def pipe():
     rel = release.load_release(str(GOLDENS), mesh_lib.make_mesh({"fsdp": -1}), param_dtype="float32",
                                dtype="float32")
-    return Pipeline(rel, cache_size=512, vae_transform=image_transform.TOY_VAE_TRANSFORM,
-                    vit_transform=image_transform.TOY_VIT_TRANSFORM)
+    return Pipeline(rel, cache_size=512, vae_transform=toy_transforms.VAE_TRANSFORM,
+                    vit_transform=toy_transforms.VIT_TRANSFORM)
 
 
 KW = dict(think=False, height=32, width=32, num_timesteps=3, think_sampler=TextSamplerConfig(max_new_tokens=4))

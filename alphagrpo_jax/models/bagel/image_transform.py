@@ -90,8 +90,13 @@ class ImageTransform:
 VAE_TRANSFORM = ImageTransform(1024, 512, 16)   # conditioning/edit images (inference)
 VIT_TRANSFORM = ImageTransform(980, 224, 14)    # understanding images (inference)
 VLM_EVAL_TRANSFORM = ImageTransform(980, 378, 14, max_pixels=2_007_040)  # VLM benchmarks / training yaml
-# The toy world draws 32x32 pictures: keep them at 32 px for the autoencoder and 28 px (2x2 patches) for the ViT.
-TOY_VAE_TRANSFORM = ImageTransform(32, 32, 16)
-TOY_VIT_TRANSFORM = ImageTransform(28, 28, 14)
-# Named (VAE, ViT) transform pairs for an image a model reads back (SRR's first draw: task.srr.transforms).
-TRANSFORMS = {"bagel": (VAE_TRANSFORM, VIT_TRANSFORM), "toy": (TOY_VAE_TRANSFORM, TOY_VIT_TRANSFORM)}
+# Named (VAE, ViT) transform pairs for an image a model reads back (SRR's first draw: task.srr.transforms;
+# generate --transform). Plug-ins add theirs with `register_transform` (the toy world: "toy").
+TRANSFORMS: dict[str, tuple[ImageTransform, ImageTransform]] = {"bagel": (VAE_TRANSFORM, VIT_TRANSFORM)}
+
+
+def register_transform(name: str, vae: ImageTransform, vit: ImageTransform) -> None:
+    """Adds the (VAE, ViT) pair `name` to TRANSFORMS (re-registering the same pair is a no-op)."""
+    if TRANSFORMS.get(name, (vae, vit)) != (vae, vit):
+        raise ValueError(f"image_transform.register_transform: {name!r} is already registered as another pair")
+    TRANSFORMS[name] = (vae, vit)

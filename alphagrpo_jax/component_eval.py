@@ -1,7 +1,7 @@
 """Which policy improved? Held-out eval of a LoRA checkpoint with its adapters on each MoT expert separately.
 
-    python -m alphagrpo_jax.rl.component_eval --workdir workdir/toy_rt2i [--step N] [--keys K] [--variants both]
-    python -m alphagrpo_jax.rl.component_eval --workdir RUN --config configs/toy_rt2i.py --config.eval.num_prompts=32
+    python -m alphagrpo_jax.component_eval --workdir workdir/toy_rt2i [--step N] [--keys K] [--variants both]
+    python -m alphagrpo_jax.component_eval --workdir RUN --config configs/toy_rt2i.py --config.eval.num_prompts=32
 
 `--workdir RUN` evaluates with the config the run recorded (`RUN/config.yaml`); `--config` as well: that config,
 checked against the run's (export's rules).
@@ -33,12 +33,18 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from alphagrpo_jax import cli, paths
+from alphagrpo_jax import cli, paths, plugins
+from alphagrpo_jax.data.prompts import PromptRecords
+from alphagrpo_jax.data.sources import prompt_files
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel.llm import GEN, UND
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
+from alphagrpo_jax.reward.service import build_reward_fn
+from alphagrpo_jax.rl.config import srr_configs
+from alphagrpo_jax.rl.trainer_state import build, held_out_eval, restore_checkpoint
+from alphagrpo_jax.rl.validate import check_train_config
 
-log = logging.getLogger("alphagrpo_jax.rl.component_eval")
+log = logging.getLogger("alphagrpo_jax.component_eval")
 
 VARIANTS = {"base": (), "text_policy": (UND,), "image_policy": (GEN,), "both": (UND, GEN)}
 
@@ -77,15 +83,9 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
     """For the checkpoint `step` (default: latest) of `config.workdir`: {variant: eval metrics (mean over
     `keys` eval keys)} for the base and `variants`, plus "per_key" ({variant: [metrics of each key]}),
     "paired" (paired_differences) and "step", "keys"."""
-    from alphagrpo_jax.data.prompts import PromptRecords
-    from alphagrpo_jax.reward.service import build_reward_fn
-    from alphagrpo_jax.rl.config import srr_configs
-    from alphagrpo_jax.train import build, held_out_eval, prompt_files, restore_checkpoint
-
     if config.train.params != "lora":
         raise UsageError("component_eval needs a LoRA run (config.train.params == 'lora')")
-    if "toy_dvreward" in dict(config.reward.weights):
-        import alphagrpo_jax.toy.reward  # noqa: F401  (registers the in-process toy verifier)
+    plugins.load(config)  # the config's reward components and prompt sources
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     if keys < 1:
@@ -101,7 +101,8 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
         step = int(extras["step"])
         _, eval_path = prompt_files(config)
         if not eval_path:
-            raise UsageError("component_eval needs held-out prompts (config.data.eval_prompts or toy prompts)")
+            raise UsageError("component_eval needs held-out prompts (config.data.eval_prompts, or a prompt source "
+                             "that writes them)")
         records = list(PromptRecords(eval_path))[: config.eval.num_prompts]
         reward_fn = build_reward_fn(config.reward)
         srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in tuple(config.task.kinds) else None
@@ -128,8 +129,6 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
 
 
 def main(config) -> None:
-    from alphagrpo_jax.rl.validate import check_train_config
-
     check_train_config(config)  # before any model loads: a UsageError is one line, exit code 2
     res = component_eval(config, flags.FLAGS.step, flags.FLAGS.keys, tuple(flags.FLAGS.variants))
     metrics = sorted(k for k in res["base"] if k.startswith(("eval/", "eval_srr")))

@@ -1,4 +1,4 @@
-"""rl/component_eval.py: a trained LoRA checkpoint evaluated with its adapters on each expert separately. With
+"""component_eval.py: a trained LoRA checkpoint evaluated with its adapters on each expert separately. With
 both experts' adapters it must reproduce the trainer's own held-out eval of that step, and with none the step-0
 (base) eval, exactly (same keys, same protocol); further keys give other samples; switching an expert off zeroes
 exactly its lora_b slices."""
@@ -11,7 +11,7 @@ from flax import nnx
 
 from alphagrpo_jax import train
 from alphagrpo_jax.models.bagel.llm import GEN, UND
-from alphagrpo_jax.rl import component_eval
+from alphagrpo_jax import component_eval
 
 from tests.test_train import tiny_config
 
