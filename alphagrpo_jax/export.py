@@ -1,7 +1,8 @@
 """Export a GRPO checkpoint as a BAGEL release folder (LoRA merged into the base weights).
 
     python -m alphagrpo_jax.export --workdir workdir/toy_rt2i --out exported/toy_rt2i [--step N]
-    python -m alphagrpo_jax.generate --checkpoint exported/toy_rt2i --prompt "..." --out x.png --transform toy
+    python -m alphagrpo_jax.generate --plugin alphagrpo_jax.toy.plugin --checkpoint exported/toy_rt2i --prompt "..." \
+        --out x.png --transform toy
 
 `--workdir RUN` uses the config the run recorded (`RUN/config.yaml`, run_config.py): no overrides to retype. With
 `--config` (and overrides) instead or as well, its structure keys (release, LoRA rank/alpha/targets, ...) must

@@ -8,10 +8,16 @@
 
 `--refine N`: Self-Reflective Refinement: after the first image, up to N reflect-and-redraw rounds while the gate
 says the image does not satisfy the prompt. Default gate "self": the model's own yes/no answers to the
-prompt's decomposed questions (from --records, or the toy decomposer with --toy-questions). "dvreward": a
-DVReward verifier (--verifier-endpoint, or --toy-verifier in process) above --threshold. `--oracle-gate`:
-the evaluator itself decides (all semantic questions yes) - this reproduces the reference's evaluator-gated
-benchmark protocol and is reported as such.
+prompt's decomposed questions (from --records, or a registered decomposer with --questions NAME). "dvreward": a
+DVReward verifier (--verifier-endpoint, or a registered reward component in process with --verifier-component
+NAME) above --threshold. `--oracle-gate`: the evaluator itself decides (all semantic questions yes) - this
+reproduces the reference's evaluator-gated benchmark protocol and is reported as such.
+
+Plug-ins (alphagrpo_jax/plugins.py) add names to --transform, --questions and --verifier-component; `--plugin
+MODULE` imports one, e.g. the toy world's (32 px transforms "toy", decomposer "toy", component "toy_dvreward"):
+
+    python -m alphagrpo_jax.generate --plugin alphagrpo_jax.toy.plugin --checkpoint assets/toy_base \
+        --prompt "two red circles" --think --height 32 --width 32 --transform toy --refine 2 --questions toy --out o/
 
 Prompts that steer the model (docs/prompts.md): `--think-system-prompt`, `--reflection-prompt` (template with
 {prompt}) and `--verifier-system-prompt` take the text or file:PATH. Use the strings the checkpoint (and the
@@ -26,8 +32,24 @@ import io
 import json
 import sys
 
-from alphagrpo_jax import checks, errors, paths
+from PIL import Image
+
+from alphagrpo_jax import checks, errors, paths, plugins
 from alphagrpo_jax.errors import UsageError
+from alphagrpo_jax.metrics import progress
+from alphagrpo_jax.models.bagel import release
+from alphagrpo_jax.models.bagel.image_transform import TRANSFORMS
+from alphagrpo_jax.parallel import distributed, mesh as mesh_lib
+from alphagrpo_jax.reward.components import COMPONENTS
+from alphagrpo_jax.reward.decomposers import DECOMPOSERS
+from alphagrpo_jax.reward.health import check_endpoint
+from alphagrpo_jax.reward.records import RecordError, read_records
+from alphagrpo_jax.reward.service import build_reward_fn, reward_config
+from alphagrpo_jax.sampling.pipeline import Pipeline
+from alphagrpo_jax.sampling.prompts import (REFLECTION_PROMPT, PromptError, check_reflection_template,
+                                            prompt_text)
+from alphagrpo_jax.sampling.refine import refine
+from alphagrpo_jax.sampling.text import TextSamplerConfig
 
 
 def _read_prompts(path: str) -> list[str]:
@@ -77,14 +99,12 @@ def check_args(args) -> list[str] | None:
         raise UsageError("--understand needs --image and --prompt")
     if args.records:
         checks.existing_file(args.records, "--records")
-    if args.refine and not (args.records or args.toy_questions):
-        raise UsageError("--refine needs the prompt's decomposed questions: --records FILE or --toy-questions")
-    if (args.gate == "dvreward" or args.oracle_gate) and not (args.verifier_endpoint or args.toy_verifier):
-        raise UsageError("the dvreward/oracle gate needs --verifier-endpoint URL or --toy-verifier")
+    if args.refine and not (args.records or args.questions):
+        raise UsageError("--refine needs the prompt's decomposed questions: --records FILE or --questions NAME")
+    if (args.gate == "dvreward" or args.oracle_gate) and not (args.verifier_endpoint or args.verifier_component):
+        raise UsageError("the dvreward/oracle gate needs --verifier-endpoint URL or --verifier-component NAME")
     prompts = _read_prompts(args.prompts_file) if args.prompts_file else None
-    if args.refine and args.records and not args.toy_questions:
-        from alphagrpo_jax.reward.records import RecordError, read_records
-
+    if args.refine and args.records and not args.questions:
         try:
             known = {rec.prompt for rec in read_records(args.records)}
         except RecordError as e:
@@ -99,15 +119,23 @@ def check_args(args) -> list[str] | None:
         checks.writable_folder(args.out, "--out")
     else:
         checks.output_file(args.out, "--out")
-    if (args.gate == "dvreward" or args.oracle_gate) and args.verifier_endpoint and not args.toy_verifier:
-        from alphagrpo_jax.reward.health import check_endpoint
-
+    if (args.gate == "dvreward" or args.oracle_gate) and args.verifier_endpoint and not args.verifier_component:
         check_endpoint(args.verifier_endpoint, args.verifier_model, "OPENAI_API_KEY", key="--verifier-endpoint")
     return prompts
 
 
 def parse_args(argv=None):
+    """The flags, after importing the `--plugin` modules (they register --transform / --questions /
+    --verifier-component names)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    try:
+        plugins.load({"plugins": pre.parse_known_args(argv)[0].plugin})
+    except UsageError as e:
+        raise UsageError(str(e).replace("config.plugins", "--plugin")) from None
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                    help="import a plug-in module first (repeatable), e.g. alphagrpo_jax.toy.plugin")
     ap.add_argument("--checkpoint", required=True, help="BAGEL release folder (ema.safetensors, configs, tokenizer)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt")
@@ -131,18 +159,20 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-size", type=int, default=4096, help="KV cache slots per sample")
     ap.add_argument("--dtype", default=None, help="override param/activation dtype, e.g. float32")
-    ap.add_argument("--transform", default="bagel", choices=["bagel", "toy"],
-                    help="input-image resize rules: BAGEL's (VAE 512-1024 px) or the toy world's (32 px)")
+    ap.add_argument("--transform", default="bagel", choices=sorted(TRANSFORMS),
+                    help="input-image resize rules: BAGEL's (VAE 512-1024 px) or a plug-in's (e.g. toy: 32 px)")
     ap.add_argument("--refine", type=int, default=0, help="Self-Reflective Refinement rounds (see above)")
     ap.add_argument("--gate", default="self", choices=["self", "dvreward"])
     ap.add_argument("--oracle-gate", action="store_true",
                     help="evaluator-gated protocol of the reference (uses the verifier as an oracle)")
     ap.add_argument("--threshold", type=float, default=0.9, help="gate score that counts as satisfied")
     ap.add_argument("--records", help="JSONL question sets (DVReward records); the prompt's is looked up by text")
-    ap.add_argument("--toy-questions", action="store_true", help="decompose toy prompts with the toy decomposer")
+    ap.add_argument("--questions", choices=sorted(DECOMPOSERS),
+                    help="decompose each prompt with this registered decomposer (a plug-in's, e.g. toy)")
     ap.add_argument("--verifier-endpoint", help="OpenAI-compatible verifier base URL for dvreward/oracle gates")
     ap.add_argument("--verifier-model", default="Qwen/Qwen3-VL-30B-A3B-Instruct")
-    ap.add_argument("--toy-verifier", action="store_true", help="toy world's verifier in process (dvreward/oracle)")
+    ap.add_argument("--verifier-component", choices=sorted(set(COMPONENTS) - {"dvreward", "think_format"}),
+                    help="a plug-in's in-process verifier reward component for dvreward/oracle (e.g. toy_dvreward)")
     ap.add_argument("--think-system-prompt", default="",
                     help="think-mode system prompt: text or file:PATH (default: the release's, else ours)")
     ap.add_argument("--reflection-prompt", default="",
@@ -152,14 +182,10 @@ def parse_args(argv=None):
 
 
 def _record_for(args, prompt):
-    if args.toy_questions:
-        from alphagrpo_jax.toy.serve import toy_decomposer
-
-        return toy_decomposer(prompt)
+    if args.questions:
+        return DECOMPOSERS[args.questions](prompt)
     if not args.records:
-        raise UsageError("--refine needs the prompt's decomposed questions: --records FILE or --toy-questions")
-    from alphagrpo_jax.reward.records import read_records
-
+        raise UsageError("--refine needs the prompt's decomposed questions: --records FILE or --questions NAME")
     for rec in read_records(args.records):
         if rec.prompt == prompt:
             return rec
@@ -169,28 +195,19 @@ def _record_for(args, prompt):
 def _reward_fn(args):
     if not (args.gate == "dvreward" or args.oracle_gate):
         return None
-    from alphagrpo_jax.reward.service import build_reward_fn, reward_config
-
     cfg = reward_config()
-    if args.toy_verifier:
-        import alphagrpo_jax.toy.reward  # noqa: F401  (registers toy_dvreward)
-
-        cfg.weights = {"dvreward": 0.0, "think_format": 0.0, "toy_dvreward": 1.0}
+    if args.verifier_component:
+        cfg.weights = {"dvreward": 0.0, "think_format": 0.0, args.verifier_component: 1.0}
     elif args.verifier_endpoint:
         cfg.endpoints, cfg.model = (args.verifier_endpoint,), args.verifier_model
         cfg.weights = {"dvreward": 1.0, "think_format": 0.0}
     else:
-        raise UsageError("the dvreward/oracle gate needs --verifier-endpoint URL or --toy-verifier")
+        raise UsageError("the dvreward/oracle gate needs --verifier-endpoint URL or --verifier-component NAME")
     cfg.verifier_system_prompt = args.verifier_system_prompt
     return build_reward_fn(cfg)
 
 
 def run_refine(args, pipe, prompts, think_cfg) -> int:
-    from PIL import Image
-
-    from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT
-    from alphagrpo_jax.sampling.refine import refine
-
     paths.makedirs(args.out)
     reward_fn = _reward_fn(args)
     gate = "oracle" if args.oracle_gate else args.gate
@@ -217,8 +234,6 @@ def run_refine(args, pipe, prompts, think_cfg) -> int:
 def resolve_prompt_flags(args) -> None:
     """--think-system-prompt / --reflection-prompt / --verifier-system-prompt: file:PATH -> the file's text
     (a one-line exit before any model loads when a file is missing or the template lacks {prompt})."""
-    from alphagrpo_jax.sampling.prompts import PromptError, check_reflection_template, prompt_text
-
     try:
         for flag in ("think_system_prompt", "reflection_prompt", "verifier_system_prompt"):
             setattr(args, flag, prompt_text(getattr(args, flag), "--" + flag.replace("_", "-")) or "")
@@ -233,23 +248,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     resolve_prompt_flags(args)
     file_prompts = check_args(args)
-    from PIL import Image
-
-    from alphagrpo_jax.metrics import progress
-    from alphagrpo_jax.models.bagel import image_transform, release
-    from alphagrpo_jax.parallel import distributed, mesh as mesh_lib
-    from alphagrpo_jax.sampling.pipeline import Pipeline
-    from alphagrpo_jax.sampling.text import TextSamplerConfig
-
     distributed.maybe_initialize()
     overrides = dict(param_dtype=args.dtype, dtype=args.dtype) if args.dtype else {}
     if args.think_system_prompt:  # wins over the release's recorded prompt
         overrides["think_system_prompt"] = args.think_system_prompt
     rel = release.load_release(args.checkpoint, mesh_lib.make_mesh({"fsdp": -1}), **overrides)
-    kw = {}
-    if args.transform == "toy":
-        kw = dict(vae_transform=image_transform.TOY_VAE_TRANSFORM, vit_transform=image_transform.TOY_VIT_TRANSFORM)
-    pipe = Pipeline(rel, cache_size=args.cache_size, **kw)
+    vae_transform, vit_transform = TRANSFORMS[args.transform]
+    pipe = Pipeline(rel, cache_size=args.cache_size, vae_transform=vae_transform, vit_transform=vit_transform)
     image = Image.open(io.BytesIO(paths.read_bytes(args.image))) if args.image else None
     if args.understand:
         print(pipe.understand([image], [args.prompt], think=args.think)[0])

@@ -6,19 +6,15 @@ of similar size in the same run.   python benchmarks/bench_model.py [--batch 4] 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+from flax import nnx
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from alphagrpo_jax.models.bagel import config, model as model_lib  # noqa: E402
-from alphagrpo_jax.models.bagel.attention import CacheMask  # noqa: E402
-from alphagrpo_jax.models.bagel.llm import KVCache, Routing  # noqa: E402
-from common import matmul_peak_flops, time_fn  # noqa: E402
+from alphagrpo_jax.models.bagel import config, model as model_lib
+from alphagrpo_jax.models.bagel.attention import CacheMask
+from alphagrpo_jax.models.bagel.llm import KVCache, Routing
+from common import matmul_peak_flops, time_fn
 
 
 def llm_flops_per_token(cfg, context: int) -> float:

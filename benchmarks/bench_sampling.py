@@ -9,24 +9,20 @@ are reported apart from run times, and repeated calls must not recompile (checke
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from alphagrpo_jax.models.bagel import config, model as model_lib  # noqa: E402
-from alphagrpo_jax.models.bagel.attention import PackedMask  # noqa: E402
-from alphagrpo_jax.models.bagel.llm import Routing  # noqa: E402
-from alphagrpo_jax.sampling import context as ctx_lib  # noqa: E402
-from alphagrpo_jax.sampling import image as image_lib  # noqa: E402
-from alphagrpo_jax.sampling import text as text_lib  # noqa: E402
-from alphagrpo_jax.sampling.cfg import CFGConfig  # noqa: E402
+from alphagrpo_jax.models.bagel import config, model as model_lib
+from alphagrpo_jax.models.bagel.attention import PackedMask
+from alphagrpo_jax.models.bagel.llm import Routing
+from alphagrpo_jax.sampling import context as ctx_lib
+from alphagrpo_jax.sampling import image as image_lib
+from alphagrpo_jax.sampling import text as text_lib
+from alphagrpo_jax.sampling.cfg import CFGConfig
 
 
 def timed(fn, repeats=3):

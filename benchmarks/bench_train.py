@@ -53,16 +53,15 @@ import warnings
 from concurrent.futures import Future
 from unittest import mock
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from alphagrpo_jax import metrics as metrics_lib  # noqa: E402
-from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib  # noqa: E402
-from bench_model import llm_flops_per_token  # noqa: E402
-from common import REPO, load_config_file, matmul_peak_flops  # noqa: E402
+from alphagrpo_jax import metrics as metrics_lib, plugins
+from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
+from bench_model import llm_flops_per_token
+from common import REPO, matmul_peak_flops
+from configs import grpo_base, toy_rt2i
 
 PHASES = ("rollout_text", "rollout_image", "rollout_host", "reward", "gradient", "update")
 
@@ -103,10 +102,10 @@ class TrivialReward:
 # ------------------------------------------------------------------------------------------------ setups
 
 def toy_setup(args, workdir):
-    import alphagrpo_jax.toy.reward  # noqa: F401  (registers toy_dvreward)
     from alphagrpo_jax.reward.service import build_reward_fn
 
-    c = load_config_file("toy_rt2i.py").get_config()
+    c = toy_rt2i.get_config()
+    plugins.load(c)  # the toy world: toy_dvreward, the toy prompt source
     c.workdir = workdir
     c.model.release = os.path.join(REPO, "assets/toy_base")
     if args.quick:
@@ -115,7 +114,7 @@ def toy_setup(args, workdir):
 
 
 def small_setup(args, workdir):
-    c = load_config_file("grpo_base.py").rt2i_base()
+    c = grpo_base.rt2i_base()
     c.workdir = workdir
     c.model.release = "<random-init small_100m>"
     c.model.param_dtype = c.model.dtype = "bfloat16"
@@ -126,7 +125,10 @@ def small_setup(args, workdir):
     c.rollout.image.update(dict(num_timesteps=8 if q else 12, shift=3.0, sde_window=2 if q else 3,
                                 sde_window_range=(0, 6)))
     c.loss.image_clip_eps = 1e-3
-    c.data.update(dict(toy_prompts=True, toy_train_per_category=4, toy_eval_per_category=1))
+    c.plugins = ("alphagrpo_jax.toy.plugin",)  # prompts from the toy world
+    c.data.prompt_source = "toy"
+    c.toy = dict(train_per_category=4, eval_per_category=1)
+    plugins.load(c)
 
     def load_release(path, mesh, rules=rules_lib.DEFAULT_RULES, **overrides):
         from flax import nnx

@@ -1,7 +1,6 @@
 """Timing helpers shared by the benchmark scripts."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 
@@ -35,11 +34,3 @@ def matmul_peak_flops(n: int = 1024, dtype=jnp.bfloat16, repeats: int = 5) -> fl
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config_file(name: str):
-    """A module from configs/ (loaded by path: configs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_bench_configs_{name}", os.path.join(REPO, "configs", name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod

@@ -28,7 +28,8 @@ from alphagrpo_jax.sampling.pipeline import Pipeline
 from alphagrpo_jax.sampling.prompts import think_system_prompt
 from alphagrpo_jax.toy import decompose, prompts, reward as toy_reward
 from alphagrpo_jax.toy import transforms as toy_transforms
-from common import REPO, load_config_file
+from common import REPO
+from configs import toy_rt2i
 
 
 def rewards(pipe: Pipeline, c, n_thinks: int, n_images: int, per_category: int, fixed_init: bool) -> np.ndarray:
@@ -70,7 +71,7 @@ def main():
     ap.add_argument("--fixed-init", action="store_true", help="one initial noise per think: SDE noise only")
     ap.add_argument("--release", default=os.path.join(REPO, "assets", "toy_base"))
     a = ap.parse_args()
-    c = load_config_file("toy_rt2i.py").get_config()
+    c = toy_rt2i.get_config()
     rel = release.load_release(a.release, make_mesh({"fsdp": -1}), param_dtype="float32", dtype="float32")
     pipe = Pipeline(rel, cache_size=c.rollout.cache_size, vae_transform=toy_transforms.VAE_TRANSFORM,
                     vit_transform=toy_transforms.VIT_TRANSFORM)

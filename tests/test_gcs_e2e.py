@@ -5,7 +5,6 @@ import io
 import json
 import logging
 import os
-import sys
 
 import jax
 import numpy as np
@@ -16,10 +15,9 @@ from alphagrpo_jax import export, metrics as metrics_lib, paths, train
 from alphagrpo_jax.data.prompts import PromptRecords
 from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
+from configs import toy_rt2i
 from tests.models.bagel.parity_utils import GOLDENS
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-import toy_rt2i  # noqa: E402
 
 RELEASE_SUFFIXES = (".safetensors", ".json", ".txt")  # the golden folder also holds test cases (.npz, .png, .md)
 

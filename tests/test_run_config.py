@@ -12,11 +12,10 @@ import yaml
 
 from alphagrpo_jax import checkpointing, paths, run_config, train
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
+from configs import toy_rt2i
 from tests.test_train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "configs"))
-import toy_rt2i  # noqa: E402
 
 
 def test_yaml_is_plain_and_round_trips():

@@ -3,7 +3,6 @@ writes metrics/checkpoints/sample grids, and a run resumed from a checkpoint con
 uninterrupted one (same rewards, losses and final params)."""
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +10,8 @@ import numpy as np
 import pytest
 
 from alphagrpo_jax import train
+from configs import toy_rt2i
 from tests.models.bagel.parity_utils import GOLDENS
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-import toy_rt2i  # noqa: E402
 
 
 def tiny_config(workdir, steps):

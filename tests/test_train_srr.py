@@ -4,7 +4,6 @@ the tiny golden release: SRR rounds train, the held-out eval reports the `eval_s
 evaluates the SRR checkpoint."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -12,11 +11,9 @@ import pytest
 from alphagrpo_jax import train
 from alphagrpo_jax.rl.config import loss_config, rollout_config, srr_configs
 from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
+from configs import bagel_7b_srr, toy_srr
 from tests.models.bagel.parity_utils import GOLDENS
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-import bagel_7b_srr  # noqa: E402
-import toy_srr  # noqa: E402
 
 SRR_EVAL = ("eval_srr/stage1_reward", "eval_srr/refined_reward", "eval_srr/gain", "eval_srr/gain_floored",
             "eval_srr/improved_frac")

@@ -16,6 +16,7 @@ import numpy as np
 
 from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.parallel import hostdata
+from alphagrpo_jax.rl.gather import gather_reward
 from alphagrpo_jax.rl.rollout import RolloutConfig, RolloutResult, rollout_from_items, rollout_rt2i, text_item
 from alphagrpo_jax.sampling import refine as refine_lib
 from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT, check_reflection_template
@@ -53,8 +54,6 @@ def stage1_config(rcfg: RolloutConfig, srr: SRRConfig, t2i_cfg) -> RolloutConfig
 def run_stage1(model, vae, tokenizer, records, reward_fn, rcfg: RolloutConfig, srr: SRRConfig, t2i_cfg,
                key) -> Stage1:
     """Every process passes every record, scores its own rows and returns the whole round's Stage1."""
-    from alphagrpo_jax.rl.rounds import gather_reward  # deferred: rounds imports this module
-
     prompts = [r.prompt for r in records]
     scfg = stage1_config(rcfg, srr, t2i_cfg)
     res = rollout_rt2i(model, vae, tokenizer, prompts, scfg, key, 0)

@@ -1,21 +1,19 @@
 """One rollout round of a task (RT2I or SRR) and its rewards, as the trainer loop uses them.
 
 Multi-process: every process holds the round's prompt records, runs the same global rollout programs and
-scores only its own block of samples (hostdata.process_block); `gather_reward` assembles the per-sample results
+scores only its own block of samples (hostdata.process_block); `gather_reward` (rl/gather.py) assembles the per-sample results
 on every process, so group statistics, advantages and logs are the same everywhere.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from concurrent.futures import Future
 
 import jax
 import numpy as np
 
-from alphagrpo_jax.parallel import hostdata
-from alphagrpo_jax.reward.service import RewardResult
 from alphagrpo_jax.rl import reflect
+from alphagrpo_jax.rl.gather import gather_reward
 from alphagrpo_jax.rl.rollout import RolloutResult, rollout_rt2i
 
 TASKS = ("rt2i", "srr")
@@ -47,25 +45,6 @@ class Round:
                      "srr/any_improved": float(improved)}
             raw = floored
         return raw, extra, rw
-
-
-def gather_reward(rw: RewardResult, rows: np.ndarray, n: int) -> RewardResult:
-    """Every process's RewardResult for its `rows` of a batch of n -> the whole batch's, on every process
-    (`details` stay per process: they are the scorer's own debugging records)."""
-    if jax.process_count() == 1:
-        return rw
-    rows = np.asarray(rows)
-    gather = lambda v: hostdata.allgather_rows(rows, np.asarray(v), n)  # noqa: E731
-    info = hostdata.allgather_items(rows, rw.info, n)
-    failures: list = []
-    counts: dict[str, int] = {}
-    for proc in hostdata.allgather_strings([json.dumps({"failures": rw.failures, "counts": rw.counts})]):
-        d = json.loads(proc[0])
-        failures += d["failures"]
-        for k, v in d["counts"].items():
-            counts[k] = counts.get(k, 0) + int(v)
-    return RewardResult(gather(rw.rewards), {k: gather(v) for k, v in sorted(rw.components.items())}, info, failures,
-                        counts, rw.details)
 
 
 def start_round(kind: str, model, rel, records, reward_fn, key, window_start: int, rcfg, srr_cfgs=None) -> Round:

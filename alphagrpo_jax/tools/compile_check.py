@@ -14,32 +14,19 @@ learner; see tools/compile_rt2i.py).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
 
-# The topology API needs libtpu to believe it is on a TPU VM; these only silence its host probing.
-os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-# Compiling touches no TPU, so libtpu's one-process lock (/tmp/libtpu_lockfile) would only stop two checks
-# (or a check and a test) from running side by side.
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
-
-
-@dataclasses.dataclass
-class ProgramMemory:
-    name: str
-    argument_gib: float
-    output_gib: float
-    temp_gib: float
-    alias_gib: float
-
-    @property
-    def total_gib(self) -> float:
-        return self.argument_gib + self.output_gib + self.temp_gib - self.alias_gib
-
+from alphagrpo_jax.models.bagel import config, model as model_lib
+from alphagrpo_jax.models.bagel.attention import CacheMask
+from alphagrpo_jax.models.bagel.llm import KVCache, Routing
+from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
+from alphagrpo_jax.tools import compile_rt2i
+from alphagrpo_jax.tools.aot import HBM_GIB, ProgramMemory, memory_of, topology_devices
 
 def parse_mesh(text: str) -> dict[str, int]:
     out = {}
@@ -51,44 +38,8 @@ def parse_mesh(text: str) -> dict[str, int]:
     return out
 
 
-def topology_devices(topology: str, slices: int = 1):
-    """Compile-only devices of `slices` copies of a TPU topology (multi-slice devices carry `slice_index`)."""
-    import jax
-    from jax.experimental import topologies
-
-    if ":" not in topology:
-        raise SystemExit(f"--topology: expected e.g. v5p:2x2x2, got {topology!r}")
-    try:
-        desc = topologies.get_topology_desc(topology, "tpu", **({"num_slices": slices} if slices > 1 else {}))
-    except Exception as e:  # noqa: BLE001 - libtpu missing or unknown topology: say which
-        raise SystemExit(f"cannot get TPU topology {topology!r} ({type(e).__name__}: {e}); "
-                         "install the TPU extra: pip install -e '.[tpu]'") from e
-    del jax
-    return list(desc.devices)
-
-
-def _gib(n: int) -> float:
-    return n / 2 ** 30
-
-
-def memory_of(name: str, compiled) -> ProgramMemory:
-    m = compiled.memory_analysis()
-    return ProgramMemory(name, _gib(m.argument_size_in_bytes), _gib(m.output_size_in_bytes),
-                         _gib(m.temp_size_in_bytes), _gib(m.alias_size_in_bytes))
-
-
 def compile_programs(cfg, mesh, batch: int, prefill_len: int, cache_len: int, latent_tokens: int,
                      programs: list[str]) -> list[ProgramMemory]:
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from alphagrpo_jax.models.bagel import model as model_lib
-    from alphagrpo_jax.models.bagel.attention import CacheMask
-    from alphagrpo_jax.models.bagel.llm import KVCache, Routing
-    from alphagrpo_jax.parallel import rules as rules_lib
-
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: model_lib.Bagel(cfg, nnx.Rngs(0))))
     shardings = rules_lib.state_shardings(abstract, mesh, rules_lib.DEFAULT_RULES)
     params = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
@@ -143,9 +94,7 @@ def compile_programs(cfg, mesh, batch: int, prefill_len: int, cache_len: int, la
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a == "--config" or a.startswith("--config=") for a in argv):
-        from alphagrpo_jax.tools import compile_rt2i  # whole training programs of a config
-
+    if any(a == "--config" or a.startswith("--config=") for a in argv):  # whole training programs of a config
         return compile_rt2i.main(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="bagel_7b_mot", help="model preset (see models/bagel/config.py PRESETS)")
@@ -159,9 +108,6 @@ def main(argv=None) -> int:
     ap.add_argument("--hbm-gib", type=float, default=None, help="per-chip HBM (default: from the topology name)")
     ap.add_argument("--attention", default="jnp", help="attention implementation: jnp | splash")
     args = ap.parse_args(argv)
-
-    from alphagrpo_jax.models.bagel import config
-    from alphagrpo_jax.parallel import mesh as mesh_lib
 
     devices = topology_devices(args.topology)
     mesh = mesh_lib.make_mesh(parse_mesh(args.mesh), devices=devices)

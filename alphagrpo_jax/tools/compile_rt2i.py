@@ -2,7 +2,7 @@
 
     python -m alphagrpo_jax.tools.compile_check --config configs/bagel_7b_rt2i.py:v5p-64
     python -m alphagrpo_jax.tools.compile_rt2i --config configs/toy_rt2i.py --topology v5p:2x2x2 \
-        --set mesh.fsdp=4 --set mesh.tensor=2 --model tiny_a
+        --config.mesh.fsdp=4 --config.mesh.tensor=2 --model tiny_a
 
 The programs are the trainer's own jitted functions, lowered with the config's shapes (B = P prompts x G samples
 per round, think tokens, cache, image size, SDE window) and abstract params (never allocated) sharded by the
@@ -24,15 +24,30 @@ tensor). Exits 1, naming the programs, when one does not fit the chip's HBM.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import importlib.util
 import math
 import os
 import sys
 import time
 
-from alphagrpo_jax.tools import compile_check  # noqa: F401  (sets the libtpu host-probe env before jax)
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from alphagrpo_jax import cli, optim, plugins
+from alphagrpo_jax.errors import UsageError
+from alphagrpo_jax.models.bagel import config as cfg_lib, model as model_lib, packing, release
+from alphagrpo_jax.models.bagel.llm import KVCache
+from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
+from alphagrpo_jax.rl import lora, rollout as rollout_lib
+from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config
+from alphagrpo_jax.rl.learner import Learner, masters, optimizer_shardings
+from alphagrpo_jax.rl.rollout import Rollout
+from alphagrpo_jax.sampling import context as ctx_lib, image as image_lib, text as text_lib
+from alphagrpo_jax.sampling.context import Context
+from alphagrpo_jax.sampling.prompts import think_system_prompt
+from alphagrpo_jax.tools.aot import HBM_GIB, ProgramMemory, memory_of, topology_devices
 
 PROGRAMS = ("prefill", "decode", "image", "vae_decode", "grads", "apply")
 # Release folder names the AOT check may not have locally -> the model preset with the same numbers.
@@ -41,7 +56,7 @@ RELEASE_PRESETS = {"BAGEL-7B-MoT": "bagel_7b_mot"}
 
 @dataclasses.dataclass
 class Fit:
-    memory: compile_check.ProgramMemory
+    memory: ProgramMemory
     resident_gib: float
     seconds: float
 
@@ -50,38 +65,8 @@ class Fit:
         return self.memory.total_gib + self.resident_gib
 
 
-def load_config(spec: str, overrides=()):
-    """`path.py[:arg]` -> get_config(arg), then `key.path=value` overrides (values parsed as Python literals)."""
-    path, _, arg = spec.partition(".py:")
-    path = path if path.endswith(".py") else path + ".py"
-    if not os.path.exists(path):
-        raise SystemExit(f"--config: {path} not found")
-    mod_spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set: expected key.path=value, got {item!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node.get(p) if hasattr(node, "get") else None
-        if node is None or leaf not in node:
-            raise SystemExit(f"--set {key}: the config has no such field")
-        node[leaf] = value
-    return config
-
-
 def model_config(config, model: str | None):
     """The BagelConfig the trainer would build: release numbers (or `model` preset) + the config's numerics/LoRA."""
-    from alphagrpo_jax.models.bagel import config as cfg_lib
-
     m, t = config.model, config.train
     over = {k: m[k] for k in ("param_dtype", "dtype", "attention", "remat") if m.get(k)}
     if t.params == "lora":
@@ -101,8 +86,6 @@ def model_config(config, model: str | None):
 
 def device_gib(tree) -> float:
     """Bytes per device of a pytree of sharded ShapeDtypeStructs (the largest shard), in GiB."""
-    import jax
-
     total = 0
     for x in jax.tree.leaves(tree):
         shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
@@ -112,11 +95,6 @@ def device_gib(tree) -> float:
 
 def abstract_module(make, mesh, rules):
     """`make()`'s module with every Variable an abstract, rule-sharded ShapeDtypeStruct."""
-    import jax
-    from flax import nnx
-
-    from alphagrpo_jax.parallel import rules as rules_lib
-
     graphdef, state = nnx.split(nnx.eval_shape(make))
     shardings = dict(nnx.to_flat_state(rules_lib.state_shardings(state, mesh, rules)))
     for path, var in nnx.to_flat_state(state):
@@ -133,20 +111,11 @@ class Shapes:
         self.cfg, self.mesh, self.rules = cfg, mesh, rules
 
     def act(self, shape, dtype, names):
-        import jax
-
-        from alphagrpo_jax.parallel import rules as rules_lib
-
         shape = tuple(shape)
         return jax.ShapeDtypeStruct(shape, dtype, sharding=rules_lib.activation_sharding(shape, names, self.mesh,
                                                                                         self.rules))
 
     def context(self, batch: int, size: int):
-        import jax.numpy as jnp
-
-        from alphagrpo_jax.models.bagel.llm import KVCache
-        from alphagrpo_jax.sampling.context import Context
-
         c = self.cfg.llm
         kv = self.act((c.num_layers, batch, size, c.num_kv_heads, c.head_dim), jnp.dtype(self.cfg.dtype),
                       ("layers", "batch", "kv_length", "act_kv_heads", None))
@@ -154,18 +123,11 @@ class Shapes:
         return Context(KVCache(kv, kv, rows), rows)
 
     def keys(self, batch: int | None):
-        import jax
-
         k = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch or 1))
         return self.act(k.shape, k.dtype, ("batch",)) if batch else self.act((), k.dtype, ())
 
     def packed(self, rows: int, tokens: int):
         """The packed block of `rows` text prompts of `tokens` tokens each (BAGEL's layout, real packer)."""
-        import jax
-        import numpy as np
-
-        from alphagrpo_jax.models.bagel import packing
-
         block = packing.pack([[[packing.Text((0,) * (tokens - 2))]] for _ in range(rows)], self.cfg,
                              np.zeros(rows, np.int64))
         per_row = lambda x: ("batch",) + (None,) * (x.ndim - 1) if x.shape[:1] == (rows,) else (None,) * x.ndim  # noqa
@@ -174,10 +136,6 @@ class Shapes:
 
 def rollout_shapes(s: Shapes, rcfg, b: int):
     """An abstract `Rollout` of b samples as `rl.rollout.rollout_from_items` stores it."""
-    import jax.numpy as jnp
-
-    from alphagrpo_jax.rl.rollout import Rollout
-
     cfg, scfg = s.cfg, rcfg.image
     n = (rcfg.height // cfg.latent_downsample) * (rcfg.width // cfg.latent_downsample)
     t, w, d = rcfg.text.max_new_tokens, scfg.sde_window, cfg.patch_latent_dim
@@ -198,19 +156,6 @@ def rollout_shapes(s: Shapes, rcfg, b: int):
 def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prompt_tokens: int = 256,
                  log=print) -> dict[str, Fit]:
     """Lowers and compiles `programs` for `mesh` (any devices, e.g. a TPU topology's). Returns name -> Fit."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from alphagrpo_jax import optim
-    from alphagrpo_jax.models.bagel import model as model_lib, release
-    from alphagrpo_jax.parallel import rules as rules_lib
-    from alphagrpo_jax.rl import lora, rollout as rollout_lib
-    from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config
-    from alphagrpo_jax.rl.learner import Learner, masters, optimizer_shardings
-    from alphagrpo_jax.sampling import context as ctx_lib, image as image_lib, text as text_lib
-    from alphagrpo_jax.sampling.prompts import think_system_prompt
-
     unknown = set(programs) - set(PROGRAMS)
     if unknown:
         raise SystemExit(f"--programs: unknown {sorted(unknown)}; known: {', '.join(PROGRAMS)}")
@@ -267,7 +212,7 @@ def compile_rt2i(config, mesh, model: str | None = None, programs=PROGRAMS, prom
             lower, resident = lowerings[name]
             t0 = time.time()
             compiled = lower().compile()
-            out[name] = Fit(compile_check.memory_of(name, compiled), resident, time.time() - t0)
+            out[name] = Fit(memory_of(name, compiled), resident, time.time() - t0)
             log(f"  compiled {name} in {out[name].seconds:.0f} s")
     return out
 
@@ -287,11 +232,13 @@ def report(fits: dict[str, Fit], hbm: float | None, log=print) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The tool's own flags; config overrides use the one syntax of every program: --config.a.b=value."""
+    argv = sys.argv[1:] if argv is None else argv
+    overrides = [a for a in argv if a.startswith("--config.")]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="config overrides: --config.a.b=value (repeatable), as for every program")
     ap.add_argument("--config", required=True, help="training config file[:variant], e.g. "
                     "configs/bagel_7b_rt2i.py:v5p-64 (a configs/meshes.py preset supplies topology and HBM)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override, e.g. --set rollout.prompts_per_round=4 (repeatable)")
     ap.add_argument("--topology", help="TPU topology, e.g. v5p:4x4x2 (default: config.hardware.topology)")
     ap.add_argument("--slices", type=int, help="slices of the topology (default: config.hardware.slices or 1)")
     ap.add_argument("--hbm-gib", type=float, help="per-chip memory (default: config.hardware.hbm_gib, else the "
@@ -299,19 +246,20 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="model preset instead of config.model.release (models/bagel/config.py)")
     ap.add_argument("--programs", default=",".join(PROGRAMS))
     ap.add_argument("--prompt-tokens", type=int, default=256, help="prefill length of a prompt (system + user)")
-    args = ap.parse_args(argv)
-
-    from alphagrpo_jax.parallel import mesh as mesh_lib
-
-    config = load_config(args.config, args.set)
+    args = ap.parse_args([a for a in argv if not a.startswith("--config.")])
+    try:
+        config = cli.load_config(args.config, overrides)
+        plugins.load(config)
+    except UsageError as e:
+        raise SystemExit(f"error: {e}") from None
     hw = config.get("hardware", None) or {}
     topology = args.topology or hw.get("topology")
     if not topology:
         raise SystemExit("no topology: pass --topology (e.g. v5p:4x4x2) or use a configs/meshes.py preset "
                          "variant (--config configs/bagel_7b_rt2i.py:v5p-64)")
     slices = args.slices or hw.get("slices", 1)
-    hbm = args.hbm_gib or hw.get("hbm_gib") or compile_check.HBM_GIB.get(topology.split(":")[0])
-    devices = compile_check.topology_devices(topology, slices)
+    hbm = args.hbm_gib or hw.get("hbm_gib") or HBM_GIB.get(topology.split(":")[0])
+    devices = topology_devices(topology, slices)
     mesh = mesh_lib.make_mesh(dict(config.mesh), dict(config.mesh_dcn) if slices > 1 else None, devices=devices)
     r = config.rollout
     print(f"config={args.config} topology={topology} x{slices} ({len(devices)} chips) mesh="

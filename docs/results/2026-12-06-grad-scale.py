@@ -2,24 +2,22 @@
 
     PYTHONPATH=$PWD python docs/results/2026-12-06-grad-scale.py   # from the repository root
 """
-import sys
 import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-sys.path.insert(0, "configs")
-import toy_rt2i  # noqa: E402
-from alphagrpo_jax import train
+from alphagrpo_jax import plugins, train
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.data.prompts import round_dataset
 from alphagrpo_jax.reward.service import build_reward_fn
 from alphagrpo_jax.rl import accumulation, advantages
 from alphagrpo_jax.rl.rounds import start_round
-import alphagrpo_jax.toy.reward  # noqa: F401
+from configs import toy_rt2i
 
 c = toy_rt2i.get_config()
+plugins.load(c)  # the toy world: toy_dvreward, the toy prompt source
 c.workdir = tempfile.mkdtemp()
 # The reference's round geometry and window: 8 prompts x 14 samples, a 10-step SDE window starting in [0, 1].
 c.rollout.update(dict(prompts_per_round=8, group_size=14, rounds_per_step=1))

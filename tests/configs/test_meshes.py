@@ -1,15 +1,9 @@
 """Mesh presets (configs/meshes.py): each fills its slice exactly, splits its round's batch evenly, and applies to
 the 7B config as a variant; bad names and uneven batches are clear errors."""
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
-import bagel_7b_rt2i  # noqa: E402
-import meshes  # noqa: E402
-
-from alphagrpo_jax.parallel import mesh as mesh_lib  # noqa: E402
+from alphagrpo_jax.parallel import mesh as mesh_lib
+from configs import bagel_7b_rt2i, meshes
 
 
 @pytest.mark.parametrize("name", sorted(meshes.MESHES))

@@ -11,16 +11,16 @@ import sys
 
 import pytest
 
+from alphagrpo_jax import cli
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.reward.components import COMPONENTS
 from alphagrpo_jax.reward.openai_server import OpenAIServer
 from alphagrpo_jax.reward.records import Question, QuestionSet
 from alphagrpo_jax.rl.validate import check_train_config
+from configs import toy_rt2i
 from tests.models.bagel.parity_utils import GOLDENS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-import toy_rt2i  # noqa: E402
 
 DEAD = "http://127.0.0.1:9/v1"  # the discard port: nobody listens
 RELEASE_NEEDS = "expected llm_config.json, vit_config.json, ema.safetensors and tokenizer.json or vocab.json + merges.txt"
@@ -54,7 +54,7 @@ def base_config(d):
     c = toy_rt2i.get_config()
     c.workdir = str(d / "work")
     c.model.release = str(GOLDENS)
-    c.data.update(dict(toy_prompts=False, train_prompts=str(d / "train.jsonl"), eval_prompts=str(d / "eval.jsonl")))
+    c.data.update(dict(prompt_source="files", train_prompts=str(d / "train.jsonl"), eval_prompts=str(d / "eval.jsonl")))
     return c
 
 
@@ -127,7 +127,9 @@ CONFIG_CASES = [
     ({"model.release": "{d}/novocab"},
      f"config.model.release: release folder {{d}}/novocab lacks vocab.json; {RELEASE_NEEDS}"),
     ({"data.train_prompts": ""},
-     "config.data.train_prompts: expected a JSONL prompt file (or data.toy_prompts=True), got ''"),
+     "config.data.train_prompts: expected a JSONL prompt file (or a plug-in's data.prompt_source), got ''"),
+    ({"data.prompt_source": "web"},
+     "config.data.prompt_source: expected one of ['files', 'toy'], got 'web'"),
     ({"data.train_prompts": "{d}/missing.jsonl"}, "config.data.train_prompts: {d}/missing.jsonl: no such file"),
     ({"data.train_prompts": "{d}/empty.jsonl"},
      "config.data.train_prompts: {d}/empty.jsonl: no prompt records (the file is empty); expected JSONL question "
@@ -207,7 +209,7 @@ def entry_cases(d, verifier):
         (("alphagrpo_jax.generate", "--checkpoint", g, "--prompts-file", f"{d}/empty.jsonl", "--out", f"{d}/o"),
          f"--prompts-file {d}/empty.jsonl: no prompts (the file is empty); expected one prompt per line"),
         (("alphagrpo_jax.generate", "--checkpoint", g, "--prompt", "x", "--out", f"{d}/o", "--refine", "2"),
-         "--refine needs the prompt's decomposed questions: --records FILE or --toy-questions"),
+         "--refine needs the prompt's decomposed questions: --records FILE or --questions NAME"),
         (("alphagrpo_jax.reward.decompose", "--prompts", f"{d}/empty.jsonl", "--out", f"{d}/q.jsonl",
           "--endpoint", verifier.url, "--model", "test-model"),
          f"--prompts {d}/empty.jsonl: no prompts (the file is empty); expected one prompt per non-blank line"),
@@ -235,6 +237,6 @@ def test_entry_points_exit_2_with_one_line(files, verifier):
                                            ("toy_srr", "mixed")])
 def test_shipped_toy_configs_pass(tmp_path, monkeypatch, name, variant):
     monkeypatch.chdir(ROOT)  # their release and prompts are relative to the repository root
-    c = __import__(name).get_config(variant)
+    c = cli.load_config(f"configs/{name}.py" + (f":{variant}" if variant else ""))
     c.workdir = str(tmp_path / "work")
     check_train_config(c)

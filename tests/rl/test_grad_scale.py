@@ -2,8 +2,6 @@
 one backward per trained image step and one for the think text of each of its rounds of `population` prompts,
 each divided by the accumulation count), on one stored round of the tiny model; the population and the
 reference's accumulation count are the same for every mesh preset of the 7B configs."""
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +15,9 @@ from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.rl import accumulation, advantages, losses
 from alphagrpo_jax.rl import learner as learner_lib
 from alphagrpo_jax.rl.learner import Learner, LossConfig
+from configs import bagel_7b_rt2i, bagel_7b_srr, meshes
 from tests.rl.test_learner import RCFG, _round, _setup
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
-import bagel_7b_rt2i  # noqa: E402
-import bagel_7b_srr  # noqa: E402
-import meshes  # noqa: E402
 
 LCFG = LossConfig(image_clip_eps=1e-3)
 

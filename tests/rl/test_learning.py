@@ -17,9 +17,8 @@ import numpy as np
 
 from alphagrpo_jax import train
 from alphagrpo_jax.reward.components import COMPONENTS, ComponentOutput, register_component
+from configs import toy_rt2i
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
-import toy_rt2i  # noqa: E402
 
 MARGIN = 0.03
 STEPS = 8

@@ -1,8 +1,6 @@
 """fp32 master weights: the learners of the 7B configs (bf16 model) hold every trainable leaf and every optimizer
 moment in fp32 while the policy they hand out keeps the model's bf16; and small AdamW updates on a bf16 base move
 the masters exactly as in an all-fp32 run (in bf16 they would be rounded away)."""
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,11 +15,8 @@ from alphagrpo_jax.parallel import mesh as mesh_lib
 from alphagrpo_jax.rl import lora
 from alphagrpo_jax.rl.learner import Learner, LossConfig
 from alphagrpo_jax.sampling import image as image_lib
+from configs import bagel_7b_rt2i, bagel_7b_srr
 from tests.models.bagel.parity_utils import GOLDENS
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
-import bagel_7b_rt2i  # noqa: E402
-import bagel_7b_srr  # noqa: E402
 
 
 def _float_leaves(tree):

@@ -12,17 +12,15 @@ higher.
 ~2.5-5 minutes (mostly compilation), hence slow; tests/test_train_srr.py::test_trainer_runs_srr covers the path.
 """
 import os
-import sys
 
 import numpy as np
 import pytest
 
 from alphagrpo_jax import train
 from alphagrpo_jax.reward.components import COMPONENTS, ComponentOutput, register_component
+from configs import toy_srr
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
-sys.path.insert(0, os.path.join(REPO, "configs"))
-import toy_srr  # noqa: E402
 
 MARGIN = 0.015
 

@@ -12,10 +12,9 @@ from alphagrpo_jax.models.bagel import config as config_lib, packing
 from alphagrpo_jax.rl.config import srr_configs, think_system_setting
 from alphagrpo_jax.sampling import prompts, refine
 from alphagrpo_jax.toy import transforms as toy_transforms
+from configs import toy_srr
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "configs"))
-import toy_srr  # noqa: E402
 
 
 def test_prompt_text_is_the_text_or_a_files_text(tmp_path):

@@ -4,7 +4,6 @@ positive per-device memory; an impossible fit exits 1 naming the program; every 
 on its topology (multi-slice included). Needs libtpu (the `test` extra installs it)."""
 import importlib.util
 import os
-import sys
 
 import pytest
 
@@ -12,18 +11,17 @@ if importlib.util.find_spec("libtpu") is None:  # a test dependency: missing is 
     raise ImportError("libtpu is not importable, so nothing can be compiled for TPU here; install the test extra "
                       "(pip install -c constraints.txt -e '.[test]')")
 
+from alphagrpo_jax import cli  # noqa: E402
 from alphagrpo_jax.parallel import mesh as mesh_lib  # noqa: E402
 from alphagrpo_jax.tools import compile_check, compile_rt2i  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
-import meshes  # noqa: E402
+from configs import meshes  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toy_rt2i.py")
 # The toy recipe at test sizes on a fsdp=4 x tensor=2 mesh of the 8 v5p chips (model: tiny_a, FLUX autoencoder).
-TINY = ["--config", CONFIG, "--topology", "v5p:2x2x2", "--model", "tiny_a", "--set", "mesh.fsdp=4",
-        "--set", "mesh.tensor=2", "--set", "rollout.text.max_new_tokens=6", "--set", "rollout.cache_size=128",
-        "--set", "rollout.image.num_timesteps=6", "--set", "rollout.image.sde_window=2",
-        "--set", "rollout.image.sde_window_range=(0, 5)", "--prompt-tokens", "32"]
+OVERRIDES = ["--config.mesh.fsdp=4", "--config.mesh.tensor=2", "--config.rollout.text.max_new_tokens=6",
+             "--config.rollout.cache_size=128", "--config.rollout.image.num_timesteps=6",
+             "--config.rollout.image.sde_window=2", "--config.rollout.image.sde_window_range=(0, 5)"]
+TINY = ["--config", CONFIG, "--topology", "v5p:2x2x2", "--model", "tiny_a", *OVERRIDES, "--prompt-tokens", "32"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def tpu_mesh():
 
 
 def _fits(mesh, programs, *overrides):
-    config = compile_rt2i.load_config(TINY[1], [v for k, v in zip(TINY, TINY[1:]) if k == "--set"] + list(overrides))
+    config = cli.load_config(CONFIG, OVERRIDES + [f"--config.{o}" for o in overrides])
     return compile_rt2i.compile_rt2i(config, mesh, "tiny_a", programs, prompt_tokens=32, log=lambda *_: None)
 
 
