@@ -17,11 +17,10 @@ import numpy as np
 
 from alphagrpo_jax import errors, paths
 from alphagrpo_jax.errors import UsageError
+from alphagrpo_jax.metrics import read_metrics
 
 
 def curves(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from alphagrpo_jax.metrics import read_metrics
-
     rows = read_metrics(path)
     out = {}
     for key in ("reward/mean", "eval/reward"):

@@ -18,6 +18,10 @@ import ml_collections
 import yaml
 
 from alphagrpo_jax import paths
+from alphagrpo_jax.models.bagel.config import from_release_dir
+from alphagrpo_jax.reward.verifier import VERIFIER_SYSTEM_PROMPT
+from alphagrpo_jax.sampling.prompts import (REFLECTION_PROMPT, PromptError, resolve_config_prompts,
+                                            think_system_prompt)
 
 log = logging.getLogger("alphagrpo_jax.run_config")
 
@@ -168,8 +172,6 @@ def record(config, process_index: int = 0) -> None:
     """At the start of training: resolves prompt files into their text (the record holds the strings used),
     checks the config against the recorded one when `config.workdir` already has checkpoints (a resume), then
     (process 0) writes it."""
-    from alphagrpo_jax.sampling.prompts import PromptError, resolve_config_prompts
-
     try:
         resolve_config_prompts(config)
     except PromptError as e:
@@ -188,10 +190,6 @@ def record(config, process_index: int = 0) -> None:
 def _fill_default_prompts(config) -> None:
     """Empty prompt settings become the text the run will use (the release's recorded think prompt, else this
     project's defaults), so the record names every string even if a later version changes a default."""
-    from alphagrpo_jax.models.bagel.config import from_release_dir
-    from alphagrpo_jax.reward.verifier import VERIFIER_SYSTEM_PROMPT
-    from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT, think_system_prompt
-
     if "prompts" in config:
         if not config.prompts.get("think_system"):
             config.prompts.think_system = think_system_prompt(from_release_dir(config.model.release))

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alphagrpo_jax.parallel.state import param
+from alphagrpo_jax.parallel.state import param, prepend_axis
 
 Axes = tuple[str | None, ...]
 
@@ -119,8 +119,6 @@ REMAT_POLICIES = {
 
 def create_stacked(make_layer, num_layers: int, rngs: nnx.Rngs) -> nnx.Module:
     """`num_layers` copies of `make_layer(rngs)` with params stacked on a leading `layers` axis."""
-    from alphagrpo_jax.parallel.state import prepend_axis
-
     @nnx.split_rngs(splits=num_layers)
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def make(r):

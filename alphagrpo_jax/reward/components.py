@@ -21,6 +21,7 @@ from alphagrpo_jax.reward.client import ChatClient, settings_from_config
 from alphagrpo_jax.reward.dvreward import DVRewardScorer, VerifierSettings
 from alphagrpo_jax.reward.fmt import think_format_rewards
 from alphagrpo_jax.reward.records import QuestionSet
+from alphagrpo_jax.sampling.prompts import prompt_text
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,6 @@ class ThinkFormatComponent:
 
 def verifier_prompt_setting(config) -> dict:
     """{"system_prompt": text} when the reward config sets `verifier_system_prompt` (text or file:PATH), else {}."""
-    from alphagrpo_jax.sampling.prompts import prompt_text
-
     text = prompt_text(config.get("verifier_system_prompt"), "reward.verifier_system_prompt")
     return {} if text is None else {"system_prompt": text}
 

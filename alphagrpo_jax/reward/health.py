@@ -16,14 +16,13 @@ import urllib.error
 import urllib.request
 
 from alphagrpo_jax.errors import UsageError
+from alphagrpo_jax.reward.client import scrub
 
 HEALTH_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
 
 
 def _scrub(text: str, key: str) -> str:
-    from alphagrpo_jax.reward.client import scrub
-
     return scrub(text, key)
 
 

@@ -22,6 +22,7 @@ With `api_key` set, a request without that key gets a 401 whose body echoes its 
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import json
@@ -35,6 +36,8 @@ from PIL import Image
 
 from alphagrpo_jax.reward.images import decode_data_uri
 from alphagrpo_jax.reward.openai_shapes import alternative, chat_completion, yes_no_completion
+from alphagrpo_jax.reward.records import read_records
+from alphagrpo_jax.reward.scripted import constant_verifier, decomposer_chat, records_decomposer
 
 FAULTS = ("delay", "timeout", "429", "500", "503", "malformed_json", "empty_choices", "no_logprobs", "garbage",
           "drop", "truncated", "echo_key")
@@ -295,11 +298,6 @@ class OpenAIServer:
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m alphagrpo_jax.reward.openai_server --port 8000 --p-yes 0.7 [--records train.jsonl]`: a constant
     verifier and, with --records, a decomposer that replays those question sets."""
-    import argparse
-
-    from alphagrpo_jax.reward.records import read_records
-    from alphagrpo_jax.reward.scripted import constant_verifier, decomposer_chat, records_decomposer
-
     p = argparse.ArgumentParser(prog="python -m alphagrpo_jax.reward.openai_server")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -11,10 +11,20 @@ workdir is writable and (probe=True) one health request per reward endpoint of t
 """
 from __future__ import annotations
 
-from alphagrpo_jax import checks, plugins
+from alphagrpo_jax import checks, optim, plugins
 from alphagrpo_jax.data.sources import PROMPT_SOURCES
 from alphagrpo_jax.errors import UsageError
+from alphagrpo_jax.models.bagel.config import ConfigError, from_release_dir
 from alphagrpo_jax.models.bagel.image_transform import TRANSFORMS
+from alphagrpo_jax.reward import components, dvreward
+from alphagrpo_jax.reward.client import settings_from_config
+from alphagrpo_jax.reward.health import check_endpoints
+from alphagrpo_jax.reward.images import IMAGE_FORMATS
+from alphagrpo_jax.reward.records import RecordError, iter_numbered_records, read_records
+from alphagrpo_jax.rl import accumulation, advantages, losses
+from alphagrpo_jax.rl.config import optim_config
+from alphagrpo_jax.rl.lora import LORA_INITS
+from alphagrpo_jax.rl.rounds import TASKS
 
 SRR_SELECTIONS = ("worst", "softmax")  # rl/reflect.SRRConfig
 ADVANTAGE_STDS = ("global", "group", "none")  # rl/advantages._scale
@@ -61,8 +71,6 @@ def _rollout(config) -> None:
 
 
 def _tasks(config) -> None:
-    from alphagrpo_jax.rl.rounds import TASKS
-
     kinds = _get(config, "task.kinds")
     if isinstance(kinds, str) or not isinstance(kinds, (tuple, list)) or not kinds:
         raise UsageError(f"config.task.kinds: expected a non-empty tuple of tasks from {list(TASKS)}, "
@@ -79,11 +87,6 @@ def _tasks(config) -> None:
 
 
 def _learning(config) -> None:
-    from alphagrpo_jax import optim
-    from alphagrpo_jax.rl import accumulation, advantages, losses
-    from alphagrpo_jax.rl.lora import LORA_INITS
-    from alphagrpo_jax.rl.config import optim_config
-
     checks.one_of(_get(config, "advantage.name"), advantages.ADVANTAGES, "config.advantage.name")
     checks.one_of(_get(config, "advantage.std"), ADVANTAGE_STDS, "config.advantage.std")
     checks.one_of(_get(config, "loss.image_loss"), losses.LOSSES, "config.loss.image_loss")
@@ -115,10 +118,6 @@ def _endpoint_users(config) -> list[str]:
 
 
 def _reward(config) -> None:
-    from alphagrpo_jax.reward import components, dvreward
-    from alphagrpo_jax.reward.client import settings_from_config
-    from alphagrpo_jax.reward.images import IMAGE_FORMATS
-
     rc = _get(config, "reward")
     weights = dict(_get(config, "reward.weights"))
     for name, w in weights.items():
@@ -140,8 +139,6 @@ def _reward(config) -> None:
 
 
 def _prompt_file(path: str, key: str, min_records: int) -> None:
-    from alphagrpo_jax.reward.records import RecordError, iter_numbered_records, read_records
-
     checks.existing_file(path, key)
     try:
         records = read_records(path)
@@ -188,8 +185,6 @@ def _schedule(config) -> None:
 def _image_sizes(config) -> None:
     """Every image the run draws or reads back fits the release's latent grid (max_latent_size x the latent
     stride): the rollout's height x width, and the SRR first draw after its VAE transform."""
-    from alphagrpo_jax.models.bagel.config import ConfigError, from_release_dir
-
     try:
         cfg = from_release_dir(config.model.release)
     except (ConfigError, ValueError, OSError) as e:
@@ -221,6 +216,4 @@ def check_train_config(config, probe: bool = True) -> None:
     _data(config)
     checks.writable_folder(_get(config, "workdir"), "config.workdir")
     if probe and _endpoint_users(config):  # last: the only check that waits on the network
-        from alphagrpo_jax.reward.health import check_endpoints
-
         check_endpoints(config.reward)

@@ -30,6 +30,7 @@ import functools
 import numpy as np
 from PIL import Image
 
+from alphagrpo_jax.data.pipeline import build_dataset
 from alphagrpo_jax.models.bagel import packing
 from alphagrpo_jax.models.bagel.config import BagelConfig
 from alphagrpo_jax.models.bagel.pixel_ae import encode_pixels
@@ -340,8 +341,6 @@ def pack_rows(rows, cfg: BagelConfig, dc: SFTDataConfig) -> dict:
 def sft_dataset(cfg: BagelConfig, dc: SFTDataConfig, encode, seed: int, shard_index: int | None = None,
                 shard_count: int | None = None):
     """grain.IterDataset of packed batches (checkpointable: iterator get_state / set_state)."""
-    from alphagrpo_jax.data.pipeline import build_dataset
-
     return build_dataset(RowSource(cfg, dc, encode, seed), batch_size=dc.rows, shuffle=False,
                          batch_fn=lambda rows: pack_rows(rows, cfg, dc), shard_index=shard_index,
                          shard_count=shard_count, read_threads=2)

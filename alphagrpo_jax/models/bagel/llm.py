@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from alphagrpo_jax.models.bagel import attention as attn_lib
+from alphagrpo_jax.models.bagel import attention as attn_lib, weight_map as wm
 from alphagrpo_jax.models.bagel.config import BagelConfig
 from alphagrpo_jax.models.layers import create_stacked, matmul, rms_norm, scan_layers
 from alphagrpo_jax.parallel import rules as rules_lib
@@ -334,8 +334,6 @@ class LanguageModel(nnx.Module):
 
 def weight_map(cfg: BagelConfig, prefix: tuple[str, ...] = ("language_model",)):
     """Release names (`language_model.*` in ema.safetensors) -> our stacked (layer, expert) arrays."""
-    from alphagrpo_jax.models.bagel import weight_map as wm
-
     c = cfg.llm
     hq, hk, hd = c.num_heads, c.num_kv_heads, c.head_dim
     base = "language_model.model.layers.{i}."

@@ -13,7 +13,10 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from alphagrpo_jax import paths
-from alphagrpo_jax.models.bagel import checkpoint, config as config_lib, model as model_lib
+from alphagrpo_jax.models.bagel import checkpoint, config as config_lib, model as model_lib, vae as vae_lib
+from alphagrpo_jax.models.bagel.pixel_ae import PixelAutoEncoder
+from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
+from alphagrpo_jax.models.bagel.vae import AutoEncoder
 from alphagrpo_jax.parallel import rules as rules_lib
 
 
@@ -28,19 +31,13 @@ class Release:
 def make_autoencoder(cfg: config_lib.BagelConfig, rngs: nnx.Rngs | None = None):
     """The configured autoencoder module (random init for FLUX; the pixel kind has no parameters)."""
     if cfg.vae.kind == "pixel":
-        from alphagrpo_jax.models.bagel.pixel_ae import PixelAutoEncoder
-
         return PixelAutoEncoder(cfg.vae)
-    from alphagrpo_jax.models.bagel.vae import AutoEncoder
-
     return AutoEncoder(cfg.vae, rngs=rngs or nnx.Rngs(0))
 
 
 def load_autoencoder(path: str, cfg: config_lib.BagelConfig, mesh: Mesh, rules=rules_lib.DEFAULT_RULES):
     if cfg.vae.kind == "pixel":
         return make_autoencoder(cfg)
-    from alphagrpo_jax.models.bagel import vae as vae_lib
-
     graphdef, state = checkpoint.load_state(lambda: make_autoencoder(cfg), vae_lib.weight_map(cfg.vae),
                                             paths.join(path, "ae.safetensors"), mesh, rules)
     return nnx.merge(graphdef, state)
@@ -49,8 +46,6 @@ def load_autoencoder(path: str, cfg: config_lib.BagelConfig, mesh: Mesh, rules=r
 def load_release(path: str, mesh: Mesh, rules=rules_lib.DEFAULT_RULES, **overrides) -> Release:
     """Everything in a release folder, sharded on `mesh`. `overrides` replace BagelConfig fields (e.g.
     param_dtype="float32", attention="splash")."""
-    from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
-
     if not paths.isdir(path):
         raise checkpoint.CheckpointError(f"{path}: release folder not found")
     cfg = config_lib.from_release_dir(path, **overrides)
