@@ -262,10 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--endpoint", action="append", required=True,
                    help="OpenAI-compatible base URL ending in /v1; repeat to spread load over several servers")
     p.add_argument("--model", required=True, help="served model name")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the API key (if any)")
+    p.add_argument("--api-key-env", default=ClientSettings.api_key_env, help="env var holding the API key (if any)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight per endpoint")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
-    p.add_argument("--max-retries", type=int, default=5, help="retries per request on 429/5xx/timeouts")
+    p.add_argument("--max-retries", type=int, default=ClientSettings.max_retries,
+                   help="retries per request on 429/5xx/timeouts")
     p.add_argument("--max-reasks", type=int, default=DecomposeSettings.max_reasks)
     p.add_argument("--max-attempts", type=int, default=DecomposeSettings.max_attempts)
     p.add_argument("--prompts-format", default="auto", choices=("auto", "text", "jsonl"))

@@ -24,34 +24,38 @@ import numpy as np
 from ml_collections import ConfigDict
 from PIL import Image
 
+from alphagrpo_jax.reward.client import ClientSettings
 from alphagrpo_jax.reward.components import ComponentOutput, RewardBatch, RewardComponent, make_component
+from alphagrpo_jax.reward.dvreward import VerifierSettings
 from alphagrpo_jax.reward.records import QuestionSet, record_from_json
 
 
 def reward_config() -> ConfigDict:
-    """Defaults for the reward section of a training config. Times in seconds."""
+    """Defaults for the reward section of a training config. Times in seconds. The client's and the verifier's
+    settings take their defaults from `ClientSettings` (reward/client.py) and `VerifierSettings` (dvreward.py)."""
+    client, verifier = ClientSettings, VerifierSettings
     c = ConfigDict()
     c.endpoints = ("http://127.0.0.1:30000/v1",)  # one or more OpenAI-compatible base URLs (SGLang/vLLM)
     c.model = "Qwen/Qwen3-VL-30B-A3B-Instruct"  # the served model name
-    c.api_key_env = "OPENAI_API_KEY"  # env var with the key; unset -> no Authorization header
-    c.concurrency_per_endpoint = 64  # requests in flight per endpoint, from this process
-    c.timeout_s = 120.0
-    c.connect_timeout_s = 10.0
-    c.max_retries = 5
-    c.backoff_s = 0.5
-    c.backoff_max_s = 20.0
-    c.jitter = 0.5
-    c.endpoint_rest_s = 30.0  # skip an endpoint that refused a connection for this long (others permitting)
-    c.failure_policy = "fail"  # "fail": raise; "drop": leave failed questions out (counted, logged)
-    c.aggregation = "geometric"  # "geometric" sqrt(S*Q) | "mean" (S+Q)/2 | "sum_mean" over all questions
-    c.image_format = "jpeg"  # "jpeg" | "png"
-    c.jpeg_quality = 95
-    c.max_tokens = 10
-    c.top_logprobs = 5
+    c.api_key_env = client.api_key_env  # env var with the key; unset -> no Authorization header
+    c.concurrency_per_endpoint = client.concurrency_per_endpoint  # requests in flight per endpoint, this process
+    c.timeout_s = client.timeout_s
+    c.connect_timeout_s = client.connect_timeout_s
+    c.max_retries = client.max_retries
+    c.backoff_s = client.backoff_s
+    c.backoff_max_s = client.backoff_max_s
+    c.jitter = client.jitter
+    c.endpoint_rest_s = client.endpoint_rest_s  # skip an endpoint that refused a connection this long
+    c.failure_policy = verifier.failure_policy  # "fail": raise; "drop": leave failed questions out (counted)
+    c.aggregation = verifier.aggregation  # "geometric" sqrt(S*Q) | "mean" (S+Q)/2 | "sum_mean" over all questions
+    c.image_format = verifier.image_format  # "jpeg" | "png"
+    c.jpeg_quality = verifier.jpeg_quality
+    c.max_tokens = verifier.max_tokens
+    c.top_logprobs = verifier.top_logprobs
     c.verifier_system_prompt = ""  # the verifier's system prompt: text or file:PATH; "" = ours (docs/prompts.md)
     # An answer without usable logprobs fails like any bad answer (retried, then per failure_policy). True: it
     # is scored 0/1 from its text instead, counted as dvreward/from_text in the step metrics, with a warning.
-    c.allow_text_scores = False
+    c.allow_text_scores = verifier.allow_text_scores
     c.weights = ConfigDict({"dvreward": 1.0, "think_format": 0.0})  # weight 0 = component not built
     return c
 

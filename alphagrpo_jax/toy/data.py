@@ -106,7 +106,8 @@ class ToyShapes(tfds.core.GeneratorBasedBuilder):
             yield i, make_example(split, i, self.builder_config.seed, pools)
 
 
-def build(out_dir: str | os.PathLike, num_train: int = 10_000, num_eval: int = 1_000, seed: int = 0) -> str:
+def build(out_dir: str | os.PathLike, num_train: int = ToyShapesConfig.num_train,
+          num_eval: int = ToyShapesConfig.num_eval, seed: int = ToyShapesConfig.seed) -> str:
     """Generates the dataset under `out_dir` (reused if already complete); returns its folder."""
     builder = ToyShapes(data_dir=os.fspath(out_dir), config=make_config(num_train, num_eval, seed),
                         file_format="array_record")
@@ -147,9 +148,9 @@ def toy_dataset(path: str | os.PathLike, split: str, *, batch_size: int, seed: i
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m alphagrpo_jax.toy.data", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (tfds data_dir and prompts/)")
-    p.add_argument("--num-train", type=int, default=10_000, help="train images")
-    p.add_argument("--num-eval", type=int, default=1_000, help="eval images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-train", type=int, default=ToyShapesConfig.num_train, help="train images")
+    p.add_argument("--num-eval", type=int, default=ToyShapesConfig.num_eval, help="eval images")
+    p.add_argument("--seed", type=int, default=ToyShapesConfig.seed)
     p.add_argument("--train-prompts-per-category", type=int, default=200,
                    help="RL train prompts per category (fewer where a category has fewer; -1 = all)")
     p.add_argument("--eval-prompts-per-category", type=int, default=50,

@@ -17,9 +17,11 @@ from alphagrpo_jax.reward.scripted import decomposer_chat
 from alphagrpo_jax.toy import verifier
 from alphagrpo_jax.toy.decompose import decompose_text
 
+MODEL = "toy-verifier"  # the model name the server reports
+
 
 def make_server(host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
-                model: str = "toy-verifier") -> OpenAIServer:
+                model: str = MODEL) -> OpenAIServer:
     return OpenAIServer(answer=verifier.answer, chat=decomposer_chat(decompose_text), host=host, port=port,
                         model=model, latency_s=latency_s)
 
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--latency-ms", type=float, default=0.0, help="added to every request (load tests)")
-    ap.add_argument("--model", default="toy-verifier", help="model name reported to clients")
+    ap.add_argument("--model", default=MODEL, help="model name reported to clients")
     args = ap.parse_args(argv)
     server = make_server(args.host, args.port, args.latency_ms / 1000.0, args.model)
     print(f"toy verifier + decomposer serving on http://{args.host}:{args.port}/v1", flush=True)
