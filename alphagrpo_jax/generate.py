@@ -76,9 +76,18 @@ def _read_prompts(path: str) -> list[str]:
     return out
 
 
+def _registered(value, known, flag: str) -> None:
+    if value is not None and value not in known:
+        raise UsageError(f"{flag}: expected one of {sorted(known)}, got {value!r} (a plug-in's name needs its module: "
+                         "--plugin MODULE, e.g. --plugin alphagrpo_jax.toy.plugin)")
+
+
 def check_args(args) -> list[str] | None:
     """Every argument and input/output path checked before the model loads (UsageError); the prompts of
     --prompts-file."""
+    _registered(args.transform, TRANSFORMS, "--transform")
+    _registered(args.questions, DECOMPOSERS, "--questions")
+    _registered(args.verifier_component, set(COMPONENTS) - {"dvreward", "think_format"}, "--verifier-component")
     checks.release_folder(args.checkpoint, "--checkpoint")
     if args.num_steps < 2:
         raise UsageError(f"--num-steps: expected >= 2 timestep grid points (steps = this - 1), got {args.num_steps}")
@@ -159,19 +168,18 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-size", type=int, default=4096, help="KV cache slots per sample")
     ap.add_argument("--dtype", default=None, help="override param/activation dtype, e.g. float32")
-    ap.add_argument("--transform", default="bagel", choices=sorted(TRANSFORMS),
-                    help="input-image resize rules: BAGEL's (VAE 512-1024 px) or a plug-in's (e.g. toy: 32 px)")
+    ap.add_argument("--transform", default="bagel",
+                    help="input-image resize rules: 'bagel' (VAE 512-1024 px) or a plug-in's (e.g. toy: 32 px)")
     ap.add_argument("--refine", type=int, default=0, help="Self-Reflective Refinement rounds (see above)")
     ap.add_argument("--gate", default="self", choices=["self", "dvreward"])
     ap.add_argument("--oracle-gate", action="store_true",
                     help="evaluator-gated protocol of the reference (uses the verifier as an oracle)")
     ap.add_argument("--threshold", type=float, default=0.9, help="gate score that counts as satisfied")
     ap.add_argument("--records", help="JSONL question sets (DVReward records); the prompt's is looked up by text")
-    ap.add_argument("--questions", choices=sorted(DECOMPOSERS),
-                    help="decompose each prompt with this registered decomposer (a plug-in's, e.g. toy)")
+    ap.add_argument("--questions", help="decompose each prompt with this registered decomposer (a plug-in's, e.g. toy)")
     ap.add_argument("--verifier-endpoint", help="OpenAI-compatible verifier base URL for dvreward/oracle gates")
     ap.add_argument("--verifier-model", default="Qwen/Qwen3-VL-30B-A3B-Instruct")
-    ap.add_argument("--verifier-component", choices=sorted(set(COMPONENTS) - {"dvreward", "think_format"}),
+    ap.add_argument("--verifier-component",
                     help="a plug-in's in-process verifier reward component for dvreward/oracle (e.g. toy_dvreward)")
     ap.add_argument("--think-system-prompt", default="",
                     help="think-mode system prompt: text or file:PATH (default: the release's, else ours)")

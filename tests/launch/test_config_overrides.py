@@ -4,9 +4,8 @@ overrides reward_server prints."""
 import shlex
 
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
+from alphagrpo_jax import cli
 from tests.launch.launch_utils import REPO, commands, remote
 
 # ml_collections loads config files with importlib's load_module.
@@ -15,11 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarni
 
 def parse(config: str, overrides: list[str]):
     """The ConfigDict `python -m alphagrpo_jax.<entry> --config REPO/<config> <overrides>` would get."""
-    argv = ["prog", f"--config={REPO / config}", *overrides]
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True, sys_argv=argv)
-    fv(argv)
-    return fv.config
+    return cli.load_config(str(REPO / config), overrides)
 
 
 def test_gpu_check_runs_parse(launch):

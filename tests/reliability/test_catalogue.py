@@ -208,6 +208,15 @@ def entry_cases(d, verifier):
          f"--checkpoint: release folder {novocab} lacks vocab.json; {RELEASE_NEEDS}"),
         (("alphagrpo_jax.generate", "--checkpoint", g, "--prompts-file", f"{d}/empty.jsonl", "--out", f"{d}/o"),
          f"--prompts-file {d}/empty.jsonl: no prompts (the file is empty); expected one prompt per line"),
+        (("alphagrpo_jax.generate", "--checkpoint", g, "--prompt", "x", "--out", f"{d}/x.png", "--transform", "toy"),
+         "--transform: expected one of ['bagel'], got 'toy' (a plug-in's name needs its module: --plugin MODULE, "
+         "e.g. --plugin alphagrpo_jax.toy.plugin)"),
+        (("alphagrpo_jax.generate", "--plugin", "no_such.plugin", "--checkpoint", g, "--prompt", "x", "--out",
+          f"{d}/x.png"),
+         "--plugin: no module 'no_such.plugin'; expected importable module names such as 'alphagrpo_jax.toy.plugin'"),
+        (train + ("--config.plugins=('no_such.plugin',)",),
+         "config.plugins: no module 'no_such.plugin'; expected importable module names such as "
+         "'alphagrpo_jax.toy.plugin'"),
         (("alphagrpo_jax.generate", "--checkpoint", g, "--prompt", "x", "--out", f"{d}/o", "--refine", "2"),
          "--refine needs the prompt's decomposed questions: --records FILE or --questions NAME"),
         (("alphagrpo_jax.reward.decompose", "--prompts", f"{d}/empty.jsonl", "--out", f"{d}/q.jsonl",
