@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alphagrpo_jax import cli, optim, plugins
+from alphagrpo_jax import cli, errors, optim, plugins
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel import config as cfg_lib, model as model_lib, packing, release
 from alphagrpo_jax.models.bagel.llm import KVCache
@@ -250,8 +250,8 @@ def main(argv=None) -> int:
     try:
         config = cli.load_config(args.config, overrides)
         plugins.load(config)
-    except UsageError as e:
-        raise SystemExit(f"error: {e}") from None
+    except UsageError as e:  # one line, exit code 2
+        return errors.report(e)
     hw = config.get("hardware", None) or {}
     topology = args.topology or hw.get("topology")
     if not topology:

@@ -200,6 +200,8 @@ def entry_cases(d, verifier):
          "--out is required: the folder to write the release into"),
         (("alphagrpo_jax.component_eval", "--config", "configs/toy_rt2i.py", "--config.task.kinds=('t2v',)"),
          "config.task.kinds: expected one of ['rt2i', 'srr'], got 't2v'"),
+        (("alphagrpo_jax.tools.compile_check", "--config", "configs/toy_rt2i.py", "--config.mesh.fsdp=x"),
+         "flag --config.mesh.fsdp=x: invalid literal for int() with base 10: 'x'"),
         (("alphagrpo_jax.generate", "--checkpoint", g, "--prompt", "x", "--out", "no/such/dir/x.png"),
          "--out no/such/dir/x.png: folder no/such/dir does not exist; create it first"),
         (("alphagrpo_jax.generate", "--checkpoint", g, "--prompt", "x", "--out", f"{d}/x.png", "--num-steps", "1"),
