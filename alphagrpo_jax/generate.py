@@ -178,7 +178,7 @@ def parse_args(argv=None):
     ap.add_argument("--records", help="JSONL question sets (DVReward records); the prompt's is looked up by text")
     ap.add_argument("--questions", help="decompose each prompt with this registered decomposer (a plug-in's, e.g. toy)")
     ap.add_argument("--verifier-endpoint", help="OpenAI-compatible verifier base URL for dvreward/oracle gates")
-    ap.add_argument("--verifier-model", default="Qwen/Qwen3-VL-30B-A3B-Instruct")
+    ap.add_argument("--verifier-model", default=reward_config().model, help="served verifier model name")
     ap.add_argument("--verifier-component",
                     help="a plug-in's in-process verifier reward component for dvreward/oracle (e.g. toy_dvreward)")
     ap.add_argument("--think-system-prompt", default="",
