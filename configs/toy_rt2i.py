@@ -25,22 +25,21 @@ def get_config(arg=None):
     c.train.lora_rank, c.train.lora_alpha = 8, 16.0
     # G = 16 with a 2-step SDE window: 128 samples per step for about the train time of 64 with a 5-step window
     # (the learner's cost is per sample x (window + 1)), and each trained step carries a larger share of its
-    # sample's image noise. With G = 8 and a 5-step window the image policy's held-out effect was +0.004 +- 0.006
-    # (5 eval keys); with this +0.011 +- 0.005 (5 keys) and +0.009 +- 0.003 (10 keys; README, the toy run).
+    # sample's image noise (docs/results/2026-11-30-toy-rt2i.md).
     c.rollout.update(dict(prompts_per_round=4, group_size=16, rounds_per_step=2, cache_size=256, height=32,
                           width=32))
     c.rollout.text.update(dict(max_new_tokens=64, temperature=1.0, top_p=0.9))
     c.rollout.image.update(dict(num_timesteps=12, shift=3.0, sde_window=2, sde_window_range=(0, 7), eta=0.7))
     c.rollout.cfg.text_scale = 2.0  # the toy base is sampled with text CFG 2 (configs/toy_sft.py eval)
     c.loss.image_clip_eps = 1e-3
-    # The toy runs in README were measured with this project's earlier update rules: the mean of the rounds'
-    # losses, skipped rounds left out, advantages over each round (population 0), LoRA A std fan_in^-1/2 (the
-    # reference's rules are configs/grpo_base.py's defaults; docs/training.md).
+    # This project's own update rules, not the reference's (configs/grpo_base.py's defaults; docs/training.md):
+    # the mean of the rounds' losses, skipped rounds left out, advantages over each round (population 0), LoRA A
+    # std fan_in^-1/2. The toy results in docs/results/ were measured with them.
     c.loss.grad_normalization = "round_mean"
     c.train.update(dict(skipped_rounds="drop", lora_init="fan_in"))
     c.advantage.population = 0
     # Cosine to 0 over the run (decay_steps 0 = total_steps): at a constant 3e-4 the think policy overshoots
-    # after ~30 steps (README, the toy run).
+    # after ~30 steps (docs/results/2026-11-30-toy-rt2i.md).
     c.optim.update(dict(lr=3e-4, weight_decay=0.0, schedule="cosine", decay_steps=0))
     c.reward.weights = dict(dvreward=0.0, think_format=0.2, toy_dvreward=1.0)
     c.reward.image_format = "png"

@@ -1,4 +1,4 @@
-"""SFT of the toy base model (the GRPO trainer's starting point): 2000 steps at ~0.21 s/step, ~7.5 min on 2 cores.
+"""SFT of the toy base model (the GRPO trainer's starting point): 2000 steps, under 10 minutes on 2 CPU cores.
 
     python -m alphagrpo_jax.sft --config configs/toy_sft.py --config.workdir=runs/toy_sft \
         --config.export_dir=assets/toy_base
@@ -6,7 +6,7 @@
     python -m alphagrpo_jax.sft --config configs/toy_sft.py:tiny --config.workdir=/tmp/sft_tiny   # smoke run
 
 Variants (`:arg`): "" = the shipped base model; "fast" = the same recipe in 900 steps (a
-weaker model: scattered 4x4-pixel tokens rather than shapes, README has its numbers); "tiny" = a 1-layer
+weaker model: scattered 4x4-pixel tokens rather than shapes, docs/results/2026-11-30-toy-sft-base.md); "tiny" = a 1-layer
 model for tests and smoke runs.
 """
 import ml_collections
@@ -30,8 +30,8 @@ def get_config(arg: str | None = None):
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
     # weights: draw probabilities of t2i, think, understand, refine (long kinds end rows more often, so the
     # realised mix is logged as examples/*)
-    # A 5-token system prompt, not the long default (the release records it; the pipeline and the rollouts read
-    # it from there): it was a quarter of all tokens. 5 rows of 320 then carry the documents 4 rows of 512 did.
+    # A 5-token system prompt (the release records it; the pipeline and the rollouts read it from there): a long
+    # one would be a loss-free quarter of all tokens. 5 rows of 320 tokens carry ~14 documents per step.
     c.data = dict(seq_len=320, rows=5, weights=(0.15, 0.6, 0.1, 0.15), p_wrong_plan=0.3, p_drop_text=0.1,
                   p_drop_image=0.3, max_vae_per_row=16, max_vit_per_row=8, fill_retries=0,
                   system_prompt="Think, then draw.")

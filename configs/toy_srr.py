@@ -12,10 +12,9 @@ spec 4 and 2.4): stage 1 and stage 2 share one schedule; a short SDE window earl
 of 39 transitions, start in [0, 10], so within the first 15/39; here 3 of 9, start in [0, 1], within the first
 4/9); image CFG 2 on the whole interval with text_channel renorm; reward = the image reward only (reference
 reward_fn = {"dvreward": 1}); text loss weight 1 / window (one reflection weighs like one image step x window = 1).
-Toy choices: edit text CFG 2, not 4: the toy base is sampled with text CFG 2, and at 4 its redraws are much worse
-than its first draws (held-out, the previous base, 51 prompts: stage 1 0.285 -> refined 0.143 at text 4 /
-image 2; 0.305 at text 2 / image 2). CPU sizes: P=4 prompts x G=8, 2 stage-1 images per prompt, one round per
-step, 10-point schedules; LoRA r8, lr 3e-4, clip eps 1e-3, 64 think tokens, 32 px are configs/toy_rt2i.py's,
+Toy choices: edit text CFG 2, not 4: the toy base is sampled with text CFG 2, and at 4 redraws got much worse than
+the first draws (docs/results/2026-11-30-toy-srr.md). CPU sizes: P=4 prompts x G=8, 2 stage-1 images per prompt, one
+round per step, 10-point schedules; LoRA r8, lr 3e-4, clip eps 1e-3, 64 think tokens, 32 px are configs/toy_rt2i.py's,
 which this extends. `:mixed` is toy_rt2i.py's run (G = 16, 2 rounds per step, 40 steps, cosine lr, the
 think-format reward for the RT2I rounds; SRR rounds ignore text-only reward components, rl/reflect.py) with
 every second round an SRR round. Each round weighs its text as its own task's recipe: RT2I rounds by
@@ -41,8 +40,8 @@ def get_config(arg=None):
     c.workdir = "workdir/toy_srr"
     c.task.kinds = ("srr",)
     c.total_steps = 30
-    c.optim.schedule = "constant"  # the SRR runs in README were measured at a constant lr
+    c.optim.schedule = "constant"  # SRR-only runs: a constant lr (docs/results/2026-11-30-toy-srr.md)
     c.rollout.rounds_per_step = 1
-    c.rollout.group_size = 8  # the SRR runs in README were measured with G = 8 (toy_rt2i now uses 16)
+    c.rollout.group_size = 8  # SRR-only runs: G = 8 (toy_rt2i, and so :mixed, uses 16)
     c.reward.weights = dict(dvreward=0.0, think_format=0.0, toy_dvreward=1.0)
     return c

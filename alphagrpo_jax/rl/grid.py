@@ -1,4 +1,4 @@
-"""A PNG grid of samples with their think text and reward (for the workdir and README)."""
+"""A PNG grid of samples with their think text and reward (for the workdir and the docs)."""
 from __future__ import annotations
 
 import textwrap

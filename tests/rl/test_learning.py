@@ -1,6 +1,6 @@
 """A real learning test: a short seeded GRPO run of the toy base model on the toy world's prompts whose reward
 goes up. The reward is a dense, registered component (mean image brightness in [0, 1]: "draw more / brighter
-shapes"), so the direction is unambiguous and a few steps suffice; the full toy DVReward run is in README.
+shapes"), so the direction is unambiguous and a few steps suffice; the full toy DVReward run is in docs/training.md.
 
 Margin: the held-out eval reward (16 prompts, ODE, the same keys before and after) must rise by more than
 MARGIN. Measured with this exact config on 8 simulated devices: seeds 0 / 1 / 2 rose by +0.089 / +0.059 /

@@ -5,10 +5,9 @@ on black, so brighter means more or larger shapes: a direction both the reflecti
 can take, learnt from stage-2 samples only. Measured with the shipped base (eval_srr/gain at step 0 -> step 8,
 this config, 2 shared CPU cores): seed 0: 0.006 -> 0.034 (+0.029), seed 1: 0.006 -> 0.087 (+0.081), seed 2:
 0.047 -> 0.089 (+0.043); the refined reward rose more than the stage-1 reward in each (+0.010 vs -0.019, +0.104
-vs +0.023, +0.045 vs +0.002). (The previous base: +0.094, +0.062, +0.051.) Untrained, the eval is deterministic
-(same keys), so the growth would be exactly 0. MARGIN is half the smallest measured growth (seed 0, the one
-asserted): a broken gradient or reward path gives ~0, and seed-to-seed spread (std 0.026) is why it is not
-higher.
+vs +0.023, +0.045 vs +0.002). Untrained, the eval is deterministic (same keys), so the growth would be exactly
+0. MARGIN is half the smallest measured growth (seed 0, the one asserted): a broken gradient or reward path gives
+~0, and seed-to-seed spread (std 0.026) is why it is not higher.
 ~2.5-5 minutes (mostly compilation), hence slow; tests/test_train_srr.py::test_trainer_runs_srr covers the path.
 """
 import os

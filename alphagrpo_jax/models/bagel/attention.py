@@ -13,7 +13,7 @@ Masked logits use a large finite negative, so fully padded query rows stay finit
 
 `attend` dispatches on a registry (`ATTENTION_IMPLS`): each implementation sees the structured mask, says at
 trace time whether it can compute that call exactly, and otherwise the jnp reference runs (logged). The
-kernel paths live in attention_splash.py (TPU) and attention_gpu.py (cuDNN); see README.md, "Attention kernels".
+kernel paths live in attention_splash.py (TPU) and attention_gpu.py (cuDNN); see docs/attention.md.
 """
 from __future__ import annotations
 
