@@ -28,17 +28,22 @@ _FLAGS = {  # flag -> config key
     "benchmark": "benchmark", "variant": "variant", "data": "data", "release": "release", "workdir": "workdir",
     "out": "out", "judge-endpoint": "judge.endpoint", "judge-model": "judge.model", "gate": "refine.gate",
 }
-for _name in _FLAGS:
-    flags.DEFINE_string(_name, None, f"sets config.{_FLAGS[_name]}")
-flags.DEFINE_integer("step", None, "sets config.step (checkpoint step of --workdir; default the latest)")
-flags.DEFINE_integer("refine", None, "sets config.refine.rounds (Self-Reflective Refinement rounds)")
-flags.DEFINE_boolean("think", None, "sets config.generation.think")
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "eval_base.py")
 log = logging.getLogger("alphagrpo_jax.evaluate")
 
 
+def define_flags() -> None:
+    """The CLI form's flags (defined by the program only: other entry points own --out / --step too)."""
+    for name in _FLAGS:
+        flags.DEFINE_string(name, None, f"sets config.{_FLAGS[name]}")
+    flags.DEFINE_integer("step", None, "sets config.step (checkpoint step of --workdir; default the latest)")
+    flags.DEFINE_integer("refine", None, "sets config.refine.rounds (Self-Reflective Refinement rounds)")
+    flags.DEFINE_boolean("think", None, "sets config.generation.think")
+
+
 def apply_flags(config) -> None:
+    """Sets the config keys of the flags given on the command line (printed: the config above predates them)."""
     f = flags.FLAGS
     values = {key: f[name].value for name, key in _FLAGS.items()}
     values.update({"step": f["step"].value, "refine.rounds": f["refine"].value, "generation.think": f["think"].value})
@@ -48,6 +53,7 @@ def apply_flags(config) -> None:
         node, *rest = key.split(".")
         target = config if not rest else config[node]
         target[rest[0] if rest else node] = value
+        print(f"flag: config.{key} = {value!r}", flush=True)
 
 
 def prepare(config):
@@ -225,5 +231,6 @@ def _main_with_flags(config) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     sys.argv = _default_config(sys.argv)
     cli.run(_main_with_flags)
