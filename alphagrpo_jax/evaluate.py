@@ -21,7 +21,7 @@ import sys
 
 from absl import flags
 
-from alphagrpo_jax import cli
+from alphagrpo_jax import cli, paths
 from alphagrpo_jax.errors import UsageError
 
 _FLAGS = {  # flag -> config key
@@ -91,6 +91,9 @@ def prepare(config):
 
         check_endpoint(config.judge.endpoint, config.judge.model, config.judge.api_key_env or None,
                        key="config.judge.endpoint")
+    for other in (x for x in config.compare.split(",") if x):
+        if not paths.exists(paths.join(other, "scores.json")):
+            raise UsageError(f"config.compare: {other}: no scores.json; expected a finished evaluation's --out folder")
     templates = judge_templates(config)
     return bench, variant, items, templates
 
@@ -138,13 +141,18 @@ def gate_setup(config, bench) -> dict:
     return {"record": record, "reward_fn": reward_fn}
 
 
-def main(config) -> None:
+def process() -> tuple[int, int]:
+    """(this process's index, the number of processes): prompt i is drawn by process i % count."""
     import jax
 
+    return jax.process_index(), jax.process_count()
+
+
+def main(config) -> None:
     from alphagrpo_jax.evaluation import files, model, runner, scoring
 
     bench, variant, items, templates = prepare(config)
-    pi, pc = jax.process_index(), jax.process_count()
+    pi, pc = process()
     mine = items[pi::pc]
     settings = runner.GenerationSettings(**{k: config.generation[k] for k in config.generation.keys()})
     refine = runner.RefineSettings(config.refine.rounds, config.refine.gate, config.refine.threshold,
@@ -208,8 +216,10 @@ def main(config) -> None:
         "judge": {"endpoint": config.judge.endpoint, "model": config.judge.model,
                   "template_sha256": {n: files.sha256_of(t) for n, t in templates.items()}}
         if config.judge.endpoint else None}
-    print(scoring.write(config.out, bench, variant, scores, provenance, caveats,
-                        [rows[it.key] for it in items]))
+    others = [x for x in config.compare.split(",") if x]
+    compare = scoring.compare_runs(others, others, scores) if others else {}
+    print(scoring.write(config.out, bench, variant, scores, provenance, caveats, [rows[it.key] for it in items],
+                        compare))
 
 
 def _default_config(argv: list[str]) -> list[str]:

@@ -23,6 +23,7 @@ def get_config(arg=None):
     c.model_name = "alphagrpo"  # the model folder of TIIF / GEdit layouts
     c.plugins = ("toy",)      # plug-ins whose benchmarks to register (alphagrpo_jax.<name>.benchmark)
     c.limit = 0               # only the first N prompts (0 = all); scores then are not comparable
+    c.compare = ""            # other evaluations' --out folders (comma-separated): report tables side by side
     c.scores_from = ""        # GenEval: its detector's results.jsonl, summarised into scores.json
     c.dtype = ""              # override the release's param/activation dtype, e.g. "float32"
     c.cache_size = 4096       # KV cache slots per sample

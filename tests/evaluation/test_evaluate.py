@@ -35,7 +35,7 @@ def _images(out):
     return {r["key"]: np.asarray(Image.open(r["files"][0])) for r in rows}, rows
 
 
-def test_toy_end_to_end_and_seeds(goldens_dir, tmp_path):
+def test_toy_end_to_end_seeds_and_two_processes(goldens_dir, tmp_path, monkeypatch):
     evaluate.main(_config(goldens_dir, tmp_path / "b2"))   # 3 prompts: a batch of 2 and a padded batch of 1
     images, rows = _images(tmp_path / "b2")
     side = config_lib.from_release_dir(str(goldens_dir)).latent_downsample * 2
@@ -47,18 +47,30 @@ def test_toy_end_to_end_and_seeds(goldens_dir, tmp_path):
     assert scores["scores"]["score"]["all"] == pytest.approx(np.mean([r["score"][0] for r in rows]))
     assert not scores["comparable_to_published"] and "first 3 prompts" in scores["caveats"][0]
     assert "| all |" in (tmp_path / "b2" / "report.md").read_text()
-    # the same prompts one at a time: each image depends on (seed, prompt index, sample index) only
-    evaluate.main(_config(goldens_dir, tmp_path / "b1", **{"generation.batch_size": 1}))
-    alone, _ = _images(tmp_path / "b1")
-    for key, image in images.items():
-        assert np.abs(alone[key].astype(int) - image.astype(int)).max() <= 2, key
+    # The same prompts one at a time, split over 2 processes (process 1 first: process 0 reports once all are
+    # drawn). Each image depends on (seed, prompt index, sample index) only, so the run is the 1-process run.
+    out = tmp_path / "two"
+    for index in (1, 0):
+        monkeypatch.setattr(evaluate, "process", lambda index=index: (index, 2))
+        evaluate.main(_config(goldens_dir, out, **{"generation.batch_size": 1}))
+        assert (out / "scores.json").exists() == (index == 0)
+    by_process = [[json.loads(x) for x in open(out / f"manifest.process{p}.jsonl")] for p in (0, 1)]
+    assert [[r["index"] for r in rows] for rows in by_process] == [[0, 2], [1]]
+    for rows in by_process:
+        for r in rows:
+            image = np.asarray(Image.open(r["files"][0]))
+            assert np.abs(image.astype(int) - images[r["key"]].astype(int)).max() <= 2, r["key"]
+    two = json.load(open(out / "scores.json"))["scores"]["score"]
+    assert two == pytest.approx(scores["scores"]["score"], abs=0.02)
 
 
 def test_refine_reports_first_draw_vs_refined(goldens_dir, tmp_path):
-    evaluate.main(_config(goldens_dir, tmp_path, limit=1, **{"refine.rounds": 1, "refine.threshold": 1.1}))
+    evaluate.main(_config(goldens_dir, tmp_path, limit=1, **{"refine.rounds": 1, "refine.threshold": 1.1,
+                                                            "refine.gate": "dvreward"}))
     (row,) = [json.loads(x) for x in open(tmp_path / "manifest.jsonl")]
     assert row["rounds"] == [1] and len(row["gate_scores"][0]) == 2  # threshold > 1: never satisfied, 1 redraw
-    assert "first_score" in row
+    # the dvreward gate is the toy verifier here: its scores are the recorded scores of the two images
+    assert [row["first_score"][0], row["score"][0]] == pytest.approx(row["gate_scores"][0], abs=1e-5)
     assert "first draw vs refined" in (tmp_path / "report.md").read_text()
 
 
