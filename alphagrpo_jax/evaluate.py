@@ -1,8 +1,8 @@
 """Evaluate a checkpoint on a benchmark, writing the official scorer's layout (docs/evaluation.md).
 
     python -m alphagrpo_jax.evaluate --benchmark toy --release assets/toy_base --out eval/toy_base
-    python -m alphagrpo_jax.evaluate --benchmark geneval --release DIR --data geneval/prompts/evaluation_metadata.jsonl \
-        --out eval/geneval
+    python -m alphagrpo_jax.evaluate --benchmark geneval --release DIR \
+        --data geneval/prompts/evaluation_metadata.jsonl --out eval/geneval
     python -m alphagrpo_jax.evaluate --benchmark tiif --workdir RUN --step 400 --data TIIF-Bench/data --out eval/tiif \
         --judge-endpoint http://judge:8000/v1 --judge-model Qwen/Qwen2.5-VL-72B-Instruct
     python -m alphagrpo_jax.evaluate --config configs/eval_base.py:wise --config.data=... --config.refine.rounds=2
@@ -74,6 +74,13 @@ def prepare(config):
     checks.writable_folder(config.out, "config.out")
     if not config.data and bench.name != "toy":
         raise UsageError(f"config.data: expected the path of {bench.name}'s official prompt files (docs/evaluation.md)")
+    n = config.generation.images_per_prompt
+    if n:
+        most = 4 if bench.name == "dpg" else (None if bench.name == "geneval" else 1)
+        if n < 1 or (most is not None and n > most):
+            raise UsageError(f"config.generation.images_per_prompt: {bench.name}'s layout holds "
+                             f"{'1 to ' + str(most) if most else 'at least 1'} image(s) per prompt, got {n}")
+        bench.images_per_prompt = n  # the layouts name as many files
     items = bench.read(config.data, variant)
     if config.limit:
         items = items[:config.limit]
@@ -82,6 +89,7 @@ def prepare(config):
     for key in ("height", "width", "batch_size", "num_timesteps", "think_tokens"):
         checks.int_at_least(g[key], 2 if key == "num_timesteps" else 1, f"config.generation.{key}")
     checks.one_of(config.refine.gate, ("self", "dvreward", "oracle"), "config.refine.gate")
+    checks.one_of(config.transform, ("", "bagel", "toy"), "config.transform")
     if config.judge.endpoint:
         if not bench.judged:
             raise UsageError(f"config.judge.endpoint: {bench.name} is not scored by a VLM judge here")
@@ -131,10 +139,8 @@ def gate_setup(config, bench) -> dict:
         if r.verifier_endpoint:
             rc.endpoints, rc.model = (r.verifier_endpoint,), r.verifier_model
             rc.weights = {"dvreward": 1.0, "think_format": 0.0}
-        elif bench.name == "toy":
-            import alphagrpo_jax.toy.reward  # noqa: F401  (registers toy_dvreward)
-
-            rc.weights = {"dvreward": 0.0, "think_format": 0.0, "toy_dvreward": 1.0}
+        elif hasattr(bench, "gate_weights"):  # a benchmark with its own in-process verifier (toy)
+            rc.weights = bench.gate_weights()
         else:
             raise UsageError(f"config.refine.verifier_endpoint: the {r.gate} gate needs a DVReward verifier endpoint")
         reward_fn = build_reward_fn(rc)
@@ -166,7 +172,7 @@ def main(config) -> None:
 
         rel, step = model.load(config.release, config.workdir, config.step, config.dtype)
         kw = {}
-        if bench.transform == "toy":
+        if (config.transform or bench.transform) == "toy":
             kw = dict(vae_transform=image_transform.TOY_VAE_TRANSFORM, vit_transform=image_transform.TOY_VIT_TRANSFORM)
         pipe = Pipeline(rel, cache_size=config.cache_size, **kw)
         try:
@@ -204,9 +210,12 @@ def main(config) -> None:
     if config.limit:
         caveats.append(f"only the first {config.limit} prompts")
     if config.judge.endpoint:
-        changed = [n for n in templates if config.judge.templates[n] == ""]
-        if changed:
-            caveats.append(f"judge templates {changed} are this project's wording, not the benchmark's")
+        ours = [n for n in bench.template_names(variant) if config.judge.templates[n] == ""]
+        if ours:
+            caveats.append(f"judge templates {ours} are this project's wording, not the benchmark's")
+    if bench.images_per_prompt != type(bench).images_per_prompt:
+        caveats.append(f"{bench.images_per_prompt} images per prompt instead of the benchmark's "
+                       f"{type(bench).images_per_prompt}")
     if refine.rounds and refine.gate == "oracle":
         caveats.append("refinement gated by the evaluator itself (oracle gate)")
     provenance = {
@@ -214,7 +223,7 @@ def main(config) -> None:
         "generation": settings.__dict__, "refine": refine.__dict__,
         "prompt_set_sha256": files.sha256_of(*[f"{it.key}\t{it.prompt}\n" for it in items]), "data": config.data,
         "judge": {"endpoint": config.judge.endpoint, "model": config.judge.model,
-                  "template_sha256": {n: files.sha256_of(t) for n, t in templates.items()}}
+                  "template_sha256": {n: files.sha256_of(templates[n]) for n in bench.template_names(variant)}}
         if config.judge.endpoint else None}
     others = [x for x in config.compare.split(",") if x]
     compare = scoring.compare_runs(others, others, scores) if others else {}

@@ -25,6 +25,7 @@ def get_config(arg=None):
     c.limit = 0               # only the first N prompts (0 = all); scores then are not comparable
     c.compare = ""            # other evaluations' --out folders (comma-separated): report tables side by side
     c.scores_from = ""        # GenEval: its detector's results.jsonl, summarised into scores.json
+    c.transform = ""          # input-image resize rules: "" = the benchmark's; "bagel" | "toy" (32 px)
     c.dtype = ""              # override the release's param/activation dtype, e.g. "float32"
     c.cache_size = 4096       # KV cache slots per sample
     c.generation = ml_collections.ConfigDict(dict(

@@ -89,6 +89,9 @@ class GEdit(Benchmark):
         files.save_png(src, np.asarray(files.open_image(item.source)))
         files.save_png(edit, images[0])
 
+    def template_names(self, variant):
+        return ("gedit_sc", "gedit_pq")
+
     def judge(self, out, items, rows, variant, model_name, ask, templates):
         reqs = []
         for it, row in zip(items, rows):

@@ -58,6 +58,10 @@ class Benchmark:
     def write(self, out: str, item: Item, images: Sequence[np.ndarray], variant: str, model_name: str) -> None:
         raise NotImplementedError
 
+    def template_names(self, variant: str) -> tuple[str, ...]:
+        """The judge templates (evaluation/templates.py) this benchmark's judge uses."""
+        return ()
+
     def judge(self, out: str, items: Sequence[Item], rows: Sequence[dict], variant: str, model_name: str,
               ask: Callable, templates: dict[str, str]) -> list[dict]:
         """Per-item score rows (each with `key`, `dimension` and the scores), in `items` order."""

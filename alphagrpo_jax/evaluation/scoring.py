@@ -64,7 +64,8 @@ def write(out: str, bench: Benchmark, variant: str, scores: dict, provenance: di
     if first and final:
         lines += ["## first draw vs refined", "", "| dimension | first draw | refined | change |",
                   "| --- | ---: | ---: | ---: |"]
-        lines += [f"| {d} | {first[d]:.4f} | {final[d]:.4f} | {final[d] - first[d]:+.4f} |" for d in final if d in first]
+        lines += [f"| {d} | {first[d]:.4f} | {final[d]:.4f} | {final[d] - first[d]:+.4f} |"
+                  for d in final if d in first]
         lines.append("")
     for name, table in compare.items():
         lines += [f"## runs side by side: {name}", "", "| dimension | " + " | ".join(table) + " |",

@@ -93,6 +93,9 @@ class TIIF(Benchmark):
     def write(self, out, item, images, variant, model_name):
         files.save_png(self.outputs(out, item, variant, model_name)[0], images[0])
 
+    def template_names(self, variant):
+        return ("tiif_yes_no",)
+
     def judge(self, out, items, rows, variant, model_name, ask, templates):
         missing = [it.key for it in items if "questions" not in it.meta]
         if missing:

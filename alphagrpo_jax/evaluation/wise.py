@@ -67,6 +67,9 @@ class WISE(Benchmark):
     def write(self, out, item, images, variant, model_name):
         files.save_png(self.outputs(out, item, variant, model_name)[0], images[0])
 
+    def template_names(self, variant):
+        return ("wise_legacy",) if variant.startswith("legacy") else ("wise_verified",)
+
     def judge(self, out, items, rows, variant, model_name, ask, templates):
         legacy = variant.startswith("legacy")
         template = templates["wise_legacy" if legacy else "wise_verified"]

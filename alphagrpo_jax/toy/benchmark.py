@@ -70,6 +70,13 @@ class Toy(Benchmark):
     def record(item: Item):
         return record(item.prompt)
 
+    @staticmethod
+    def gate_weights() -> dict[str, float]:
+        """Reward weights of the dvreward/oracle refinement gates: the exact toy verifier in process."""
+        import alphagrpo_jax.toy.reward  # noqa: F401  (registers toy_dvreward)
+
+        return {"dvreward": 0.0, "think_format": 0.0, "toy_dvreward": 1.0}
+
 
 def _field(text: str, name: str) -> str | None:
     m = re.search(rf"^{name}:\s*(.+)$", text, re.M)

@@ -74,6 +74,27 @@ def test_refine_reports_first_draw_vs_refined(goldens_dir, tmp_path):
     assert "first draw vs refined" in (tmp_path / "report.md").read_text()
 
 
+def test_gedit_editing_and_judge_end_to_end(goldens_dir, tmp_path):
+    """Editing from the dataset's source images, batched by input size, then judged through the toy server."""
+    from alphagrpo_jax.toy import serve
+    from tests.evaluation import fixtures
+
+    with serve.make_server(model="toy-judge") as server:
+        c = _config(goldens_dir, tmp_path / "out", benchmark="gedit", data=str(fixtures.gedit(tmp_path)),
+                    transform="toy", limit=0, **{"judge.endpoint": server.url, "judge.model": "toy-judge",
+                                                  "judge.api_key_env": ""})
+        evaluate.main(c)
+    rows = [json.loads(x) for x in open(tmp_path / "out" / "manifest.jsonl")]
+    assert [r["key"] for r in rows] == ["color_alter/en/k0", "subject-add/en/k1", "color_alter/cn/k2"]
+    for r in rows:
+        edit, src = r["files"]
+        assert src == edit[:-len(".png")] + "_SRCIMG.png" and os.path.exists(edit)
+    scores = json.load(open(tmp_path / "out" / "scores.json"))
+    assert set(scores["scores"]["judge"]) >= {"en/overall", "cn/overall", "color_alter/en/semantics"}
+    assert scores["provenance"]["judge"]["model"] == "toy-judge"
+    assert any("this project's wording" in c for c in scores["caveats"])
+
+
 def _cli(*args, **kw):
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.Popen([sys.executable, "-m", "alphagrpo_jax.evaluate", *args], cwd=REPO, env=env,
