@@ -119,15 +119,24 @@ def judge_templates(config) -> dict[str, str]:
     return out
 
 
-def gate_setup(config, bench) -> dict:
+def gate_setup(config, bench, items) -> dict:
     """What refinement's gate needs: each item's question set and (dvreward/oracle) the reward function."""
     r = config.refine
     if hasattr(bench, "record"):
         record = bench.record
     elif r.records:
-        from alphagrpo_jax.reward.records import read_records
+        from alphagrpo_jax import checks
+        from alphagrpo_jax.reward.records import RecordError, read_records
 
-        by_prompt = {rec.prompt: rec for rec in read_records(r.records)}
+        checks.existing_file(r.records, "config.refine.records")
+        try:
+            by_prompt = {rec.prompt: rec for rec in read_records(r.records)}
+        except RecordError as e:
+            raise UsageError(f"config.refine.records: {e}") from None
+        missing = [it.prompt for it in items if it.prompt not in by_prompt]
+        if missing:
+            raise UsageError(f"config.refine.records: {r.records}: no question set for prompt {missing[0]!r} "
+                             f"({len(missing)} prompt(s) without one)")
         record = lambda item: by_prompt[item.prompt]  # noqa: E731
     else:
         raise UsageError("config.refine.records: refinement needs each prompt's question set (DVReward records JSONL)")
@@ -156,8 +165,10 @@ def process() -> tuple[int, int]:
 
 def main(config) -> None:
     from alphagrpo_jax.evaluation import files, model, runner, scoring
+    from alphagrpo_jax.parallel import distributed
 
     bench, variant, items, templates = prepare(config)
+    distributed.maybe_initialize()  # as train does: a multi-process job's runtime (single process: nothing)
     pi, pc = process()
     mine = items[pi::pc]
     settings = runner.GenerationSettings(**{k: config.generation[k] for k in config.generation.keys()})
@@ -166,7 +177,7 @@ def main(config) -> None:
     manifest = runner.open_manifest(bench, config.out, variant, config.model_name, pi, pc)
     step = None
     if any(it.key not in manifest for it in mine):
-        gate = gate_setup(config, bench) if refine.rounds else None
+        gate = gate_setup(config, bench, mine) if refine.rounds else None
         from alphagrpo_jax.models.bagel import image_transform
         from alphagrpo_jax.sampling.pipeline import Pipeline
 

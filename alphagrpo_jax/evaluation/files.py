@@ -84,14 +84,15 @@ def save_png(path: str, image: np.ndarray) -> None:
     paths.save_image(path, Image.fromarray(np.asarray(image, np.uint8)))
 
 
-def grid(images: Sequence[np.ndarray], cols: int) -> np.ndarray:
-    """Images [H, W, 3] of one size tiled row-major, `cols` per row (missing cells black)."""
+def grid(images: Sequence[np.ndarray], cols: int, gap: int = 0) -> np.ndarray:
+    """Images [H, W, 3] of one size tiled row-major, `cols` per row (missing cells black), `gap` grey pixels
+    between cells."""
     h, w, c = images[0].shape
     rows = -(-len(images) // cols)
-    out = np.zeros((rows * h, cols * w, c), np.uint8)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, c), 128 if gap else 0, np.uint8)
     for i, im in enumerate(images):
         r, k = divmod(i, cols)
-        out[r * h:(r + 1) * h, k * w:(k + 1) * w] = im
+        out[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = im
     return out
 
 

@@ -26,13 +26,19 @@ def check_source(release: str, workdir: str, step: int) -> str:
 
 
 def load(release: str, workdir: str, step: int, dtype: str = ""):
-    """(Release, step or None): the release's weights, or `workdir`'s checkpoint `step` (-1 = latest) merged."""
+    """(Release, step or None): the release's weights, or `workdir`'s checkpoint `step` (-1 = latest) merged.
+    The model lives on this process's devices only: each process of a multi-process evaluation draws its own
+    prompts with its own copy (a run's checkpoint is read as the run's mesh has it: export it first to evaluate
+    on more processes than the run had)."""
+    import jax
+
     from alphagrpo_jax.models.bagel import release as release_lib
     from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 
     overrides = dict(param_dtype=dtype, dtype=dtype) if dtype else {}
     if release:
-        return release_lib.load_release(release, mesh_lib.make_mesh({"fsdp": -1}), **overrides), None
+        mesh = mesh_lib.make_mesh({"fsdp": -1}, devices=jax.local_devices())
+        return release_lib.load_release(release, mesh, **overrides), None
     from alphagrpo_jax import run_config
     from alphagrpo_jax.rl import lora
     from alphagrpo_jax.train import build, restore_checkpoint  # the trainer's checkpoint code (moving to a library)

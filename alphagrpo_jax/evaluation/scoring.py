@@ -137,5 +137,5 @@ def _sample_grid(out: str, rows: Sequence[dict], count: int = 16, cell: int = 12
         with paths.open(r["files"][0], "rb") as f:
             images.append(np.asarray(Image.open(f).convert("RGB").resize((cell, cell))))
     if images:
-        save_png(paths.join(out, "samples.png"), grid(images, 4))
+        save_png(paths.join(out, "samples.png"), grid(images, 4, gap=4))
     return shown
