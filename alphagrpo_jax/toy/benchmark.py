@@ -1,6 +1,6 @@
 """The toy benchmark (the evaluation harness's embedded default) and the toy judge.
 
-`toy`: the toy world's held-out prompts (toy/prompts.py `prompt_set`, 8 per category; variant "train" for
+`toy`: the toy world's held-out prompts (toy/prompts.py `prompt_set`, 16 per category; variant "train" for
 training prompts), drawn at 32 px and scored by the exact toy verifier (DVReward of the prompt's exact question
 set), per category. Images: `<out>/<category>/<index:04d>.png`. Importing this module registers it.
 
@@ -20,7 +20,7 @@ from alphagrpo_jax.evaluation import files
 from alphagrpo_jax.evaluation.registry import Benchmark, Item, register
 from alphagrpo_jax.toy import prompts as toy_prompts, verifier
 
-PER_CATEGORY = 8
+PER_CATEGORY = 16  # as configs/toy_sft.py's eval
 
 
 def record(prompt: str):
