@@ -119,41 +119,62 @@ def judge_templates(config) -> dict[str, str]:
     return out
 
 
-def gate_setup(config, bench, items) -> dict:
-    """What refinement's gate needs: each item's question set and (dvreward/oracle) the reward function."""
-    r = config.refine
+def question_sets(config, bench, items):
+    """item -> its DVReward question set: the benchmark's own (toy) or config.records' (checked to cover every
+    item, before any model loads)."""
     if hasattr(bench, "record"):
-        record = bench.record
-    elif r.records:
-        from alphagrpo_jax import checks
-        from alphagrpo_jax.reward.records import RecordError, read_records
+        return bench.record
+    if not config.records:
+        raise UsageError("config.records: refinement gates and the DVReward score need each prompt's question set "
+                         "(DVReward records JSONL, `python -m alphagrpo_jax.reward.decompose`)")
+    from alphagrpo_jax import checks
+    from alphagrpo_jax.reward.records import RecordError, read_records
 
-        checks.existing_file(r.records, "config.refine.records")
-        try:
-            by_prompt = {rec.prompt: rec for rec in read_records(r.records)}
-        except RecordError as e:
-            raise UsageError(f"config.refine.records: {e}") from None
-        missing = [it.prompt for it in items if it.prompt not in by_prompt]
-        if missing:
-            raise UsageError(f"config.refine.records: {r.records}: no question set for prompt {missing[0]!r} "
-                             f"({len(missing)} prompt(s) without one)")
-        record = lambda item: by_prompt[item.prompt]  # noqa: E731
+    checks.existing_file(config.records, "config.records")
+    try:
+        by_prompt = {rec.prompt: rec for rec in read_records(config.records)}
+    except RecordError as e:
+        raise UsageError(f"config.records: {e}") from None
+    missing = [it.prompt for it in items if it.prompt not in by_prompt]
+    if missing:
+        raise UsageError(f"config.records: {config.records}: no question set for prompt {missing[0]!r} "
+                         f"({len(missing)} prompt(s) without one)")
+    return lambda item: by_prompt[item.prompt]
+
+
+def reward_fn(endpoint: str, model: str, api_key_env: str, bench, image_format: str = "jpeg"):
+    """A DVReward function: through `endpoint`, or (none given) the benchmark's in-process verifier (toy)."""
+    from alphagrpo_jax.reward.service import build_reward_fn, reward_config
+
+    rc = reward_config()
+    if endpoint:
+        rc.endpoints, rc.model, rc.api_key_env, rc.image_format = (endpoint,), model, api_key_env, image_format
+        rc.weights = {"dvreward": 1.0, "think_format": 0.0}
+    elif hasattr(bench, "gate_weights"):
+        rc.weights = bench.gate_weights()
     else:
-        raise UsageError("config.refine.records: refinement needs each prompt's question set (DVReward records JSONL)")
-    reward_fn = None
-    if r.gate in ("dvreward", "oracle"):
-        from alphagrpo_jax.reward.service import build_reward_fn, reward_config
+        raise UsageError("config.refine.verifier_endpoint: the dvreward and oracle gates need a DVReward verifier")
+    return build_reward_fn(rc)
 
-        rc = reward_config()
-        if r.verifier_endpoint:
-            rc.endpoints, rc.model = (r.verifier_endpoint,), r.verifier_model
-            rc.weights = {"dvreward": 1.0, "think_format": 0.0}
-        elif hasattr(bench, "gate_weights"):  # a benchmark with its own in-process verifier (toy)
-            rc.weights = bench.gate_weights()
-        else:
-            raise UsageError(f"config.refine.verifier_endpoint: the {r.gate} gate needs a DVReward verifier endpoint")
-        reward_fn = build_reward_fn(rc)
-    return {"record": record, "reward_fn": reward_fn}
+
+def scorers(config, bench, items) -> tuple:
+    """(score(item, image) or None, refinement gate {record, reward_fn} or None, what to close when done),
+    checked before any model loads. The score: the benchmark's own (toy: the exact verifier) or DVReward
+    through config.dvreward."""
+    score, gate, closers = getattr(bench, "score", None), None, []
+    if score is None and config.dvreward.endpoint:
+        record = question_sets(config, bench, items)
+        d = config.dvreward
+        fn = reward_fn(d.endpoint, d.model, d.api_key_env, bench, d.image_format)
+        closers.append(fn)
+        score = lambda item, image: float(fn([image], [item.prompt], [record(item)]).rewards[0])  # noqa: E731
+    if config.refine.rounds:
+        r = config.refine
+        gate = {"record": question_sets(config, bench, items), "reward_fn": None}
+        if r.gate in ("dvreward", "oracle"):
+            gate["reward_fn"] = reward_fn(r.verifier_endpoint, r.verifier_model, "OPENAI_API_KEY", bench)
+            closers.append(gate["reward_fn"])
+    return score, gate, closers
 
 
 def process() -> tuple[int, int]:
@@ -177,7 +198,7 @@ def main(config) -> None:
     manifest = runner.open_manifest(bench, config.out, variant, config.model_name, pi, pc)
     step = None
     if any(it.key not in manifest for it in mine):
-        gate = gate_setup(config, bench, mine) if refine.rounds else None
+        score, gate, closers = scorers(config, bench, mine)
         from alphagrpo_jax.models.bagel import image_transform
         from alphagrpo_jax.sampling.pipeline import Pipeline
 
@@ -188,10 +209,10 @@ def main(config) -> None:
         pipe = Pipeline(rel, cache_size=config.cache_size, **kw)
         try:
             runner.generate(bench, mine, pipe, settings, config.out, variant, config.model_name, manifest,
-                            score=getattr(bench, "score", None), refine=refine, gate=gate)
+                            score=score, refine=refine, gate=gate)
         finally:
-            if gate and gate["reward_fn"] is not None:
-                gate["reward_fn"].close()
+            for fn in closers:
+                fn.close()
     if pi != 0:
         return
     rows = {}
@@ -203,7 +224,8 @@ def main(config) -> None:
         return
     scores = {}
     if "score" in next(iter(rows.values()), {}):
-        scores["refined" if refine.rounds else "score"] = scoring.per_dimension(list(rows.values()), "score")
+        label = "dvreward" if config.dvreward.endpoint and not hasattr(bench, "score") else "score"
+        scores["refined" if refine.rounds else label] = scoring.per_dimension(list(rows.values()), "score")
         if refine.rounds:
             scores["first draw"] = scoring.per_dimension(list(rows.values()), "first_score")
     if config.judge.endpoint:

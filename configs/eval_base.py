@@ -32,8 +32,12 @@ def get_config(arg=None):
         height=512, width=512, images_per_prompt=0, num_timesteps=50, cfg_text=4.0, cfg_img=0.0,
         cfg_interval=(0.4, 1.0), shift=3.0, think=False, think_tokens=1024, think_temperature=0.3, batch_size=4,
         seed=0))
+    c.records = ""            # DVReward question sets of the prompts (JSONL, matched by prompt text): for refinement
+    #                           gates and the DVReward score (the toy benchmark derives its own)
+    c.dvreward = ml_collections.ConfigDict(dict(  # DVReward as a score for any benchmark (endpoint "" = off)
+        endpoint="", model="Qwen/Qwen3-VL-30B-A3B-Instruct", api_key_env="OPENAI_API_KEY", image_format="jpeg"))
     c.refine = ml_collections.ConfigDict(dict(
-        rounds=0, gate="self", threshold=0.9, reflection="", records="", verifier_endpoint="",
+        rounds=0, gate="self", threshold=0.9, reflection="", verifier_endpoint="",
         verifier_model="Qwen/Qwen3-VL-30B-A3B-Instruct"))
     c.judge = ml_collections.ConfigDict(dict(
         endpoint="", model="", api_key_env="OPENAI_API_KEY", concurrency=8, max_retries=5, timeout_s=300.0,

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import runpy
 
 import pytest
 
@@ -148,3 +149,34 @@ def test_records_drop_torn_line_and_missing_files(tmp_path):
     with pytest.raises(ValueError, match="recorded twice"):
         rec.add({"key": "b"})
     assert [json.loads(x)["key"] for x in path.read_text().splitlines()] == ["a", "b"]
+
+
+def test_dvreward_score_for_any_benchmark(tmp_path):
+    """DVReward through an endpoint (the toy server) as the score of a GenEval run: the same as the toy
+    verifier in process; question sets from config.records, checked to cover every prompt."""
+    from alphagrpo_jax import evaluate
+    from alphagrpo_jax.errors import UsageError
+    from alphagrpo_jax.reward.records import write_records
+    from alphagrpo_jax.toy.reward import score_image
+    from tests.evaluation.test_evaluate import REPO
+
+    bench = registry.get("geneval")
+    items = bench.read(str(fixtures.geneval(tmp_path)), "")
+    records = tmp_path / "questions.jsonl"
+    write_records(str(records), [serve.toy_decomposer(it.prompt) for it in items[:-1]])
+    c = runpy.run_path(os.path.join(REPO, "configs", "eval_base.py"))["get_config"]("geneval")
+    with serve.make_server(model="toy-verifier") as server:
+        c.dvreward.update(dict(endpoint=server.url, model="toy-verifier", api_key_env="", image_format="png"))
+        c.records = str(records)
+        with pytest.raises(UsageError, match=r"no question set for prompt 'a yellow circle and a red square'"):
+            evaluate.scorers(c, bench, items)
+        score, gate, closers = evaluate.scorers(c, bench, items[:-1])
+        try:
+            for it in items[:-1]:
+                image = fixtures.toy_image(it.prompt, seed=3)
+                want = score_image(serve.toy_decomposer(it.prompt), image).overall
+                assert score(it, image) == pytest.approx(want, abs=1e-3)
+        finally:
+            for fn in closers:
+                fn.close()
+    assert gate is None
