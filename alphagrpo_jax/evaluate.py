@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a benchmark, writing the official scorer's layout (docs/evaluation.md).
+r"""Evaluate a checkpoint on a benchmark, writing the official scorer's layout (docs/evaluation.md).
 
     python -m alphagrpo_jax.evaluate --benchmark toy --release assets/toy_base --out eval/toy_base
     python -m alphagrpo_jax.evaluate --benchmark geneval --release DIR \
