@@ -57,7 +57,7 @@ def apply_flags(config) -> None:
 
 
 def prepare(config):
-    """Everything checked before any model loads: (benchmark, variant, items of this process, all items)."""
+    """Everything checked before any model loads: (benchmark, variant, its items, judge templates)."""
     from alphagrpo_jax.evaluation import model, registry
 
     for plugin in config.plugins:
@@ -72,11 +72,11 @@ def prepare(config):
     from alphagrpo_jax import checks
 
     checks.writable_folder(config.out, "config.out")
-    if not config.data and bench.name != "toy":
+    if not config.data and bench.needs_data:
         raise UsageError(f"config.data: expected the path of {bench.name}'s official prompt files (docs/evaluation.md)")
     n = config.generation.images_per_prompt
     if n:
-        most = 4 if bench.name == "dpg" else (None if bench.name == "geneval" else 1)
+        most = bench.max_images_per_prompt
         if n < 1 or (most is not None and n > most):
             raise UsageError(f"config.generation.images_per_prompt: {bench.name}'s layout holds "
                              f"{'1 to ' + str(most) if most else 'at least 1'} image(s) per prompt, got {n}")
@@ -195,7 +195,7 @@ def main(config) -> None:
     settings = runner.GenerationSettings(**{k: config.generation[k] for k in config.generation.keys()})
     refine = runner.RefineSettings(config.refine.rounds, config.refine.gate, config.refine.threshold,
                                    config.refine.reflection)
-    manifest = runner.open_manifest(bench, config.out, variant, config.model_name, pi, pc)
+    manifest = runner.open_manifest(config.out, pi, pc)
     step = None
     if any(it.key not in manifest for it in mine):
         score, gate, closers = scorers(config, bench, mine)
@@ -217,7 +217,7 @@ def main(config) -> None:
         return
     rows = {}
     for p in range(pc):
-        rows.update(runner.open_manifest(bench, config.out, variant, config.model_name, p, pc).rows)
+        rows.update(runner.open_manifest(config.out, p, pc).rows)
     if len(rows) < len(items):
         log.warning("%d of %d prompts drawn so far (other processes still running?); no report yet",
                     len(rows), len(items))

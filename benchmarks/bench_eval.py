@@ -32,11 +32,11 @@ def images_per_second(pipe, items, settings) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as out:
         warm = items[:settings.batch_size]
         t0 = time.perf_counter()
-        runner.generate(bench, warm, pipe, settings, out, "eval", "m", runner.open_manifest(bench, out, "eval", "m"))
+        runner.generate(bench, warm, pipe, settings, out, "eval", "m", runner.open_manifest(out))
         first = time.perf_counter() - t0
         rest = items[settings.batch_size:]
         t0 = time.perf_counter()
-        runner.generate(bench, rest, pipe, settings, out, "eval", "m", runner.open_manifest(bench, out, "eval", "m"))
+        runner.generate(bench, rest, pipe, settings, out, "eval", "m", runner.open_manifest(out))
         return first, len(rest) / (time.perf_counter() - t0)
 
 

@@ -24,6 +24,7 @@ def _natural(name: str):
 @register("dpg")
 class DPG(Benchmark):
     images_per_prompt = 4
+    max_images_per_prompt = 4  # the cells of the 2x2 grid
 
     def read(self, data, variant):
         folder = files.need_folder(paths.join(data, "prompts"), "DPG-Bench's dpg_bench folder with prompts/*.txt")

@@ -24,6 +24,7 @@ TASKS = ("single_object", "two_object", "counting", "colors", "position", "color
 @register("geneval")
 class GenEval(Benchmark):
     images_per_prompt = 4
+    max_images_per_prompt = None
 
     def read(self, data: str, variant: str) -> list[Item]:
         files.need_file(data, "GenEval's prompts/evaluation_metadata.jsonl (or a rewritten file in its format)")

@@ -37,6 +37,8 @@ class Benchmark:
     `read`, `outputs`, `write`; judge benchmarks also `judge` and `aggregate`."""
     name = ""
     images_per_prompt = 1
+    max_images_per_prompt: int | None = 1  # what the layout can hold (None: any number)
+    needs_data = True       # reads the user's copy of the official prompt files (config.data)
     variants: tuple[str, ...] = ("",)
     editing = False
     judged = False          # scores through a VLM judge endpoint

@@ -52,8 +52,8 @@ def manifest_path(out: str, process_index: int = 0, process_count: int = 1) -> s
     return paths.join(out, name)
 
 
-def open_manifest(bench: Benchmark, out: str, variant: str, model_name: str, process_index: int = 0,
-                  process_count: int = 1) -> Records:
+def open_manifest(out: str, process_index: int = 0, process_count: int = 1) -> Records:
+    """This process's manifest, without rows whose files are gone (those prompts are drawn again)."""
     return Records(manifest_path(out, process_index, process_count),
                    keep=lambda row: all(paths.exists(f) for f in row.get("files", [])) and bool(row.get("files")))
 

@@ -33,6 +33,7 @@ def record(prompt: str):
 class Toy(Benchmark):
     variants = ("eval", "train")
     transform = "toy"
+    needs_data = False
 
     def read(self, data, variant):
         if data:  # a prompt file of the toy world (python -m alphagrpo_jax.toy.data): DVReward records
