@@ -180,3 +180,20 @@ def test_dvreward_score_for_any_benchmark(tmp_path):
             for fn in closers:
                 fn.close()
     assert gate is None
+
+
+def test_official_openai_client_gets_the_same_judge_answer(tmp_path, toy_judge):
+    """The judge protocol is OpenAI's: the official `openai` client sends our judge request to the toy server
+    and reads the answer our Judge reads."""
+    import openai
+
+    from alphagrpo_jax.evaluation.judge import Request
+
+    image = fixtures.png(fixtures.toy_image("two blue squares"))
+    text = TEMPLATES["tiif_yes_no"].replace("{questions}", "Are there exactly two blue squares?\nIs there a red circle?")
+    req = Request([image], text, lambda t: tiif.parse_yes_no(t, 2))
+    ours = toy_judge.ask([req])[0]
+    client = openai.OpenAI(base_url=toy_judge.settings.endpoints[0], api_key="unused")
+    done = client.chat.completions.create(model="toy-judge", **toy_judge.payload(req))
+    assert done.choices[0].message.content == ours[0]
+    assert tiif.parse_yes_no(done.choices[0].message.content, 2) == ours[1] == ["yes", "no"]
