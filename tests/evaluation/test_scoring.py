@@ -190,7 +190,8 @@ def test_official_openai_client_gets_the_same_judge_answer(tmp_path, toy_judge):
     from alphagrpo_jax.evaluation.judge import Request
 
     image = fixtures.png(fixtures.toy_image("two blue squares"))
-    text = TEMPLATES["tiif_yes_no"].replace("{questions}", "Are there exactly two blue squares?\nIs there a red circle?")
+    questions = "Are there exactly two blue squares?\nIs there a red circle?"
+    text = TEMPLATES["tiif_yes_no"].replace("{questions}", questions)
     req = Request([image], text, lambda t: tiif.parse_yes_no(t, 2))
     ours = toy_judge.ask([req])[0]
     client = openai.OpenAI(base_url=toy_judge.settings.endpoints[0], api_key="unused")
