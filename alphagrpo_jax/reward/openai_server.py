@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 AnswerFn = Callable[[str, Image.Image], float]
 ChatFn = Callable[[list[dict[str, Any]]], str]
+JudgeFn = Callable[[str, list[Image.Image]], "str | None"]
 
 
 def _split_user_content(messages: list[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -71,8 +72,9 @@ class OpenAIServer:
     def __init__(self, answer: AnswerFn | None = None, chat: ChatFn | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, model: str = "test-model", latency_s: float = 0.0, fault_delay_s: float = 0.05,
                  hang_s: float = 5.0, yes_tokens: Sequence[str] = (" Yes",), no_tokens: Sequence[str] = (" No",),
-                 api_key: str | None = None, echo_pad: int = 0):
+                 api_key: str | None = None, echo_pad: int = 0, judge: JudgeFn | None = None):
         self.answer, self.chat, self.api_key, self.echo_pad = answer, chat, api_key, echo_pad
+        self.judge = judge  # vision requests it answers (text, or None to fall through to `answer`)
         self.host, self.port, self.model = host, port, model
         self.latency_s, self.fault_delay_s, self.hang_s = latency_s, fault_delay_s, hang_s
         self.yes_tokens, self.no_tokens = tuple(yes_tokens), tuple(no_tokens)
@@ -119,6 +121,10 @@ class OpenAIServer:
     # --- HTTP -----------------------------------------------------------------------------------------
     def _answer(self, body: dict[str, Any], fault: str | None) -> tuple[str, dict[str, Any]]:
         text, urls = _split_user_content(body.get("messages") or [])
+        if urls and self.judge is not None:
+            verdict = self.judge(text, [decode_data_uri(u) for u in urls])
+            if verdict is not None:
+                return text, chat_completion(verdict, self.model)
         if urls:
             if self.answer is None:
                 raise ValueError("this server has no vision handler")

@@ -97,19 +97,25 @@ class Pipeline:
                             num_timesteps: int = 50, cfg_text: float = 4.0, cfg_img: float = 1.0,
                             cfg_interval: tuple[float, float] = (0.4, 1.0), renorm_type: str = "global",
                             renorm_min: float = 0.0, shift: float = 3.0, seed: int = 0,
-                            think_sampler: text_lib.TextSamplerConfig | None = None, on_step=None
-                            ) -> list[Generation]:
+                            think_sampler: text_lib.TextSamplerConfig | None = None, on_step=None,
+                            row_seeds: Sequence[int] | None = None) -> list[Generation]:
         """Images from explicit per-sample item lists: the conditional context and the CFG branches' contexts
-        (BAGEL's text- and image-unconditional ones); with `think`, a text segment is decoded first."""
+        (BAGEL's text- and image-unconditional ones); with `think`, a text segment is decoded first.
+        `row_seeds` (one int per row, instead of `seed`): row i's noise and think sampling are those of a one-row
+        call with seed=row_seeds[i], whatever else is in the batch."""
         n = len(cond)
-        key = jax.random.key(seed)
+        key = jax.random.key(seed if row_seeds is None else row_seeds[0])
         k_ctx, k_think, k_noise, k_sde = jax.random.split(key, 4)
+        row_keys = None if row_seeds is None else jax.vmap(lambda s: jax.random.split(jax.random.key(s), 4))(
+            jnp.asarray(row_seeds, jnp.uint32))  # [n, 4]: each row's (ctx, think, noise, sde) keys
         cfgc = CFGConfig(cfg_text, cfg_img, tuple(cfg_interval), renorm_type, renorm_min)
         ctx = self.build(cond, k_ctx)
         think_out = None
         if think:
             tcfg = think_sampler or text_lib.TextSamplerConfig(max_new_tokens=1024, temperature=0.3)
-            ctx, think_out = text_lib.decode(self.release.model, ctx, jax.random.split(k_think, n), tcfg)
+            keys = jax.random.split(k_think, n) if row_keys is None else \
+                jax.vmap(lambda k: jax.random.split(k, 1)[0])(row_keys[:, 1])
+            ctx, think_out = text_lib.decode(self.release.model, ctx, keys, tcfg)
         branches = image_lib.Branches(
             ctx, self.build(text_unc, k_ctx) if cfgc.uses_text_branch else None,
             self.build(img_unc, k_ctx) if cfgc.uses_img_branch else None)
@@ -117,7 +123,10 @@ class Pipeline:
         gh, gw = height // c.latent_downsample, width // c.latent_downsample
         if gh * c.latent_downsample != height or gw * c.latent_downsample != width:
             raise ValueError(f"image size {height}x{width} must be a multiple of {c.latent_downsample}")
-        x = jax.random.normal(k_noise, (n, gh * gw, c.patch_latent_dim), jnp.float32)
+        if row_keys is None:
+            x = jax.random.normal(k_noise, (n, gh * gw, c.patch_latent_dim), jnp.float32)
+        else:
+            x = jax.vmap(lambda k: jax.random.normal(k, (gh * gw, c.patch_latent_dim), jnp.float32))(row_keys[:, 2])
         pos = image_lib.grid_positions(gh, gw, c.max_latent_size, n)
         scfg = image_lib.ImageSamplerConfig(num_timesteps=num_timesteps, shift=shift, cfg=cfgc)
         out = image_lib.sample(self.release.model, branches, x, pos, k_sde, jnp.int32(0), scfg, on_step=on_step)

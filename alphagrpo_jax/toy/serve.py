@@ -5,7 +5,8 @@
 Vision requests (image + yes/no question) are answered by the programmatic verifier with top-logprobs for
 " Yes"/" No" carrying its calibrated P(yes); text requests of the decomposition conversation
 (`python -m alphagrpo_jax.reward.decompose`) are answered from the exact toy decomposer. So the real DVReward
-client and decomposition pipeline run against it unchanged.
+client and decomposition pipeline run against it unchanged. Requests in the evaluation harness's judge
+templates (TIIF yes/no lists, WISE ratings, GEdit scores) are answered by toy/benchmark.py's `judge_answer`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from alphagrpo_jax.reward.openai_server import OpenAIServer
 from alphagrpo_jax.reward.scripted import decomposer_chat
 from alphagrpo_jax.toy import verifier
+from alphagrpo_jax.toy.benchmark import judge_answer
 from alphagrpo_jax.toy.decompose import decompose_text
 
 MODEL = "toy-verifier"  # the model name the server reports
@@ -23,7 +25,7 @@ MODEL = "toy-verifier"  # the model name the server reports
 def make_server(host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
                 model: str = MODEL) -> OpenAIServer:
     return OpenAIServer(answer=verifier.answer, chat=decomposer_chat(decompose_text), host=host, port=port,
-                        model=model, latency_s=latency_s)
+                        model=model, latency_s=latency_s, judge=judge_answer)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
