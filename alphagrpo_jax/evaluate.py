@@ -14,7 +14,6 @@ process_count-th prompt and process 0 writes the report once all manifests are c
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -22,6 +21,7 @@ import sys
 from absl import flags
 
 from alphagrpo_jax import cli, paths
+from alphagrpo_jax import plugins
 from alphagrpo_jax.errors import UsageError
 
 _FLAGS = {  # flag -> config key
@@ -60,11 +60,7 @@ def prepare(config):
     """Everything checked before any model loads: (benchmark, variant, its items, judge templates)."""
     from alphagrpo_jax.evaluation import model, registry
 
-    for plugin in config.plugins:
-        try:
-            importlib.import_module(f"alphagrpo_jax.{plugin}.benchmark")
-        except ModuleNotFoundError:
-            raise UsageError(f"config.plugins: no plug-in {plugin!r} (alphagrpo_jax.{plugin}.benchmark)") from None
+    plugins.load(config)  # the toy benchmark comes with the toy plug-in
     bench = registry.get(config.benchmark)
     variant = bench.check_variant(config.variant)
     if not config.out:

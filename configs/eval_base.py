@@ -21,7 +21,7 @@ def get_config(arg=None):
     c.step = -1               # checkpoint step (-1: the latest)
     c.out = ""                # output folder (local or gs://)
     c.model_name = "alphagrpo"  # the model folder of TIIF / GEdit layouts
-    c.plugins = ("toy",)      # plug-ins whose benchmarks to register (alphagrpo_jax.<name>.benchmark)
+    c.plugins = ()            # plug-in modules to import (the toy benchmark: "alphagrpo_jax.toy.plugin")
     c.limit = 0               # only the first N prompts (0 = all); scores then are not comparable
     c.compare = ""            # other evaluations' --out folders (comma-separated): report tables side by side
     c.scores_from = ""        # GenEval: its detector's results.jsonl, summarised into scores.json
@@ -45,6 +45,7 @@ def get_config(arg=None):
         templates=ml_collections.ConfigDict({k: "" for k in ("tiif_yes_no", "wise_legacy", "wise_verified",
                                                                "gedit_sc", "gedit_pq")})))
     if c.benchmark == "toy":  # the toy world: 32 px, the toy base's sampling settings (configs/toy_sft.py eval)
+        c.plugins = ("alphagrpo_jax.toy.plugin",)
         c.generation.update(dict(height=32, width=32, num_timesteps=25, cfg_text=2.0, think_tokens=64, batch_size=8))
         c.cache_size = 256
     return c

@@ -41,7 +41,7 @@ def load(release: str, workdir: str, step: int, dtype: str = ""):
         return release_lib.load_release(release, mesh, **overrides), None
     from alphagrpo_jax import run_config
     from alphagrpo_jax.rl import lora
-    from alphagrpo_jax.train import build, restore_checkpoint  # the trainer's checkpoint code (moving to a library)
+    from alphagrpo_jax.rl.trainer_state import build, restore_checkpoint
 
     config = run_config.resolve(workdir, None)
     mesh = mesh_lib.mesh_from_config(config)

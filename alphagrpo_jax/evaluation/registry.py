@@ -103,5 +103,5 @@ def get(name: str) -> Benchmark:
     load_builtin()
     if name not in _REGISTRY:
         raise UsageError(f"config.benchmark: unknown benchmark {name!r}; known: {sorted(_REGISTRY)} (the toy "
-                         "benchmark needs config.plugins to name 'toy')")
+                         "benchmark needs config.plugins to name 'alphagrpo_jax.toy.plugin')")
     return _REGISTRY[name]()

@@ -6,8 +6,8 @@
     c.toy = dict(train_per_category=-1, eval_per_category=8)  # ... with this many prompts per category (-1 = all)
     c.task.srr.transforms = "toy"                          # image transforms (toy/transforms.py)
 
-Importing this module registers them (and the toy SFT data source, toy/sft_source.py, and the toy decomposer
-for `generate --refine`). Nothing in the library imports it.
+Importing this module registers them (and the toy SFT data source, toy/sft_source.py, the toy decomposer
+for `generate --refine` and the toy benchmark of `evaluate`, toy/benchmark.py). Nothing in the library imports it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from alphagrpo_jax import paths
 from alphagrpo_jax.data.sources import register_prompt_source
 from alphagrpo_jax.models.bagel.image_transform import register_transform
 from alphagrpo_jax.reward.decomposers import register_decomposer
-from alphagrpo_jax.toy import decompose, reward, sft_source, transforms  # noqa: F401  (reward, sft_source: register)
+# benchmark, reward and sft_source register themselves on import
+from alphagrpo_jax.toy import benchmark, decompose, reward, sft_source, transforms  # noqa: F401
 from alphagrpo_jax.toy.prompt_files import write_prompt_files
 
 register_transform("toy", transforms.VAE_TRANSFORM, transforms.VIT_TRANSFORM)
