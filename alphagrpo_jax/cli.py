@@ -18,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from alphagrpo_jax import errors, plugins, run_config
+from alphagrpo_jax.parallel import distributed
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -137,6 +138,7 @@ def run(main: Callable) -> None:
                 last = [x.strip() for x in str(e).splitlines() if x.strip()][-1]
                 raise errors.UsageError(f"{flags.FLAGS['config'].serialize()}: {last}") from None
             setup_logging()
+            distributed.setup()  # before print_config: it starts the backend, after which a pod cannot initialise
             plugins.load(_CONFIG.value)
             print_config(_CONFIG.value)
             main(_CONFIG.value)
@@ -157,6 +159,7 @@ def run_on_workdir(main: Callable) -> None:
             if len(argv) > 1:
                 raise errors.UsageError(f"unexpected arguments: {argv[1:]}; expected only --flags")
             setup_logging()
+            distributed.setup()
             config = run_config.resolve(workdir.value, _CONFIG.value)
             plugins.load(config)
             print_config(config)

@@ -87,8 +87,7 @@ def verifier():
         yield server.url
 
 
-# SRR is `slow`: its run on this mesh hangs in an XLA CPU collective inside rollout_srr (docs/scaling.md).
-@pytest.fixture(scope="module", params=["rt2i", pytest.param("srr", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["rt2i", "srr"])
 def rehearsal(request, gcs, verifier, tmp_path_factory):
     """(kind, workdir, export folder, [(exit code, output) of train, train again, export], folder the programs ran
     in) for one 7B config."""

@@ -2,11 +2,15 @@
 
 A TPU pod slice (several hosts), a multi-node GPU job (SLURM / our launch scripts set JAX_COORDINATOR_*),
 or an explicit `ALPHAGRPO_DISTRIBUTED=1`. A single host never calls it (it fails on non-TPU single hosts).
+
+`setup()` is what a program calls first, before anything starts a JAX backend (printing the config asks for the
+process index, which starts one): `jax.distributed.initialize` refuses to run after that.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 
 import jax
 
@@ -43,3 +47,32 @@ def maybe_initialize() -> bool:
     log.info("jax.distributed.initialize(%s)", kwargs or "auto-detect")
     jax.distributed.initialize(**kwargs)
     return True
+
+
+def simulated_cpu_devices(env=None) -> int:
+    """N of `--xla_force_host_platform_device_count=N` in XLA_FLAGS (simulated CPU devices), else 1."""
+    env = os.environ if env is None else env
+    found = re.findall(r"--xla_force_host_platform_device_count=(\d+)", env.get("XLA_FLAGS", ""))
+    return int(found[-1]) if found else 1
+
+
+def configure_cpu_dispatch(env=None) -> bool:
+    """Synchronous dispatch on simulated multi-device CPU; True if it set it. Must run before the CPU backend starts.
+
+    XLA:CPU launches each device's part of a program from a thread pool and admits at most 32 programs in flight
+    per device. When the host runs that far ahead (SRR rollouts dispatch many small programs), later programs can
+    take a device's slots before an earlier program's part on that device launches, and that program's
+    collective then waits forever for it (seen on the (1, 4, 2) `cpu-8` mesh). Real accelerators and a single
+    CPU device are untouched.
+    """
+    if simulated_cpu_devices(env) <= 1 or not jax.config.read("jax_cpu_enable_async_dispatch"):
+        return False
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return True
+
+
+def setup() -> bool:
+    """Program start-up, before any JAX call: CPU dispatch mode, then the distributed runtime if the job is
+    multi-process. Returns True if the distributed runtime was initialised."""
+    configure_cpu_dispatch()
+    return maybe_initialize()
