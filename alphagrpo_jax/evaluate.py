@@ -58,10 +58,10 @@ def apply_flags(config) -> None:
 
 def prepare(config):
     """Everything checked before any model loads: (benchmark, variant, its items, judge templates)."""
-    from alphagrpo_jax.evaluation import model, registry
+    from alphagrpo_jax.evaluation import benchmarks, model
 
     plugins.load(config)  # the toy benchmark comes with the toy plug-in
-    bench = registry.get(config.benchmark)
+    bench = benchmarks.get(config.benchmark)
     variant = bench.check_variant(config.variant)
     if not config.out:
         raise UsageError("config.out: expected the output folder (local or gs://), got ''")

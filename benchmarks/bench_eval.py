@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_train import small_setup  # noqa: E402  (the random-init small_100m release)
 from common import REPO  # noqa: E402

@@ -89,18 +89,11 @@ def register(name: str):
     return wrap
 
 
-def load_builtin() -> None:
-    """Imports the library's benchmark modules (each registers itself)."""
-    from alphagrpo_jax.evaluation import dpg, gedit, geneval, tiif, wise  # noqa: F401
-
-
 def names() -> list[str]:
-    load_builtin()
     return sorted(_REGISTRY)
 
 
 def get(name: str) -> Benchmark:
-    load_builtin()
     if name not in _REGISTRY:
         raise UsageError(f"config.benchmark: unknown benchmark {name!r}; known: {sorted(_REGISTRY)} (the toy "
                          "benchmark needs config.plugins to name 'alphagrpo_jax.toy.plugin')")

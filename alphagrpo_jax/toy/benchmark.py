@@ -19,14 +19,13 @@ from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.evaluation import files
 from alphagrpo_jax.evaluation.registry import Benchmark, Item, register
 from alphagrpo_jax.toy import prompts as toy_prompts, verifier
+from alphagrpo_jax.toy.decompose import decompose_text
 
 PER_CATEGORY = 16  # as configs/toy_sft.py's eval
 
 
 def record(prompt: str):
-    from alphagrpo_jax.toy.serve import toy_decomposer
-
-    return toy_decomposer(prompt)
+    return decompose_text(prompt)
 
 
 @register("toy")

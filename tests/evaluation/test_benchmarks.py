@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from alphagrpo_jax.errors import UsageError
-from alphagrpo_jax.evaluation import registry
+from alphagrpo_jax.evaluation import benchmarks
 from tests.evaluation import fixtures
 
 
@@ -26,7 +26,7 @@ def _write_all(bench, out, items, variant, model="m"):
 
 
 def test_geneval_reader_and_layout(tmp_path):
-    bench = registry.get("geneval")
+    bench = benchmarks.get("geneval")
     items = bench.read(str(fixtures.geneval(tmp_path)), "")
     assert [it.prompt for it in items] == list(fixtures.TOY_PROMPTS)
     assert [it.dimension for it in items] == ["single_object", "counting", "single_object", "two_object"]
@@ -42,7 +42,7 @@ def test_geneval_reader_and_layout(tmp_path):
 
 
 def test_tiif_reader_and_layout(tmp_path):
-    bench = registry.get("tiif")
+    bench = benchmarks.get("tiif")
     data = fixtures.tiif(tmp_path)
     items = bench.read(str(data), "testmini")
     assert len(items) == 2 * 3  # short and long description of 3 prompts
@@ -59,7 +59,7 @@ def test_tiif_reader_and_layout(tmp_path):
 
 
 def test_dpg_reader_and_layout(tmp_path):
-    bench = registry.get("dpg")
+    bench = benchmarks.get("dpg")
     items = bench.read(str(fixtures.dpg(tmp_path)), "")
     assert [it.key for it in items] == [f"toy{i}" for i in range(4)]
     out = tmp_path / "out"
@@ -71,7 +71,7 @@ def test_dpg_reader_and_layout(tmp_path):
 
 
 def test_wise_reader_and_layout(tmp_path):
-    bench = registry.get("wise")
+    bench = benchmarks.get("wise")
     items = bench.read(str(fixtures.wise(tmp_path, "verified")), "verified")
     assert [(it.key, it.dimension) for it in items] == [("1", "CULTURE"), ("401", "TIME"), ("521", "SPACE"),
                                                         ("641", "BIOLOGY")]
@@ -83,7 +83,7 @@ def test_wise_reader_and_layout(tmp_path):
 
 
 def test_gedit_reader_and_layout(tmp_path):
-    bench = registry.get("gedit")
+    bench = benchmarks.get("gedit")
     data = fixtures.gedit(tmp_path)
     items = bench.read(str(data), "all")
     assert [(it.dimension, it.meta["language"], it.meta["name"]) for it in items] == [
@@ -111,7 +111,7 @@ def test_gedit_reader_and_layout(tmp_path):
 ])
 def test_bad_data_is_one_line_naming_the_file(tmp_path, name, make, variant, match):
     with pytest.raises(UsageError, match=match) as e:
-        registry.get(name).read(str(make(tmp_path)), variant)
+        benchmarks.get(name).read(str(make(tmp_path)), variant)
     assert "\n" not in str(e.value)
 
 
@@ -120,7 +120,7 @@ def test_partial_tiif_question_file(tmp_path):
     qfile = data / "testmini_eval_prompts" / "numeracy_eval_prompts.jsonl"
     qfile.write_text(qfile.read_text().splitlines()[0] + "\n")
     with pytest.raises(UsageError, match=r"numeracy_eval_prompts.jsonl: 1 question records; expected 2"):
-        registry.get("tiif").read(str(data), "testmini")
+        benchmarks.get("tiif").read(str(data), "testmini")
 
 
 def test_dpg_csv_must_cover_the_prompts(tmp_path):
@@ -129,11 +129,11 @@ def test_dpg_csv_must_cover_the_prompts(tmp_path):
     with open(folder / "dpg_bench.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows[:-1])
     with pytest.raises(UsageError, match=r"dpg_bench.csv: no questions for prompt file toy3.txt"):
-        registry.get("dpg").read(str(folder), "")
+        benchmarks.get("dpg").read(str(folder), "")
 
 
 def test_unknown_benchmark_and_variant():
     with pytest.raises(UsageError, match=r"unknown benchmark 'nope'; known: \["):
-        registry.get("nope")
+        benchmarks.get("nope")
     with pytest.raises(UsageError, match=r"wise has variants \['verified', 'legacy', 'legacy_rewrite'\], got 'x'"):
-        registry.get("wise").check_variant("x")
+        benchmarks.get("wise").check_variant("x")

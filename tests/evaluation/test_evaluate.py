@@ -3,7 +3,6 @@ layout, manifest, scores and report; per-row seeds (a batch draws what one-by-on
 kill; bad input as a one-line error (exit 2) before any model loads."""
 import json
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -15,12 +14,13 @@ from PIL import Image
 
 from alphagrpo_jax import evaluate
 from alphagrpo_jax.models.bagel import config as config_lib
+from configs import eval_base
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(goldens_dir, out, **kw):
-    c = runpy.run_path(os.path.join(REPO, "configs", "eval_base.py"))["get_config"]("toy")
+    c = eval_base.get_config("toy")
     side = config_lib.from_release_dir(str(goldens_dir)).latent_downsample * 2
     c.release, c.out, c.limit, c.cache_size = str(goldens_dir), str(out), 3, 512
     c.generation.update(dict(height=side, width=side, num_timesteps=3, batch_size=2, think_tokens=8))

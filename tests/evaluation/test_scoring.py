@@ -4,15 +4,16 @@ import csv
 import json
 import math
 import os
-import runpy
 
 import pytest
 
-from alphagrpo_jax.evaluation import gedit, geneval, registry, scoring, tiif, wise
+from alphagrpo_jax.evaluation import benchmarks, gedit, geneval, scoring, tiif, wise
 from alphagrpo_jax.evaluation.judge import Judge
 from alphagrpo_jax.evaluation.records import Records
 from alphagrpo_jax.evaluation.templates import TEMPLATES
 from alphagrpo_jax.toy import serve
+from alphagrpo_jax.toy.decompose import decompose_text
+from configs import eval_base
 from tests.evaluation import fixtures
 
 
@@ -91,7 +92,7 @@ def toy_judge():
 
 
 def test_tiif_judge_round_trip(tmp_path, toy_judge):
-    bench = registry.get("tiif")
+    bench = benchmarks.get("tiif")
     items = bench.read(str(fixtures.tiif(tmp_path)), "testmini_short")
     rows = _manifest_rows(bench, items, tmp_path / "out", "testmini_short",
                           lambda it: fixtures.toy_image(it.prompt))  # each image shows its prompt exactly
@@ -108,7 +109,7 @@ def test_tiif_judge_round_trip(tmp_path, toy_judge):
 
 @pytest.mark.parametrize("variant", ["verified", "legacy"])
 def test_wise_judge_round_trip(tmp_path, toy_judge, variant):
-    bench = registry.get("wise")
+    bench = benchmarks.get("wise")
     items = bench.read(str(fixtures.wise(tmp_path, variant)), variant)
     wrong = items[1].key  # this one shows a different prompt's image
     rows = _manifest_rows(bench, items, tmp_path / "out", variant,
@@ -125,7 +126,7 @@ def test_wise_judge_round_trip(tmp_path, toy_judge, variant):
 
 
 def test_gedit_judge_round_trip(tmp_path, toy_judge):
-    bench = registry.get("gedit")
+    bench = benchmarks.get("gedit")
     items = bench.read(str(fixtures.gedit(tmp_path)), "en")
     rows = _manifest_rows(bench, items, tmp_path / "out", "en", lambda it: fixtures.toy_image(it.prompt))
     scores = scoring.judge_pending(bench, items, rows, str(tmp_path / "out"), "en", "m", toy_judge, TEMPLATES)
@@ -158,13 +159,12 @@ def test_dvreward_score_for_any_benchmark(tmp_path):
     from alphagrpo_jax.errors import UsageError
     from alphagrpo_jax.reward.records import write_records
     from alphagrpo_jax.toy.reward import score_image
-    from tests.evaluation.test_evaluate import REPO
 
-    bench = registry.get("geneval")
+    bench = benchmarks.get("geneval")
     items = bench.read(str(fixtures.geneval(tmp_path)), "")
     records = tmp_path / "questions.jsonl"
-    write_records(str(records), [serve.toy_decomposer(it.prompt) for it in items[:-1]])
-    c = runpy.run_path(os.path.join(REPO, "configs", "eval_base.py"))["get_config"]("geneval")
+    write_records(str(records), [decompose_text(it.prompt) for it in items[:-1]])
+    c = eval_base.get_config("geneval")
     with serve.make_server(model="toy-verifier") as server:
         c.dvreward.update(dict(endpoint=server.url, model="toy-verifier", api_key_env="", image_format="png"))
         c.records = str(records)
@@ -174,7 +174,7 @@ def test_dvreward_score_for_any_benchmark(tmp_path):
         try:
             for it in items[:-1]:
                 image = fixtures.toy_image(it.prompt, seed=3)
-                want = score_image(serve.toy_decomposer(it.prompt), image).overall
+                want = score_image(decompose_text(it.prompt), image).overall
                 assert score(it, image) == pytest.approx(want, abs=1e-3)
         finally:
             for fn in closers:
