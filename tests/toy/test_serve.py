@@ -49,8 +49,8 @@ def test_decompose_cli_against_toy_server(tmp_path):
     out = tmp_path / "records.jsonl"
     with serve.make_server() as server:
         r = subprocess.run([sys.executable, "-m", "alphagrpo_jax.reward.decompose", "--prompts", str(src), "--out",
-                            str(out), "--endpoint", server.url, "--model", "toy"], capture_output=True, text=True,
-                           timeout=120)
+                            str(out), "--endpoint", server.url, "--model", server.model], capture_output=True,
+                           text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     got = read_records(str(out))
     for rec, spec in zip(got, specs):
