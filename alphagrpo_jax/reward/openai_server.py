@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--p-yes", type=float, default=0.5, help="P(yes) answered to every vision question")
     p.add_argument("--records", help="question-set JSONL to replay for decomposition requests")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
-    p.add_argument("--model", default="test-model")
+    p.add_argument("--model", default="test-model", help="the served model name (= reward.model); others get a 404")
     args = p.parse_args(argv)
     chat = decomposer_chat(records_decomposer(read_records(args.records))) if args.records else None
     OpenAIServer(constant_verifier(args.p_yes), chat, host=args.host, port=args.port, model=args.model,
