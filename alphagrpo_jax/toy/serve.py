@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--latency-ms", type=float, default=0.0, help="added to every request (load tests)")
-    ap.add_argument("--model", default="toy-verifier", help="the served model name (= reward.model); others get a 404")
+    ap.add_argument("--model", default="toy-verifier", help="model name reported to clients")
     args = ap.parse_args(argv)
     server = make_server(args.host, args.port, args.latency_ms / 1000.0, args.model)
     print(f"toy verifier + decomposer serving on http://{args.host}:{args.port}/v1", flush=True)
