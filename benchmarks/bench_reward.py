@@ -42,6 +42,7 @@ def _http(url: str, method: str = "GET") -> dict:
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "alphagrpo_jax.reward.openai_server", "--port", str(port),
+                             "--model", reward_config().model,  # the name the client sends
                              "--p-yes", str(P_YES), "--latency-ms", str(latency_ms)], stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):

@@ -75,6 +75,21 @@ need_value() {
   [[ $2 != --* ]] || die "flag $1 needs a value, got the flag '$2'"
 }
 
+# `take_command WORD COMMAND...` inside a flag loop, for a word that is not a flag: WORD is the subcommand, so
+# flags may come before or after it (`x.sh --dry-run up ...` = `x.sh up --dry-run ...`). Sets COMMAND.
+take_command() {
+  local word=$1 c
+  shift
+  [[ -z ${COMMAND:-} ]] || die "one command per call, got '$COMMAND' and '$word'"
+  for c in "$@"; do
+    if [[ $word == "$c" ]]; then
+      COMMAND=$word
+      return
+    fi
+  done
+  die "unknown command '$word'; one of: $*"
+}
+
 # The same for flags whose values are themselves flags (--xla-flag=--xla_..., --server-flag=--foo).
 need_raw_value() {
   [[ $# -ge 2 && -n $2 ]] || die "flag $1 needs a value"

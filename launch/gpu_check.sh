@@ -25,7 +25,7 @@ STEP_TIMEOUT_S=1200     # per step (--step-timeout)
 # ------------------------------------------------------------------------------------------------------------
 
 SCRIPT_NAME=gpu_check.sh
-# shellcheck source=launch/common.sh
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 STEPS=(host venv install probe tests sft train bench_model bench_sampling)

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 SCRIPT_NAME=gpu_single_host.sh
-# shellcheck source=launch/common.sh
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # XLA flags for GPU training, each with why. XLA_FLAGS must be set before python starts (XLA reads it once,
@@ -52,7 +52,7 @@ requeue / rerun the same command to resume); 1 error (e.g. non-finite steps, no 
 Environment:
   --venv DIR             ALPHAGRPO_VENV       default: <repo>/.venv
   --install | --no-install  pip install -e ".[cuda12]" -c constraints.txt into the venv (default: only
-                         when the venv does not exist yet)
+                         when the venv does not exist yet or its jax has no CUDA plugin, e.g. a CPU-only venv)
   --python PY            use this interpreter as it is (no venv, no install; the repo goes on PYTHONPATH)
   --gpus 0,1,...         CUDA_VISIBLE_DEVICES (default: all); e.g. leave some to launch/reward_server.sh
   --mem-fraction F       XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.9: room for cuDNN/NCCL workspaces)
@@ -72,6 +72,13 @@ Other:
 Default XLA flags (why):
 EOF
   sed -n '/^XLA_GPU_FLAGS=(/,/^)/s/^  \(--xla_[^ ]*\)  # \(.*\)$/  \1\n      \2/p' "${BASH_SOURCE[0]}"
+}
+
+# Whether PYTHON's environment has a jax CUDA plugin (jax-cuda12-plugin, what the [cuda12] extra installs).
+has_cuda_plugin() {
+  "$1" -c 'import importlib.metadata as m, re, sys
+names = [re.sub("[-_.]+", "-", d.metadata["Name"] or "").lower() for d in m.distributions()]
+sys.exit(not any(re.fullmatch(r"jax-cuda[0-9]+-plugin", n) for n in names))' 2>/dev/null
 }
 
 while (($#)); do
@@ -137,6 +144,12 @@ if [[ -n $PYTHON ]]; then
   export_var PYTHONPATH "$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 else
   PYTHON=$VENV/bin/python
+  if [[ $INSTALL != yes && -x $PYTHON ]] && ! has_cuda_plugin "$PYTHON"; then
+    [[ $INSTALL == auto ]] || die "--no-install: $VENV has no jax CUDA plugin (a CPU-only venv); drop" \
+      "--no-install, or run: $PYTHON -m pip install -e '.[cuda12]' -c constraints.txt"
+    note "$VENV has no jax CUDA plugin (a CPU-only venv): installing the [cuda12] extra into it"
+    INSTALL=yes
+  fi
   if [[ $INSTALL == yes || ($INSTALL == auto && ! -x $PYTHON) ]]; then
     [[ -x $PYTHON ]] || run_cmd python3 -m venv "$VENV"
     run_cmd "$PYTHON" -m pip install -q -U pip

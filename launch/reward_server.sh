@@ -4,7 +4,7 @@
 set -euo pipefail
 
 SCRIPT_NAME=reward_server.sh
-# shellcheck source=launch/common.sh
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 BACKEND=sglang
@@ -33,7 +33,7 @@ usage() {
   cat <<EOF
 Usage: launch/reward_server.sh serve [--backend sglang|vllm|toy|constant] [flags]
        launch/reward_server.sh check --endpoints URL[,URL...]
-       launch/reward_server.sh stop [--port P | --log FILE]
+       launch/reward_server.sh stop [--port P | --log FILE]   (flags go before or after the command)
 
 serve   start the server (output in --log), wait for GET /v1/models, print the overrides for training;
         then stay in the foreground (Ctrl-C stops it), or return at once with --detach
@@ -77,12 +77,7 @@ EOF
 }
 
 [[ $# -gt 0 ]] || { usage; exit 2; }
-case $1 in
-  -h | --help) usage; exit 0 ;;
-  serve | check | stop) COMMAND=$1; shift ;;
-  *) die "unknown command '$1'; one of: serve check stop" ;;
-esac
-
+COMMAND=
 while (($#)); do
   if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
   case $1 in
@@ -109,10 +104,12 @@ while (($#)); do
     --no-torch-compile) TORCH_COMPILE=0; shift; continue ;;
     --detach) DETACH=1; shift; continue ;;
     --dry-run) DRY_RUN=1; shift; continue ;;
-    *) die "unknown flag '$1' (see --help)" ;;
+    -*) die "unknown flag '$1' (see --help)" ;;
+    *) take_command "$1" serve check stop; shift; continue ;;
   esac
   shift 2
 done
+[[ -n $COMMAND ]] || die "missing command; one of: serve check stop"
 
 LOG=${LOG:-reward_server_$PORT.log}
 PID_FILE=$LOG.pid

@@ -3,16 +3,16 @@
 set -euo pipefail
 
 SCRIPT_NAME=tpu_pod.sh
-# shellcheck source=launch/common.sh
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-# shellcheck source=launch/tpu_common.sh
+# shellcheck source=tpu_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/tpu_common.sh"
 
 NAME=${ALPHAGRPO_TPU_NAME:-}
 
 usage() {
   cat <<EOF
-Usage: launch/tpu_pod.sh COMMAND --name NAME --zone ZONE [flags] [-- trainer flags]
+Usage: launch/tpu_pod.sh COMMAND --name NAME --zone ZONE [flags] [-- trainer flags]   (flags go before or after COMMAND)
 
 Commands:
   create    create the slice, or reuse it when it already exists and is READY
@@ -39,11 +39,7 @@ EOF
 }
 
 [[ $# -gt 0 ]] || { usage; exit 2; }
-case $1 in
-  -h | --help) usage; exit 0 ;;
-  create | setup | train | up | status | logs | collect | stop | delete) COMMAND=$1; shift ;;
-  *) die "unknown command '$1'; one of: create setup train up status logs collect stop delete" ;;
-esac
+COMMAND=
 
 while (($#)); do
   if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
@@ -51,9 +47,11 @@ while (($#)); do
     -h | --help) usage; exit 0 ;;
     --name) need_value "$@"; NAME=$2; shift 2 ;;
     --) shift; TRAIN_FLAGS+=("$@"); break ;;
-    *) tpu_parse_flag "$@"; shift "$CONSUMED" ;;
+    -*) tpu_parse_flag "$@"; shift "$CONSUMED" ;;
+    *) take_command "$1" create setup train up status logs collect stop delete; shift ;;
   esac
 done
+[[ -n $COMMAND ]] || die "missing command; one of: create setup train up status logs collect stop delete"
 
 require "$NAME" --name ALPHAGRPO_TPU_NAME "the slice's name"
 require "$ZONE" --zone ALPHAGRPO_TPU_ZONE "the TPU zone, e.g. us-east5-a"

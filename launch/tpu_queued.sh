@@ -3,9 +3,9 @@
 set -euo pipefail
 
 SCRIPT_NAME=tpu_queued.sh
-# shellcheck source=launch/common.sh
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-# shellcheck source=launch/tpu_common.sh
+# shellcheck source=tpu_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/tpu_common.sh"
 
 QR_ID=${ALPHAGRPO_QR_ID:-}
@@ -18,7 +18,7 @@ QR_FLAGS=()
 
 usage() {
   cat <<EOF
-Usage: launch/tpu_queued.sh COMMAND --qr-id ID --zone ZONE [flags] [-- trainer flags]
+Usage: launch/tpu_queued.sh COMMAND --qr-id ID --zone ZONE [flags] [-- trainer flags]  (flags: before/after COMMAND)
 
 Commands:
   create    request the queued resource (--node-count slices of --accelerator-type), then wait
@@ -48,11 +48,7 @@ EOF
 }
 
 [[ $# -gt 0 ]] || { usage; exit 2; }
-case $1 in
-  -h | --help) usage; exit 0 ;;
-  create | wait | setup | train | up | status | logs | collect | stop | delete) COMMAND=$1; shift ;;
-  *) die "unknown command '$1'; one of: create wait setup train up status logs collect stop delete" ;;
-esac
+COMMAND=
 
 LOG_NODE=0
 while (($#)); do
@@ -69,9 +65,11 @@ while (($#)); do
     --wait-timeout) need_value "$@"; require_int "$2" --wait-timeout; WAIT_TIMEOUT_S=$2; shift 2 ;;
     --no-dcn-flag) DCN_FLAG=0; shift ;;
     --) shift; TRAIN_FLAGS+=("$@"); break ;;
-    *) tpu_parse_flag "$@"; shift "$CONSUMED" ;;
+    -*) tpu_parse_flag "$@"; shift "$CONSUMED" ;;
+    *) take_command "$1" create wait setup train up status logs collect stop delete; shift ;;
   esac
 done
+[[ -n $COMMAND ]] || die "missing command; one of: create wait setup train up status logs collect stop delete"
 
 require "$QR_ID" --qr-id ALPHAGRPO_QR_ID "the queued resource's id"
 require "$ZONE" --zone ALPHAGRPO_TPU_ZONE "the TPU zone, e.g. us-east5-a"

@@ -9,9 +9,10 @@
 
 `POST /v1/chat/completions` takes the OpenAI body. A request whose last user message holds an `image_url`
 part is a vision request: the data URI is decoded to a PIL image, `answer(question_text, image)` gives P(yes),
-and the reply carries `choices[0].logprobs.content[0].top_logprobs` like vLLM/SGLang. Other requests go to
-`chat(messages)`. The key of a request is its question text (vision) or its last user message (text); faults
-are matched on a substring of the key.
+and the reply carries `choices[0].logprobs.content[0].top_logprobs` like vLLM/SGLang when `logprobs` is asked
+for. Other requests go to `chat(messages)`. The key of a request is its question text (vision) or its last user
+message (text); faults are matched on a substring of the key. The protocol rules (the served model name, supported
+parameters, `n`, `stream`) are openai_protocol.py's: a request outside them gets an OpenAI-style 400/404 error.
 
 Faults: delay (answer after `fault_delay_s`), timeout (say nothing for `hang_s`, then hang up), 429, 500, 503,
 malformed_json, empty_choices, no_logprobs (answer without logprobs), garbage (answer "Maybe"), drop (close the
@@ -35,6 +36,7 @@ from aiohttp import web
 from PIL import Image
 
 from alphagrpo_jax.reward.images import decode_data_uri
+from alphagrpo_jax.reward.openai_protocol import RequestError, check_request, error_body, stream_events, with_choices
 from alphagrpo_jax.reward.openai_shapes import alternative, chat_completion, yes_no_completion
 from alphagrpo_jax.reward.records import read_records
 from alphagrpo_jax.reward.scripted import constant_verifier, decomposer_chat, records_decomposer
@@ -131,7 +133,7 @@ class OpenAIServer:
             p = float(self.answer(text, decode_data_uri(urls[0])))
             reply = yes_no_completion(p, self.model, self.yes_tokens, self.no_tokens,
                                       int(body.get("top_logprobs", 5)))
-            if fault == "no_logprobs":
+            if fault == "no_logprobs" or not body.get("logprobs"):
                 reply["choices"][0]["logprobs"] = None
             elif fault == "garbage":
                 reply = chat_completion("Maybe", self.model,
@@ -139,19 +141,27 @@ class OpenAIServer:
             return text, reply
         if self.chat is None:
             raise ValueError("this server has no text handler")
+        if body.get("logprobs"):
+            raise RequestError("`logprobs` is given for vision (yes/no) requests only on this server", "logprobs")
         return text, chat_completion(self.chat(body["messages"]), self.model)
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             # Echoes what it got, like some proxies do: clients must scrub their key from error messages.
             got = request.headers.get("Authorization")
-            return web.json_response({"error": {"message": f"invalid API key: {'.' * self.echo_pad}{got}"}},
-                                     status=401)
+            return web.json_response(error_body(f"invalid API key: {'.' * self.echo_pad}{got}",
+                                                "authentication_error", code="invalid_api_key"), status=401)
         try:
             body = await request.json()
-            key, _ = _split_user_content(body.get("messages") or [])
+        except ValueError as e:
+            return web.json_response(error_body(f"the request body is not JSON: {e}"), status=400)
+        try:
+            check_request(body, (self.model,))
+            key, _ = _split_user_content(body["messages"])
+        except RequestError as e:
+            return web.json_response(e.body(), status=e.status)
         except (ValueError, AttributeError, TypeError) as e:
-            return web.json_response({"error": {"message": f"bad request: {e}"}}, status=400)
+            return web.json_response(error_body(f"bad request: {e}", param="messages"), status=400)
         fault = self._next_fault(key)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -187,13 +197,16 @@ class OpenAIServer:
             return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
         try:
             _, reply = self._answer(body, fault)
+        except RequestError as e:
+            return web.json_response(e.body(), status=e.status)
         except Exception as e:  # noqa: BLE001 - a handler that cannot answer this request: tell the client
             log.warning("handler error: %s", e)
-            return web.json_response({"error": {"message": f"bad request: {e}"}}, status=400)
+            return web.json_response(error_body(f"bad request: {e}"), status=400)
+        reply = with_choices(reply, body.get("n") or 1)
         if fault == "truncated":
-            data = json.dumps(reply).encode()
-            resp = web.StreamResponse(headers={"Content-Type": "application/json",
-                                               "Content-Length": str(len(data))})
+            data = (b"".join(stream_events(reply)) if body.get("stream") else json.dumps(reply).encode())
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream" if body.get("stream")
+                                               else "application/json", "Content-Length": str(len(data))})
             await resp.prepare(request)
             await resp.write(data[: len(data) // 2])
             request.transport.close()
@@ -201,7 +214,18 @@ class OpenAIServer:
         if fault is None or fault in ("delay", "no_logprobs"):
             with self._lock:
                 self.answered[key] += 1
+        if body.get("stream"):
+            return await self._stream(request, reply, bool((body.get("stream_options") or {}).get("include_usage")))
         return web.json_response(reply)
+
+    async def _stream(self, request: web.Request, reply: dict[str, Any], include_usage: bool) -> web.StreamResponse:
+        """`reply` as server-sent events, one chunk per write (openai_protocol.stream_events)."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for event in stream_events(reply, include_usage):
+            await resp.write(event)
+        await resp.write_eof()
+        return resp
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -219,8 +243,10 @@ class OpenAIServer:
 
     async def _models(self, request: web.Request) -> web.Response:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return web.json_response({"error": {"message": "invalid API key"}}, status=401)
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+            return web.json_response(error_body("invalid API key", "authentication_error", code="invalid_api_key"),
+                                     status=401)
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
+                                                              "owned_by": "alphagrpo_jax"}]})
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 2**20)
@@ -310,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--p-yes", type=float, default=0.5, help="P(yes) answered to every vision question")
     p.add_argument("--records", help="question-set JSONL to replay for decomposition requests")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
-    p.add_argument("--model", default="test-model")
+    p.add_argument("--model", default="test-model", help="the served model name (= reward.model); others get a 404")
     args = p.parse_args(argv)
     chat = decomposer_chat(records_decomposer(read_records(args.records))) if args.records else None
     OpenAIServer(constant_verifier(args.p_yes), chat, host=args.host, port=args.port, model=args.model,

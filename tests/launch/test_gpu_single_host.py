@@ -54,8 +54,31 @@ def test_installs_into_a_new_venv(launch, tmp_path):
     cmds = commands(r.stdout)
     assert cmds[0] == ["python3", "-m", "venv", str(venv)]
     assert cmds[2] == [f"{venv}/bin/python", "-m", "pip", "install", "-q", "-e", ".[cuda12]", "-c", "constraints.txt"]
-    existing = launch.run("gpu_single_host.sh", "--dry-run", *TRAIN, "--venv", sys.prefix)
-    assert not any("pip" in c for c in commands(existing.stdout))
+
+
+def test_a_cpu_only_venv_gets_the_cuda_extra(launch, tmp_path):
+    """An existing venv without jax's CUDA plugin (e.g. made for the CPU tests) is not trained in as it is."""
+    venv = tmp_path / "cpu-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    install = [f"{venv}/bin/python", "-m", "pip", "install", "-q", "-e", ".[cuda12]", "-c", "constraints.txt"]
+    r = launch.run("gpu_single_host.sh", "--dry-run", *TRAIN, "--venv", str(venv))
+    assert r.returncode == 0, r.stderr
+    assert f"# {venv} has no jax CUDA plugin (a CPU-only venv): installing the [cuda12] extra into it" in r.stdout
+    assert install in commands(r.stdout) and ["python3", "-m", "venv", str(venv)] not in commands(r.stdout)
+    refused = launch.run("gpu_single_host.sh", "--dry-run", "--no-install", *TRAIN, "--venv", str(venv))
+    assert refused.returncode == 2 and refused.stdout == "" and refused.stderr == (
+        f"gpu_single_host.sh: error: --no-install: {venv} has no jax CUDA plugin (a CPU-only venv); drop "
+        f"--no-install, or run: {venv}/bin/python -m pip install -e '.[cuda12]' -c constraints.txt\n")
+    purelib = subprocess.run([f"{venv}/bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    dist = os.path.join(purelib, "jax_cuda12_plugin-0.10.2.dist-info")  # what `pip install jax[cuda12]` leaves
+    os.makedirs(dist)
+    with open(os.path.join(dist, "METADATA"), "w") as f:
+        f.write("Metadata-Version: 2.1\nName: jax-cuda12-plugin\nVersion: 0.10.2\n")
+    for flags in ((), ("--no-install",)):
+        r = launch.run("gpu_single_host.sh", "--dry-run", *flags, *TRAIN, "--venv", str(venv))
+        assert r.returncode == 0 and not any("pip" in c for c in commands(r.stdout)), r.stdout + r.stderr
+        assert commands(r.stdout)[-1][0] == f"{venv}/bin/python"
 
 
 def test_every_default_xla_flag_is_known_to_the_installed_jaxlib(launch):

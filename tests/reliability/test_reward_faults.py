@@ -59,7 +59,7 @@ def _leaks(text: str) -> list[str]:
 
 def _key_offset(server, pad: int) -> int:
     """Where the server's raw answer to a chat request (Authorization: Bearer KEY) puts the key."""
-    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "leak-probe"}]}).encode()
+    body = json.dumps({"model": server.model, "messages": [{"role": "user", "content": "leak-probe"}]}).encode()
     req = urllib.request.Request(server.url + "/chat/completions", body, {"Authorization": f"Bearer {KEY}",
                                                                           "Content-Type": "application/json"})
     server.echo_pad = pad

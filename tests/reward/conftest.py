@@ -17,7 +17,7 @@ def red_level(question, image) -> float:
 
 @pytest.fixture(scope="session")
 def session_server():
-    server = OpenAIServer(answer=red_level, hang_s=5.0).start()
+    server = OpenAIServer(answer=red_level, hang_s=5.0, model=reward_config().model).start()  # the name cfg sends
     yield server
     server.stop()
 

@@ -133,7 +133,7 @@ def test_concurrency_limit_per_endpoint(server, cfg):
 
 
 def test_load_spreads_over_endpoints_and_avoids_a_dead_one(server, cfg):
-    with OpenAIServer(answer=red_level) as second:
+    with OpenAIServer(answer=red_level, model=cfg.model) as second:
         cfg.endpoints = (server.url, second.url)
         with build_reward_fn(cfg) as fn:
             fn(solid_images([51] * 2), ["p"] * 2, [question_set(f"lb{i}", 4, 4) for i in range(2)])

@@ -72,14 +72,14 @@ def write_prompts(path, records):
 
 def run_in_process(server, prompts, out, concurrency=4, **settings):
     items = decompose.load_prompts(str(prompts))
-    client = ClientSettings(endpoints=(server.url,), model="m", concurrency_per_endpoint=concurrency,
+    client = ClientSettings(endpoints=(server.url,), model=server.model, concurrency_per_endpoint=concurrency,
                             timeout_s=5.0, backoff_s=0.005, backoff_max_s=0.02)
     return asyncio.run(decompose.run(items, str(out), client, decompose.DecomposeSettings(**settings),
                                      progress=False))
 
 
 def cli_args(server, prompts, out, concurrency):
-    return ["--prompts", str(prompts), "--out", str(out), "--endpoint", server.url, "--model", "m",
+    return ["--prompts", str(prompts), "--out", str(out), "--endpoint", server.url, "--model", server.model,
             "--concurrency", str(concurrency), "--no-progress"]
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from alphagrpo_jax.reward.records import read_records
 from alphagrpo_jax.reward.service import build_reward_fn, reward_config
@@ -49,8 +50,8 @@ def test_decompose_cli_against_toy_server(tmp_path):
     out = tmp_path / "records.jsonl"
     with serve.make_server() as server:
         r = subprocess.run([sys.executable, "-m", "alphagrpo_jax.reward.decompose", "--prompts", str(src), "--out",
-                            str(out), "--endpoint", server.url, "--model", "toy"], capture_output=True, text=True,
-                           timeout=120)
+                            str(out), "--endpoint", server.url, "--model", server.model], capture_output=True,
+                           text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     got = read_records(str(out))
     for rec, spec in zip(got, specs):
@@ -59,3 +60,35 @@ def test_decompose_cli_against_toy_server(tmp_path):
         assert [q.tag for q in rec.semantic] == [q.tag for q in want.semantic]
         assert [(q.question, q.tag) for q in rec.quality] == [(q.question, q.tag) for q in want.quality]
     json.loads(out.read_text().splitlines()[0])
+
+
+def test_cli_server_streams_to_the_official_openai_client():
+    """`python -m alphagrpo_jax.toy.serve` as a user starts it, read with the `openai` SDK: the streamed answer
+    equals the plain one, and a request for another model is a NotFoundError naming the served one."""
+    import openai
+
+    from alphagrpo_jax.reward.images import encode_data_uri
+    from alphagrpo_jax.reward.verifier import verifier_payload
+
+    specs, images = _cases(2)
+    question = decompose.decompose(specs[0]).semantic[0].question
+    payload = verifier_payload(encode_data_uri(images[0], "png"), question)
+    proc = subprocess.Popen([sys.executable, "-m", "alphagrpo_jax.toy.serve", "--port", "0", "--model", "my-verifier"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "serving OpenAI-compatible API at " not in line:
+            line = proc.stdout.readline()
+            assert line, "the server exited before listening"
+        client = openai.OpenAI(base_url=line.split(" at ")[1].strip(), api_key="EMPTY", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list().data] == ["my-verifier"]
+        full = client.chat.completions.create(model="my-verifier", **payload)
+        chunks = list(client.chat.completions.create(model="my-verifier", stream=True, **payload))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full.choices[0].message.content
+        streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+        assert streamed == full.choices[0].logprobs.content and streamed[0].top_logprobs
+        with pytest.raises(openai.NotFoundError, match="serves `my-verifier`"):
+            client.chat.completions.create(model="toy-verifier", **payload)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
