@@ -91,7 +91,7 @@ def verifier():
 def rehearsal(request, gcs, verifier, tmp_path_factory):
     """(kind, workdir, export folder, [(exit code, output) of train, train again, export], folder the programs ran
     in) for one 7B config."""
-    from alphagrpo_jax.toy.data import write_prompt_files
+    from alphagrpo_jax.toy.prompt_files import write_prompt_files
 
     kind = request.param
     root = gcs.new_bucket(f"dress-{kind}")
