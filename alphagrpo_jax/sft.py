@@ -31,7 +31,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from alphagrpo_jax import checkpointing, integrity, metrics, optim, paths
-from alphagrpo_jax.models.bagel import checkpoint as ckpt_io, config as config_lib, model as model_lib, packed
+from alphagrpo_jax.models.bagel import checkpoint as ckpt_io, config as config_lib, model as model_lib
+from alphagrpo_jax.models.bagel import packed_forward as packed
 from alphagrpo_jax.models.bagel import release as release_lib
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib

@@ -14,7 +14,6 @@ from alphagrpo_jax import checks
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel.image_transform import TRANSFORMS
 
-SRR_SELECTIONS = ("worst", "softmax")  # rl/reflect.SRRConfig
 ADVANTAGE_STDS = ("global", "group", "none")  # rl/advantages._scale
 ENDPOINT_COMPONENTS = ("dvreward",)  # components that call config.reward.endpoints
 
@@ -59,17 +58,19 @@ def _rollout(config) -> None:
 
 
 def _tasks(config) -> None:
-    from alphagrpo_jax.rl.rounds import TASKS
+    from alphagrpo_jax.rl.tasks import TASKS
+    from alphagrpo_jax.rl.tasks.srr import SELECTIONS
 
+    names = tuple(TASKS)
     kinds = _get(config, "task.kinds")
     if isinstance(kinds, str) or not isinstance(kinds, (tuple, list)) or not kinds:
-        raise UsageError(f"config.task.kinds: expected a non-empty tuple of tasks from {list(TASKS)}, "
+        raise UsageError(f"config.task.kinds: expected a non-empty tuple of tasks from {list(names)}, "
                          f"got {kinds!r}")
     for kind in kinds:
-        checks.one_of(kind, TASKS, "config.task.kinds")
+        checks.one_of(kind, names, "config.task.kinds")
     if "srr" in kinds:
         s = "task.srr"
-        checks.one_of(_get(config, f"{s}.selection"), SRR_SELECTIONS, f"config.{s}.selection")
+        checks.one_of(_get(config, f"{s}.selection"), SELECTIONS, f"config.{s}.selection")
         checks.one_of(_get(config, f"{s}.transforms"), TRANSFORMS, f"config.{s}.transforms")
         checks.int_at_least(_get(config, f"{s}.stage1_images"), 1, f"config.{s}.stage1_images")
         checks.int_at_least(_get(config, f"{s}.stage1_timesteps"), 2, f"config.{s}.stage1_timesteps")
