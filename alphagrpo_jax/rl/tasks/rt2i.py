@@ -31,18 +31,18 @@ class RT2I:
                            key, window_start)
         return rounds.submit(self.name, res, records, reward_fn, self.rollout_config.group_size)
 
-    def evaluate(self, model, release, records, reward_fn, key, *, batch_size: int = 16, temperature: float = 0.3,
-                 greedy: bool = False, num_timesteps: int | None = None, base_model=None) -> EvalResult:
+    def evaluate(self, model, release, records, reward_fn, key, *, batch_size: int, temperature: float,
+                 greedy: bool, num_timesteps: int | None, base_model=None) -> EvalResult:
         """(`base_model` is unused: RT2I has no first draws to share.)"""
         return evaluate(model, release.vae, release.tokenizer, records, reward_fn, self.rollout_config, key,
                         batch_size, temperature, greedy, num_timesteps)
 
 
-def evaluate(model, vae, tokenizer, records, reward_fn, rollout_config: RolloutConfig, key, batch_size: int = 16,
-             temperature: float = 0.3, greedy: bool = False, num_timesteps: int | None = None,
-             prefix: str = "eval/") -> EvalResult:
-    """Every process passes every record; each scores its own block of each batch (hostdata.process_block) and
-    all get the whole result."""
+def evaluate(model, vae, tokenizer, records, reward_fn, rollout_config: RolloutConfig, key, batch_size: int,
+             temperature: float, greedy: bool, num_timesteps: int | None, prefix: str = "eval/") -> EvalResult:
+    """The held-out RT2I eval (config.eval's settings; `num_timesteps` None: the rollout's). Every process passes
+    every record; each scores its own block of each batch (hostdata.process_block) and all get the whole
+    result."""
     eval_config = eval_rollout_config(rollout_config, temperature, greedy, num_timesteps)
     images, texts, prompts, rewards, components = [], [], [], [], {}
     for start in range(0, len(records), batch_size):

@@ -94,8 +94,8 @@ class SRR:
         return rounds.submit(self.name, res, records, reward_fn, self.rollout_config.group_size, SRRRound,
                              r_init=s1.r_init, stage1_rewards=s1.rewards, image_weights=image_weights(reward_fn))
 
-    def evaluate(self, model, release, records, reward_fn, key, *, batch_size: int = 16, temperature: float = 0.3,
-                 greedy: bool = False, num_timesteps: int | None = None, base_model=None) -> SRREvalResult:
+    def evaluate(self, model, release, records, reward_fn, key, *, batch_size: int, temperature: float,
+                 greedy: bool, num_timesteps: int | None, base_model=None) -> SRREvalResult:
         """`eval_srr/*`; with `base_model`, also `eval_srr_base_draws/*`: `model` refining `base_model`'s first
         draws (the same key: the draws the base's own SRR eval refines; `base_model is model`: a copy)."""
         settings = dict(batch_size=batch_size, temperature=temperature, greedy=greedy, num_timesteps=num_timesteps)
@@ -226,8 +226,8 @@ def srr_metrics(stage1: np.ndarray, refined: np.ndarray, categories=None, prefix
 
 
 def evaluate(model, vae, tokenizer, records, reward_fn, rollout_config: RolloutConfig, srr: SRRConfig, key, *,
-             batch_size: int = 16, temperature: float = 0.3, greedy: bool = False, num_timesteps: int | None = None,
-             stage1_images: int = 1, prefix: str = "eval_srr/", stage1_model=None) -> SRREvalResult:
+             batch_size: int, temperature: float, greedy: bool, num_timesteps: int | None, stage1_images: int = 1,
+             prefix: str = "eval_srr/", stage1_model=None) -> SRREvalResult:
     """The held-out SRR eval (module docstring). `rollout_config`: stage 2's; `num_timesteps` (None = the
     training values) sets both stages' ODE schedules. `stage1_model` (None = `model`) draws stage 1; the same key
     gives it the same first draws whichever `model` refines them."""
