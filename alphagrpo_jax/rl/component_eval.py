@@ -95,9 +95,10 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
             for k in range(keys):
                 for name, experts in chosen.items():
                     learner.trainable = keep_experts(state["params"], experts)
-                    # The base refining the base's draws is its own SRR eval (rl/tasks/srr.py copies it).
-                    model = base_model if name == "base" else learner.model()
-                    m = held_out_eval(config, model, rel, records, reward_fn, tasks, k, base_model=base_model).metrics
+                    model = learner.model()
+                    # The base refining the base's draws is its own SRR eval (base_model is model: a copy).
+                    m = held_out_eval(config, model, rel, records, reward_fn, tasks, k,
+                                      base_model=model if name == "base" else base_model).metrics
                     per_key[name].append(m)
                     log.info("key %d, %s: %s", k, name, m.get("eval/reward"))
         finally:
