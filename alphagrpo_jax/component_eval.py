@@ -13,7 +13,7 @@ keys and the same protocol as the trainer's eval: base (no adapters), text polic
 Switching an expert's adapters off is exact (its lora_b set to 0). Writes `component_eval_step<N>.json` into the
 workdir and prints a table. One run gives per-component evidence that separate ablation runs would otherwise
 need (they also differ: an ablation's image policy trains on the base's think texts, not the trained ones).
-With SRR in `task.kinds` each variant also gets the SRR eval (`eval_srr/*`, rl/evaluate_srr.py: the variant refines
+With SRR in `task.kinds` each variant also gets the SRR eval (`eval_srr/*`, rl/tasks/srr.py: the variant refines
 its own first draws) and `eval_srr_base_draws/*` (it refines the base's first draws, the same images for every
 variant: refinement skill without the change in first draws).
 
@@ -28,10 +28,8 @@ import json
 import logging
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
-from flax import nnx
 
 from alphagrpo_jax import cli, paths, plugins
 from alphagrpo_jax.data.prompts import PromptRecords
@@ -40,29 +38,15 @@ from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.models.bagel.llm import GEN, UND
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.reward.service import build_reward_fn
-from alphagrpo_jax.rl.config import srr_configs
-from alphagrpo_jax.rl.trainer_state import build, held_out_eval, restore_checkpoint
+from alphagrpo_jax.rl import tasks as tasks_lib
+from alphagrpo_jax.rl.lora import keep_experts
+from alphagrpo_jax.rl.tasks import held_out_eval
+from alphagrpo_jax.rl.trainer_state import build, restore_checkpoint
 from alphagrpo_jax.rl.validate import check_train_config
 
 log = logging.getLogger("alphagrpo_jax.component_eval")
 
 VARIANTS = {"base": (), "text_policy": (UND,), "image_policy": (GEN,), "both": (UND, GEN)}
-
-
-def keep_experts(trainable, experts: tuple[int, ...]):
-    """The LoRA state with the adapters of every expert not in `experts` switched off (lora_b = 0)."""
-    def f(path, var):
-        if str(getattr(path[-1], "key", path[-1])) != "lora_b":
-            return var
-        axes = tuple(var.get_metadata().get("axes") or ())
-        if "expert" not in axes:
-            raise ValueError(f"component_eval: {jax.tree_util.keystr(path)} has no 'expert' axis: {axes}")
-        ax = axes.index("expert")
-        keep = jnp.array([e in experts for e in (UND, GEN)], var.get_value().dtype)
-        shape = [1] * var.get_value().ndim
-        shape[ax] = 2
-        return var.replace(var.get_value() * keep.reshape(shape))
-    return jax.tree_util.tree_map_with_path(f, trainable, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def paired_differences(per_key: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -96,7 +80,7 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
     chosen = {name: e for name, e in VARIANTS.items() if name == "base" or name in variants}
     per_key: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
     with rules_lib.use_rules(mesh, rules):
-        rel, rcfg, learner, _ = build(config, mesh)
+        rel, rollout, learner, _ = build(config, mesh)
         state, extras = restore_checkpoint(config, learner, step)
         step = int(extras["step"])
         _, eval_path = prompt_files(config)
@@ -105,18 +89,17 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
                              "that writes them)")
         records = list(PromptRecords(eval_path))[: config.eval.num_prompts]
         reward_fn = build_reward_fn(config.reward)
-        srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in tuple(config.task.kinds) else None
+        tasks = tasks_lib.from_config(config, rollout)
         try:
             learner.trainable = keep_experts(state["params"], VARIANTS["base"])
             base_model = learner.model()
             for k in range(keys):
                 for name, experts in chosen.items():
                     learner.trainable = keep_experts(state["params"], experts)
-                    m = held_out_eval(config, learner.model(), rel, records, reward_fn, rcfg, srr_cfgs, k,
-                                      base_model=base_model if srr_cfgs and name != "base" else None).metrics
-                    if srr_cfgs and name == "base":  # the base refining its own draws: its eval_srr, same key
-                        m.update({n.replace("eval_srr/", "eval_srr_base_draws/"): v for n, v in m.items()
-                                  if n.startswith("eval_srr/")})
+                    model = learner.model()
+                    # The base refining the base's draws is its own SRR eval (base_model is model: a copy).
+                    m = held_out_eval(config, model, rel, records, reward_fn, tasks, k,
+                                      base_model=model if name == "base" else base_model).metrics
                     per_key[name].append(m)
                     log.info("key %d, %s: %s", k, name, m.get("eval/reward"))
         finally:

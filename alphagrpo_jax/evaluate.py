@@ -198,10 +198,15 @@ def main(config) -> None:
         from alphagrpo_jax.models.bagel import image_transform
         from alphagrpo_jax.sampling.pipeline import Pipeline
 
-        rel, step = model.load(config.release, config.workdir, config.step, config.dtype)
         kw = {}
-        if (config.transform or bench.transform) == "toy":
-            kw = dict(vae_transform=image_transform.TOY_VAE_TRANSFORM, vit_transform=image_transform.TOY_VIT_TRANSFORM)
+        name = config.transform or bench.transform
+        if name:  # a registered transform pair (the toy plug-in registers "toy")
+            if name not in image_transform.TRANSFORMS:
+                raise UsageError(f"config.transform: unknown transform {name!r}; known: "
+                                 f"{sorted(image_transform.TRANSFORMS)} (plug-ins register more)")
+            vae, vit = image_transform.TRANSFORMS[name]
+            kw = dict(vae_transform=vae, vit_transform=vit)
+        rel, step = model.load(config.release, config.workdir, config.step, config.dtype)
         pipe = Pipeline(rel, cache_size=config.cache_size, **kw)
         try:
             runner.generate(bench, mine, pipe, settings, config.out, variant, config.model_name, manifest,

@@ -48,7 +48,7 @@ from alphagrpo_jax.reward.service import build_reward_fn, reward_config
 from alphagrpo_jax.sampling.pipeline import Pipeline
 from alphagrpo_jax.sampling.prompts import (REFLECTION_PROMPT, PromptError, check_reflection_template,
                                             prompt_text)
-from alphagrpo_jax.sampling.refine import refine
+from alphagrpo_jax.sampling.srr import refine
 from alphagrpo_jax.sampling.text import TextSamplerConfig
 
 

@@ -37,7 +37,8 @@ from PIL import Image
 
 from alphagrpo_jax import checkpointing, checks, cli, integrity, metrics, optim, paths, plugins
 from alphagrpo_jax.data import sft_sources
-from alphagrpo_jax.models.bagel import checkpoint as ckpt_io, config as config_lib, model as model_lib, packed
+from alphagrpo_jax.models.bagel import checkpoint as ckpt_io, config as config_lib, model as model_lib
+from alphagrpo_jax.models.bagel import packed_forward as packed
 from alphagrpo_jax.models.bagel import release as release_lib
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib

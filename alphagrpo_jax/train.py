@@ -12,7 +12,9 @@ exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -24,19 +26,28 @@ from alphagrpo_jax.data.prompts import PromptRecords, round_dataset
 from alphagrpo_jax.data.sources import prompt_files
 from alphagrpo_jax.parallel import distributed, hostdata, mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.reward.service import build_reward_fn
-from alphagrpo_jax.rl import accumulation, advantages
-from alphagrpo_jax.rl.config import srr_configs
+from alphagrpo_jax.rl import accumulation, advantages, tasks as tasks_lib
 from alphagrpo_jax.rl.grid import sample_grid
 from alphagrpo_jax.rl.guards import StepGuard
 from alphagrpo_jax.rl.learner import add_grads
-from alphagrpo_jax.rl.rounds import start_round
-from alphagrpo_jax.rl.trainer_state import build, checkpoint_target, held_out_eval, round_key
+from alphagrpo_jax.rl.tasks import held_out_eval
+from alphagrpo_jax.rl.trainer_state import build, checkpoint_target, round_key
 from alphagrpo_jax.rl.validate import check_train_config
+
+if TYPE_CHECKING:
+    from alphagrpo_jax.reward.service import RewardResult
 
 log = logging.getLogger("alphagrpo_jax.train")
 
 
 def train(config) -> dict:
+    """Runs (or resumes) the training run of `config`; returns {"eval": [held-out eval rows], "final_step": N,
+    "preempted_at": N (only when preempted)}."""
+    return run(config)[0]
+
+
+def run(config):
+    """(train's results, the trained Learner): in-process callers (tests) read the final params from it."""
     plugins.load(config)  # the config's plug-ins register their components, prompt sources, transforms
     check_train_config(config)  # every key, file and reward endpoint, before any model loads (UsageError)
     distributed.maybe_initialize()
@@ -51,18 +62,19 @@ def train(config) -> dict:
         return _train(config, mesh, workdir, timer)
 
 
-def _train(config, mesh, workdir, timer) -> dict:
+def _train(config, mesh, workdir, timer):
     log.info("mesh: %s", mesh_lib.describe(mesh))
-    rel, rcfg, learner, schedule = build(config, mesh)
+    rel, rollout, learner, schedule = build(config, mesh)
+    tasks = tasks_lib.from_config(config, rollout)
     train_path, eval_path = prompt_files(config)
     r = config.rollout
     # Every process iterates the same rounds; each scores its own block of a round's samples.
     data = round_dataset(train_path, prompts_per_round=r.prompts_per_round, seed=config.seed)
     data_it = iter(data)
     eval_records = list(PromptRecords(eval_path))[: config.eval.num_prompts] if eval_path else []
-    reward_fn = build_reward_fn(config.reward)
-    writer = ckpt = bar = None
+    reward_fn = writer = ckpt = bar = None
     try:
+        reward_fn = build_reward_fn(config.reward)
         writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.log.tensorboard)
         ckpt = checkpointing.CheckpointManager(paths.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                                every=config.checkpoint.every)
@@ -76,15 +88,13 @@ def _train(config, mesh, workdir, timer) -> dict:
             log.info("resumed from step %d", start)
         writer.truncate(start or -1)  # what a killed run logged after its checkpoint (all: step 0 too) is logged again
         results: dict = {}
-        kinds = tuple(config.task.kinds)
-        srr_cfgs = srr_configs(config, rcfg.system_prompt) if "srr" in kinds else None
 
         def run_eval(step):
             if not eval_records:
                 return
             # The eval's own rollout sub-phases go to a throwaway timer, not into the next step's row.
             with timer("eval"), metrics_lib.PhaseTimer().active():
-                ev = held_out_eval(config, learner.model(), rel, eval_records, reward_fn, rcfg, srr_cfgs)
+                ev = held_out_eval(config, learner.model(), rel, eval_records, reward_fn, tasks)
             writer.write(step, ev.metrics)
             results["eval"].append({"step": step, **ev.metrics})
             n = min(config.log.grid_size, len(ev.prompts))
@@ -104,28 +114,24 @@ def _train(config, mesh, workdir, timer) -> dict:
             run_eval(start)
         bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
         guard = StepGuard(config.train.max_nonfinite_steps, r.rounds_per_step)
-        calls = {kind: accumulation.backward_calls(cfg_k.image.sde_window, learner.lcfg.train_image,
-                                                   learner.lcfg.train_text)
-                 for kind, cfg_k in (("rt2i", rcfg), ("srr", srr_cfgs[0] if srr_cfgs else None)) if cfg_k}
+        calls = {name: tasks_lib.backward_calls(task, learner.loss_config) for name, task in tasks.items()}
         for step in range(start + 1, config.total_steps + 1):
-            kinds_k = accumulation.step_kinds(config, step)
-            plan = accumulation.from_config(config, kinds_k, calls)
+            step_tasks = accumulation.step_kinds(config, step)
+            plan = accumulation.from_config(config, step_tasks, calls)
             rounds: list = []
 
-            def roll(kind):  # rolls out the step's next round (index len(rounds): keys and windows continue it)
-                rnd = len(rounds)
-                cfg_k = rcfg if kind == "rt2i" else srr_cfgs[0]
-                ws = (cfg_k.draw_window_start(np.random.default_rng((config.seed, step, rnd)))
-                      if cfg_k.image.sde_window else 0)
-                with timer(f"rollout_{kind}"):
-                    rd = start_round(kind, learner.model(), rel, next(data_it), reward_fn,
-                                     round_key(config.seed, step, rnd), ws, rcfg, srr_cfgs)
+            def roll(name):  # rolls out the step's next round (index len(rounds): keys and windows continue it)
+                rnd, task = len(rounds), tasks[name]
+                window_start = tasks_lib.draw_window_start(task, np.random.default_rng((config.seed, step, rnd)))
+                with timer(f"rollout_{name}"):
+                    rd = task.start_round(learner.model(), rel, next(data_it), reward_fn,
+                                          round_key(config.seed, step, rnd), window_start)
                     jax.block_until_ready(rd.result.rollout.trajectory)
                 rounds.append(rd)
                 return rnd
 
-            for kind in kinds_k:
-                roll(kind)
+            for name in step_tasks:
+                roll(name)
             queue = plan.blocks()
             acc, used, extra_rounds, stats, extra = None, 0, 0, [], {}
             while queue:
@@ -133,23 +139,22 @@ def _train(config, mesh, workdir, timer) -> dict:
                 rds = [rounds[i] for i in block]
                 with timer("reward_wait"):
                     got = [rd.rewards() for rd in rds]
-                for _, more, _ in got:
-                    extra.update(more)
+                for g in got:
+                    extra.update(g.metrics)
                 # One estimate over the block's populations (consecutive prompts of its rounds).
-                adv = advantages.compute(config.advantage.name, np.concatenate([g[0] for g in got]),
+                adv = advantages.compute(config.advantage.name, np.concatenate([g.rewards for g in got]),
                                          population=plan.population, std=config.advantage.std, eps=config.advantage.eps)
                 adv = np.split(adv, len(rds))
-                for rd, (rewards, _, rw), a in zip(rds, got, adv):
+                for rd, g, a in zip(rds, got, adv):
                     ro = rd.result.rollout
-                    think = (hostdata.to_host(ro.think_len), hostdata.to_host(ro.think_truncated))
-                    stats.append((rw, rewards, a, think))
-                improved = any(more.get("srr/any_improved", 1.0) for _, more, _ in got)
-                if all(np.all(a == 0) for a in adv) or not improved:
-                    what = f"step {step} rounds {block} ({rds[0].kind}): no learning signal (all advantages 0 / " \
+                    stats.append(RoundStats(g.result, g.rewards, a, hostdata.to_host(ro.think_len),
+                                            hostdata.to_host(ro.think_truncated)))
+                if all(np.all(a == 0) for a in adv) or not any(g.has_signal for g in got):
+                    what = f"step {step} rounds {block} ({rds[0].task}): no learning signal (all advantages 0 / " \
                            f"nothing improved)"
                     if plan.skipped == "redraw" and extra_rounds + len(block) <= plan.max_extra_rounds:
                         log.info("%s, redrawn", what)
-                        queue.append([roll(rds[0].kind) for _ in block])
+                        queue.append([roll(rds[0].task) for _ in block])
                         extra_rounds += len(block)
                     elif plan.skipped == "redraw":
                         log.warning("%s; train.max_extra_rounds = %d redrawn rounds used up: the update has %d "
@@ -160,19 +165,17 @@ def _train(config, mesh, workdir, timer) -> dict:
                         rounds[i] = None
                     continue
                 for rd, a in zip(rds, adv):
+                    task = tasks[rd.task]
                     with timer("train"):
-                        if rd.kind == "rt2i":
-                            scfg, text_w = rcfg.image, None  # loss.text_loss_weight
-                        else:
-                            scfg, text_w = srr_cfgs[0].image, config.task.srr.text_loss_weight
-                        grads, m = learner.grads(rd.result.rollout, jnp.asarray(a.reshape(-1)), scfg, text_w,
+                        grads, m = learner.grads(rd.result.rollout, jnp.asarray(a.reshape(-1)),
+                                                 task.rollout_config.image, task.text_loss_weight,
                                                  scale=plan.round_scale())
                         acc = grads if acc is None else add_grads(acc, grads)
                         jax.block_until_ready(acc)
                     used += 1
                 for i in block:
                     rounds[i] = None  # its rollout is no longer needed (a redrawn step may hold many)
-            row = step_metrics(stats, m if used else {}, rcfg)
+            row = step_metrics(stats, m if used else {}, rollout.think)
             row.update(extra)
             row["rounds_used"], row["rounds_extra"] = used, extra_rounds
             row["grad/divisor"], row["adv/population"] = plan.divisor(used), plan.population * r.group_size
@@ -199,34 +202,43 @@ def _train(config, mesh, workdir, timer) -> dict:
             if resource is not None:
                 resource.close()
     results["final_step"] = step if config.total_steps > start else start
-    results["learner"] = learner
-    return results
+    return results, learner
 
 
-def step_metrics(stats, loss_metrics: dict, rcfg) -> dict:
-    """Reward/advantage/think statistics of a step's rounds plus the (last used round's) loss metrics. `stats`:
-    per round (RewardResult, [P, G] rewards, [P, G] advantages, (host think_len [B], think_truncated [B]))."""
-    rewards = np.concatenate([s[1].reshape(-1) for s in stats])
-    adv = np.concatenate([s[2].reshape(-1) for s in stats])
+@dataclasses.dataclass
+class RoundStats:
+    """What a step's metrics row reads of one used round."""
+    reward_result: RewardResult   # the whole round's, as scored
+    rewards: np.ndarray           # [P, G] training rewards
+    advantages: np.ndarray        # [P, G]
+    think_len: np.ndarray         # [B] host copies
+    think_truncated: np.ndarray   # [B]
+
+
+def step_metrics(stats: list[RoundStats], loss_metrics: dict, think: bool) -> dict:
+    """Reward/advantage/think statistics of a step's rounds plus the (last used round's) loss metrics; think
+    statistics when the rollout `think`s."""
+    rewards = np.concatenate([s.rewards.reshape(-1) for s in stats])
+    adv = np.concatenate([s.advantages.reshape(-1) for s in stats])
     row = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
-           "reward/group_std": float(np.mean([s[1].std(axis=1).mean() for s in stats])),
+           "reward/group_std": float(np.mean([s.rewards.std(axis=1).mean() for s in stats])),
            "adv/mean": float(adv.mean()), "adv/abs_mean": float(np.abs(adv).mean()),
            "adv/zero_frac": float(np.mean(adv == 0))}
-    for name in stats[0][0].components:
-        row[f"reward/{name}"] = float(np.mean(np.concatenate([s[0].components[name] for s in stats])))
+    results = [s.reward_result for s in stats]
+    for name in results[0].components:
+        row[f"reward/{name}"] = float(np.mean(np.concatenate([rw.components[name] for rw in results])))
     tags: dict[str, list[float]] = {}
-    for rw, *_ in stats:
+    for rw in results:
         for info in rw.info:
             for k, v in info.items():
                 if "/tag/" in k:
                     tags.setdefault(k, []).append(v)
     row.update({f"reward/{k}": float(np.mean(v)) for k, v in tags.items()})
-    if any("dvreward/from_text" in rw.counts for rw, *_ in stats):  # 0/1 scores (reward.allow_text_scores)
-        row["dvreward/from_text"] = float(sum(rw.counts.get("dvreward/from_text", 0) for rw, *_ in stats))
-    if rcfg.think:
-        lens = np.concatenate([s[3][0] for s in stats])
-        trunc = np.concatenate([s[3][1] for s in stats])
-        row.update({"think/len": float(lens.mean()), "think/truncated": float(trunc.mean())})
+    if any("dvreward/from_text" in rw.counts for rw in results):  # 0/1 scores (reward.allow_text_scores)
+        row["dvreward/from_text"] = float(sum(rw.counts.get("dvreward/from_text", 0) for rw in results))
+    if think:
+        row.update({"think/len": float(np.concatenate([s.think_len for s in stats]).mean()),
+                    "think/truncated": float(np.concatenate([s.think_truncated for s in stats]).mean())})
     row.update({k: float(v) for k, v in loss_metrics.items()})
     return row
 

@@ -19,9 +19,10 @@ from bench_train import small_setup  # noqa: E402  (the random-init small_100m r
 from common import REPO  # noqa: E402
 
 from alphagrpo_jax.evaluation import runner  # noqa: E402
-from alphagrpo_jax.models.bagel import image_transform, release  # noqa: E402
+from alphagrpo_jax.models.bagel import release  # noqa: E402
 from alphagrpo_jax.parallel import mesh as mesh_lib  # noqa: E402
 from alphagrpo_jax.sampling.pipeline import Pipeline  # noqa: E402
+from alphagrpo_jax.toy import transforms as toy_transforms  # noqa: E402
 from alphagrpo_jax.toy.benchmark import Toy  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def main():
     toy = release.load_release(os.path.join(REPO, "assets/toy_base"), mesh_lib.make_mesh({"fsdp": -1}))
     _, load_small, _ = small_setup(argparse.Namespace(quick=True), "")
     small = load_small("", mesh_lib.make_mesh({"fsdp": -1}), param_dtype="bfloat16", dtype="bfloat16")
-    toy_kw = dict(vae_transform=image_transform.TOY_VAE_TRANSFORM, vit_transform=image_transform.TOY_VIT_TRANSFORM)
+    toy_kw = dict(vae_transform=toy_transforms.VAE_TRANSFORM, vit_transform=toy_transforms.VIT_TRANSFORM)
     models = {"toy (32 px)": (Pipeline(toy, cache_size=256, **toy_kw), 32),
               "small_100m (64 px)": (Pipeline(small, cache_size=256, **toy_kw), 64)}
     print(f"{'model':<22}{'batch':>6}{'first call s':>14}{'images/s':>10}{'vs batch 1':>12}")

@@ -65,11 +65,11 @@ def main():
     print(f"{'decode':<28}{'compile s':>10}{'run s':>9}{'tok/s':>10}{'vs naive':>10}")
     for b in ((1, 4) if args.quick else (1, 16)):
         prompts = [[(7 * i + j) % 200 + 20 for j in range(24)] for i in range(b)]
-        tcfg = text_lib.TextSamplerConfig(max_new_tokens=t, greedy=True)
+        text_config = text_lib.TextSamplerConfig(max_new_tokens=t, greedy=True)
 
         def run():
             ctx = ctx_lib.build(model, None, [[ctx_lib.Text(tuple(p))] for p in prompts], cache_size=64 + t)
-            return text_lib.decode(model, ctx, jax.random.split(jax.random.key(0), b), tcfg)[1].tokens
+            return text_lib.decode(model, ctx, jax.random.split(jax.random.key(0), b), text_config)[1].tokens
 
         comp, sec = timed(run)
         before = text_lib.decode._cache_size()
@@ -88,11 +88,11 @@ def main():
         pos = image_lib.grid_positions(gh, gw, cfg.max_latent_size, b)
         x = jax.random.normal(jax.random.key(0), (b, gh * gw, cfg.patch_latent_dim))
         rates = {}
-        for name, cfgc in (("no CFG", CFGConfig(1.0)), ("text CFG", CFGConfig(4.0, 1.0, (0.0, 1.0)))):
-            scfg = image_lib.ImageSamplerConfig(num_timesteps=n_steps + 1, cfg=cfgc)
+        for name, guidance in (("no CFG", CFGConfig(1.0)), ("text CFG", CFGConfig(4.0, 1.0, (0.0, 1.0)))):
+            sampler_config = image_lib.ImageSamplerConfig(num_timesteps=n_steps + 1, cfg=guidance)
             br = image_lib.Branches(ctx, unc)
             comp, sec = timed(lambda: image_lib.sample(model, br, x, pos, jax.random.key(1), jnp.int32(0),
-                                                       scfg).latents)
+                                                       sampler_config).latents)
             rates[name] = n_steps / sec
             print(f"{name + ', batch ' + str(b) + f' ({gh * gw} latents)':<36}{comp:>10.2f}{rates[name]:>10.2f}"
                   f"{rates[name] / rates['no CFG']:>9.2f}x")

@@ -164,7 +164,7 @@ def lora_flops_per_token(cfg) -> float:
     return c.num_layers * sum(2 * cfg.lora_rank * sum(dims[t]) for t in cfg.lora_targets if t in dims)
 
 
-def image_grad_flops(cfg, rollout, scfg) -> tuple[float, int, list[int]]:
+def image_grad_flops(cfg, rollout, sampler_config) -> tuple[float, int, list[int]]:
     """(forward FLOPs of the window steps, the executed multiplier, CFG branches per window step)."""
     from alphagrpo_jax.models.bagel.embeddings import FREQUENCY_DIM
 
@@ -173,11 +173,11 @@ def image_grad_flops(cfg, rollout, scfg) -> tuple[float, int, list[int]]:
     d, lat = cfg.llm.hidden_size, cfg.patch_latent_dim
     per_query = llm_flops_per_token(cfg, s + n + 2) + lora_flops_per_token(cfg)
     heads = 2 * (2 * lat * d) + 2 * (FREQUENCY_DIM * d + d * d)
-    ts = scfg.timesteps()
-    lo, hi = scfg.cfg.interval
-    n_branches = 1 + scfg.cfg.uses_text_branch + scfg.cfg.uses_img_branch
+    ts = sampler_config.timesteps()
+    lo, hi = sampler_config.cfg.interval
+    n_branches = 1 + sampler_config.cfg.uses_text_branch + sampler_config.cfg.uses_img_branch
     ws = int(rollout.window_start)
-    ks = [n_branches if lo < ts[ws + j] <= hi else 1 for j in range(scfg.sde_window)]
+    ks = [n_branches if lo < ts[ws + j] <= hi else 1 for j in range(sampler_config.sde_window)]
     fwd = sum(k * b * ((n + 2) * per_query + n * heads) for k in ks)
     if cfg.remat == "experts":
         raise ValueError("bench_train: the executed-FLOP count has no term for remat 'experts' (a partial recompute)")
@@ -192,7 +192,7 @@ def run_config(name, args, compiles: CompileCounter):
     from alphagrpo_jax.models.bagel import release
     from alphagrpo_jax.rl import advantages, lora
     from alphagrpo_jax.rl.learner import Learner
-    from alphagrpo_jax.rl.rounds import start_round
+    from alphagrpo_jax.rl.tasks.rt2i import RT2I
 
     workdir = tempfile.mkdtemp(prefix=f"bench_train_{name}_")
     config, load_release, reward_fn = (toy_setup if name == "toy" else small_setup)(args, workdir)
@@ -201,10 +201,11 @@ def run_config(name, args, compiles: CompileCounter):
     with rules_lib.use_rules(mesh, rules):
         t0 = time.perf_counter()
         if load_release is None:
-            rel, rcfg, learner, _ = train_lib.build(config, mesh)
+            rel, rollout_config, learner, _ = train_lib.build(config, mesh)
         else:  # build() exactly as the trainer, with the release folder replaced by a random-init model
             with mock.patch.object(release, "load_release", load_release):
-                rel, rcfg, learner, _ = train_lib.build(config, mesh)
+                rel, rollout_config, learner, _ = train_lib.build(config, mesh)
+        task = RT2I.from_config(config, rollout_config)
         t_build = time.perf_counter() - t0
         log(f"{name}: built in {t_build:.0f}s")
         cfg = learner.model().cfg
@@ -220,17 +221,17 @@ def run_config(name, args, compiles: CompileCounter):
                 compiles_timed = (compiles.n, compiles.sec)
                 log(f"{name}: compiles so far: {compiles.n} ({compiles.sec:.0f}s)")
             timer = metrics_lib.PhaseTimer()
-            ws = (rcfg.draw_window_start(np.random.default_rng((config.seed, step, 0)))
-                  if rcfg.image.sde_window else 0)
+            ws = (rollout_config.draw_window_start(np.random.default_rng((config.seed, step, 0)))
+                  if rollout_config.image.sde_window else 0)
             t_step = time.perf_counter()
             with timer.active():
                 t0 = time.perf_counter()
-                rd = start_round("rt2i", learner.model(), rel, records, reward_fn,
-                                 train_lib.round_key(config.seed, step, 0), ws, rcfg)
+                rd = task.start_round(learner.model(), rel, records, reward_fn,
+                                      train_lib.round_key(config.seed, step, 0), ws)
                 jax.block_until_ready(rd.result.rollout.trajectory)
                 t_roll = time.perf_counter() - t0
             with timer("reward"):
-                rewards, _, _ = rd.rewards()
+                rewards = rd.rewards().rewards
             adv = jnp.asarray(advantages.compute(config.advantage.name, rewards, std=config.advantage.std,
                                                  eps=config.advantage.eps).reshape(-1))
             with timer("gradient"):
@@ -249,14 +250,15 @@ def run_config(name, args, compiles: CompileCounter):
         # Gradient split and image FLOP/s on the last rollout: learners sharing the current params (only their
         # `grads` run, so the donation in `apply` never touches them). After a first (compiling) call each, the
         # matmul peak and the gradients are timed in interleaved rounds, so host-load drift hits all alike.
-        r, scfg = rd.result.rollout, rcfg.image
+        r, sampler_config = rd.result.rollout, rollout_config.image
         tf = lora.trainable_filter(config.train.params)
         learners = {"full": learner}
         for key, lc in (("image", dict(train_text=False)), ("text", dict(train_image=False))):
-            if key == "text" and (args.quick or not learner.lcfg.train_text) or (
-                    key == "image" and not learner.lcfg.train_image):
+            if key == "text" and (args.quick or not learner.loss_config.train_text) or (
+                    key == "image" and not learner.loss_config.train_image):
                 continue
-            learners[key] = Learner(learner.model(), tf, learner.tx, dataclasses.replace(learner.lcfg, **lc), scfg)
+            learners[key] = Learner(learner.model(), tf, learner.tx, dataclasses.replace(learner.loss_config, **lc),
+                                    sampler_config)
         first, times, peaks = {}, {k: [] for k in learners}, []
         for key, lr in learners.items():
             t0 = time.perf_counter()
@@ -271,14 +273,15 @@ def run_config(name, args, compiles: CompileCounter):
                 times[key].append(time.perf_counter() - t0)
         grad_sec = {k: float(np.median(v)) for k, v in times.items()}
         peak = float(np.median(peaks))
-        flops = image_grad_flops(cfg, r, scfg) if "image" in learners else None
+        flops = image_grad_flops(cfg, r, sampler_config) if "image" in learners else None
 
     reward_fn.close()
     b, n = r.latent_pos.shape
     print(f"\n=== {name}: {n_params / 1e6:.1f}M params ({n_train / 1e6:.2f}M trainable, {config.train.params}), "
-          f"dtype={cfg.dtype}, B={b} ({config.rollout.prompts_per_round} prompts x {rcfg.group_size}), "
-          f"think<={rcfg.text.max_new_tokens} tok, {rcfg.height}x{rcfg.width} px = {n} latents, "
-          f"{rcfg.image.num_steps} steps, SDE window {rcfg.image.sde_window}, cache {r.ctx.cache.size}")
+          f"dtype={cfg.dtype}, B={b} ({config.rollout.prompts_per_round} prompts x {rollout_config.group_size}), "
+          f"think<={rollout_config.text.max_new_tokens} tok, {rollout_config.height}x{rollout_config.width} px = "
+          f"{n} latents, {rollout_config.image.num_steps} steps, SDE window {rollout_config.image.sde_window}, "
+          f"cache {r.ctx.cache.size}")
     print(f"build {t_build:.1f}s, warm-up step (compiles{' or cache loads' if args.compile_cache else ''}) "
           f"{warm_sec:.1f}s; timed steps: {len(rows)}, "
           f"compiles during them: {compiles_timed[0]} ({compiles_timed[1]:.1f}s)")

@@ -5,7 +5,7 @@
 
 Per SRR round: stage 1 draws `stage1_images` ODE images per prompt without think and keeps each prompt's worst;
 stage 2 (trained) reflects on it and redraws G times with the SDE sampler and edit CFG; rewards are floored at
-the stage-1 reward. The held-out eval adds `eval_srr/*` (rl/evaluate_srr.py: stage-1 draw -> one ODE redraw).
+the stage-1 reward. The held-out eval adds `eval_srr/*` (rl/tasks/srr.py: stage-1 draw -> one ODE redraw).
 
 Numbers. From the reference's SRR recipe (JunyiWuCode/AlphaGRPO@1f604ff config/bagel.py:_synthesis_reflect_base,
 spec 4 and 2.4): stage 1 and stage 2 share one schedule; a short SDE window early in the schedule (reference: 5
@@ -16,7 +16,7 @@ Toy choices: edit text CFG 2, not 4: the toy base is sampled with text CFG 2, an
 the first draws (docs/results/2026-11-30-toy-srr.md). CPU sizes: P=4 prompts x G=8, 2 stage-1 images per prompt, one
 round per step, 10-point schedules; LoRA r8, lr 3e-4, clip eps 1e-3, 64 think tokens, 32 px are configs/toy_rt2i.py's,
 which this extends. `:mixed` is toy_rt2i.py's run (G = 16, 2 rounds per step, 40 steps, cosine lr, the
-think-format reward for the RT2I rounds; SRR rounds ignore text-only reward components, rl/reflect.py) with
+think-format reward for the RT2I rounds; SRR rounds ignore text-only reward components, rl/tasks/srr.py) with
 every second round an SRR round. Each round weighs its text as its own task's recipe: RT2I rounds by
 `loss.text_loss_weight`, SRR rounds by `task.srr.text_loss_weight`.
 """

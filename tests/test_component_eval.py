@@ -20,7 +20,7 @@ def test_variants_match_the_trainers_evals(tmp_path):
     c = tiny_config(tmp_path, 1)
     c.optim.lr = 3e-2  # one step must move the adapters enough to change the held-out reward
     c.eval.update(dict(every=1, num_prompts=4, batch_size=4))
-    out = train.train(c)
+    out, learner = train.run(c)
     ev0, ev1 = out["eval"][0]["eval/reward"], out["eval"][1]["eval/reward"]
     assert ev0 != ev1
     # Only `both` besides the base: the single-expert variants' masks are checked below, and every variant runs
@@ -36,7 +36,7 @@ def test_variants_match_the_trainers_evals(tmp_path):
     with pytest.raises(ValueError, match="unknown variants.*'policy'"):
         component_eval.component_eval(c, variants=("policy",))
 
-    trained = out["learner"].trainable
+    trained = learner.trainable
     for experts in [(), (UND,), (GEN,), (UND, GEN)]:
         masked = component_eval.keep_experts(trained, experts)
         leaves = lambda t: jax.tree_util.tree_leaves_with_path(t, is_leaf=lambda x: isinstance(x, nnx.Variable))  # noqa
@@ -60,12 +60,12 @@ def test_paired_differences_by_hand():
 def check_srr_variants(config, monkeypatch):
     """component_eval of an SRR run's checkpoint (tests/test_train_srr.py calls this after training, to share its
     compile): each variant refines its own first draws and the base's; the base's base-draws eval is its own."""
-    from alphagrpo_jax.rl import reflect
+    from alphagrpo_jax.rl.tasks import srr
 
     calls = []  # per SRR eval batch: [model that drew stage 1, model that refined]
-    stage1, refine = reflect.run_stage1, reflect.rollout_srr
-    monkeypatch.setattr(reflect, "run_stage1", lambda m, *a, **k: (calls.append([m]), stage1(m, *a, **k))[1])
-    monkeypatch.setattr(reflect, "rollout_srr", lambda m, *a, **k: (calls[-1].append(m), refine(m, *a, **k))[1])
+    stage1, refine = srr.run_stage1, srr.rollout_srr
+    monkeypatch.setattr(srr, "run_stage1", lambda m, *a, **k: (calls.append([m]), stage1(m, *a, **k))[1])
+    monkeypatch.setattr(srr, "rollout_srr", lambda m, *a, **k: (calls[-1].append(m), refine(m, *a, **k))[1])
     res = component_eval.component_eval(config, keys=1, variants=("both",))  # every variant runs this same path
     (base,), (both,) = res["per_key"]["base"], res["per_key"]["both"]
     srr_keys = [k for k in base if k.startswith("eval_srr/")]

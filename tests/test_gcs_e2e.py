@@ -44,8 +44,8 @@ def gcs_config(root: str, steps: int):
 
 @pytest.fixture(scope="module")
 def gcs_run(gcs, tmp_path_factory):
-    """(bucket root, local folder the run was started in, first run, resumed run): 1 step on gs://, then resumed
-    to 2 (each run compiles its programs: the cost of this test)."""
+    """(bucket root, local folder the run was started in, first run, resumed run, first run's learner): 1 step on
+    gs://, then resumed to 2 (each run compiles its programs: the cost of this test)."""
     root = gcs.new_bucket("e2e")
     upload_release(GOLDENS, paths.join(root, "base"))
     cwd = tmp_path_factory.mktemp("cwd")
@@ -56,7 +56,7 @@ def gcs_run(gcs, tmp_path_factory):
     logger.setLevel(logging.INFO)
     logger.addHandler(logs)
     try:
-        first = train.train(gcs_config(root, 1))
+        first, first_learner = train.run(gcs_config(root, 1))
         logs.messages.clear()
         resumed = train.train(gcs_config(root, 2))
     finally:
@@ -64,7 +64,7 @@ def gcs_run(gcs, tmp_path_factory):
         logger.removeHandler(logs)
         logger.setLevel(level)
     resumed["log"] = list(logs.messages)
-    return root, cwd, first, resumed
+    return root, cwd, first, resumed, first_learner
 
 
 class _Messages(logging.Handler):
@@ -77,7 +77,7 @@ class _Messages(logging.Handler):
 
 
 def test_run_and_resume_live_in_the_bucket(gcs_run):
-    root, cwd, first, resumed = gcs_run
+    root, cwd, first, resumed, _ = gcs_run
     run = paths.join(root, "run")
     assert first["final_step"] == 1 and resumed["final_step"] == 2
     assert "resumed from step 1" in resumed["log"]
@@ -95,11 +95,11 @@ def test_run_and_resume_live_in_the_bucket(gcs_run):
 
 def test_checkpoint_on_gs_restores_the_trained_state(gcs_run):
     """Step 1's checkpoint on gs:// (what the resume started from) holds exactly the first run's final params."""
-    root, _, first, _ = gcs_run
-    state, extras = train.restore_checkpoint(gcs_config(root, 2), first["learner"], step=1)
+    root, _, _, _, first_learner = gcs_run
+    state, extras = train.restore_checkpoint(gcs_config(root, 2), first_learner, step=1)
     assert int(extras["step"]) == 1
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-                 first["learner"].trainable, state["params"])
+                 first_learner.trainable, state["params"])
 
 
 def test_export_to_the_bucket_matches_a_local_export_and_loads(gcs_run, tmp_path):

@@ -40,8 +40,8 @@ def _rows(workdir):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     wd = tmp_path_factory.mktemp("straight")
-    out = train.train(tiny_config(wd, 3))
-    return wd, out["learner"].trainable
+    _, learner = train.run(tiny_config(wd, 3))
+    return wd, learner.trainable
 
 
 def test_run_writes_metrics_and_checkpoints(straight):
@@ -59,7 +59,7 @@ def test_resume_is_exact(straight, tmp_path):
     straight, params_a = straight
     # Stop after step 1 (as a kill right after that checkpoint would), then resume to step 3.
     train.train(tiny_config(tmp_path, 1))
-    params_b = train.train(tiny_config(tmp_path, 3))["learner"].trainable
+    params_b = train.run(tiny_config(tmp_path, 3))[1].trainable
     a = {r["step"]: r for r in _rows(straight) if "reward/mean" in r}
     b = {r["step"]: r for r in _rows(tmp_path) if "reward/mean" in r}
     for step in (2, 3):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from alphagrpo_jax import train
-from alphagrpo_jax.rl.config import loss_config, rollout_config, srr_configs
+from alphagrpo_jax.rl.config import loss_config, rollout_config
+from alphagrpo_jax.rl.tasks.srr import SRR
 from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
 from configs import bagel_7b_srr, toy_srr
 from tests.models.bagel.parity_utils import GOLDENS
@@ -41,8 +42,9 @@ def tiny_srr_config(workdir, steps, variant=None):
                                             (bagel_7b_srr, "mixed")])
 def test_configs_build(module, variant):
     c = module.get_config(variant)
-    rollout_config(c, "plan, then draw"), loss_config(c)
-    s2, srr, t2i_cfg = srr_configs(c, "plan, then draw")
+    loss_config(c)
+    task = SRR.from_config(c, rollout_config(c, "plan, then draw"))
+    s2 = task.rollout_config
     assert s2.system_prompt == "plan, then draw"
     assert "srr" in c.task.kinds and (variant != "mixed" or "rt2i" in c.task.kinds)
     assert s2.think and s2.image.sde_window == c.task.srr.sde_window
@@ -58,13 +60,15 @@ def test_configs_build(module, variant):
 
 def test_7b_srr_is_the_reference_recipe():
     c = bagel_7b_srr.get_config()
-    s2, srr, t2i_cfg = srr_configs(c, GEN_THINK_SYSTEM_PROMPT)
+    task = SRR.from_config(c, rollout_config(c, GEN_THINK_SYSTEM_PROMPT))
+    s2, srr, t2i_guidance = task.rollout_config, task.srr, task.srr.stage1_guidance
     assert (srr.stage1_images, srr.stage1_timesteps, srr.selection) == (7, 40, "worst")
     assert (s2.group_size, s2.image.num_timesteps, s2.image.sde_window, s2.image.eta) == (14, 40, 5, 0.7)
     assert (s2.image.cfg.text_scale, s2.image.cfg.img_scale, tuple(s2.image.cfg.interval)) == (4.0, 2.0, (0.0, 1.0))
     starts = {s2.draw_window_start(np.random.default_rng(i)) for i in range(500)}
     assert starts == set(range(11))  # start uniform in [0, 10] of 39 transitions
-    assert (t2i_cfg.text_scale, tuple(t2i_cfg.interval), t2i_cfg.renorm_type) == (4.0, (0.4, 1.0), "global")
+    assert (t2i_guidance.text_scale, tuple(t2i_guidance.interval), t2i_guidance.renorm_type) == (4.0, (0.4, 1.0),
+                                                                                                 "global")
     assert c.rollout.prompts_per_round * c.rollout.rounds_per_step == 32 and c.optim.lr == 5e-5
     assert {k for k, v in dict(c.reward.weights).items() if v} == {"dvreward"}
 

@@ -2,7 +2,7 @@
 batch padded, so nothing recompiles between batches), each row's noise from (seed, prompt index, sample index)
 alone, each finished prompt written in the official layout and then recorded in the manifest (a killed run
 resumes after its last recorded prompt; a half-written prompt is redone, never taken as done).
-With `refine.rounds` > 0 every image goes through Self-Reflective Refinement (sampling/refine.py) one at a time.
+With `refine.rounds` > 0 every image goes through Self-Reflective Refinement (sampling/srr.py) one at a time.
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def _draw(pipe, batch, settings: GenerationSettings, think_cfg) -> list[dict]:
 
 def _refine_one(pipe, row, settings: GenerationSettings, refine: RefineSettings, gate: dict, think_cfg) -> dict:
     from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT
-    from alphagrpo_jax.sampling.refine import refine as srr
+    from alphagrpo_jax.sampling.srr import refine as srr
 
     it, j = row
     rounds = srr(pipe, it.prompt, gate["record"](it), refine.rounds, gate=refine.gate, reward_fn=gate.get("reward_fn"),

@@ -1,4 +1,6 @@
-"""From the ml_collections training config to the typed configs of the rollout and the learner."""
+"""From the ml_collections training config to the typed configs of the rollout and the learner (each task builds
+its own from these, rl/tasks/). The config is the one source of their values: the dataclasses have no defaults
+for what it sets."""
 from __future__ import annotations
 
 from alphagrpo_jax.rl.learner import LossConfig
@@ -11,8 +13,9 @@ from alphagrpo_jax.sampling.text import TextSamplerConfig
 def rollout_config(config, system_prompt: str) -> RolloutConfig:
     """`system_prompt`: the policy's think-mode prompt (`sampling.prompts.think_system_prompt(model cfg)`)."""
     r = config.rollout
-    cfg = CFGConfig(r.cfg.text_scale, r.cfg.img_scale, tuple(r.cfg.interval), r.cfg.renorm_type, r.cfg.renorm_min)
-    image = ImageSamplerConfig(num_timesteps=r.image.num_timesteps, shift=r.image.shift, cfg=cfg,
+    guidance = CFGConfig(r.cfg.text_scale, r.cfg.img_scale, tuple(r.cfg.interval), r.cfg.renorm_type,
+                         r.cfg.renorm_min)
+    image = ImageSamplerConfig(num_timesteps=r.image.num_timesteps, shift=r.image.shift, cfg=guidance,
                                sde_window=r.image.sde_window, eta=r.image.eta)
     text = TextSamplerConfig(max_new_tokens=r.text.max_new_tokens, temperature=r.text.temperature,
                              top_p=r.text.top_p, top_k=r.text.top_k)
@@ -27,34 +30,13 @@ def rollout_config(config, system_prompt: str) -> RolloutConfig:
 
 
 def loss_config(config) -> LossConfig:
-    lc = config.loss
+    loss = config.loss
     return LossConfig(
-        image_loss=lc.image_loss, text_loss=lc.text_loss, image_clip_eps=lc.image_clip_eps, adv_clip=lc.adv_clip,
-        text_clip=tuple(lc.text_clip), text_loss_weight=lc.text_loss_weight, train_image=lc.train_image,
-        train_text=lc.train_text and config.rollout.think, image_kl_beta=lc.image_kl_beta,
-        text_kl_beta=lc.text_kl_beta, max_log_ratio=lc.max_log_ratio,
+        image_loss=loss.image_loss, text_loss=loss.text_loss, image_clip_eps=loss.image_clip_eps,
+        adv_clip=loss.adv_clip, text_clip=tuple(loss.text_clip), text_loss_weight=loss.text_loss_weight,
+        train_image=loss.train_image, train_text=loss.train_text and config.rollout.think,
+        image_kl_beta=loss.image_kl_beta, text_kl_beta=loss.text_kl_beta, max_log_ratio=loss.max_log_ratio,
         text_temperature=config.rollout.text.temperature)
-
-
-def srr_configs(config, system_prompt: str):
-    """(stage-2 RolloutConfig, SRRConfig, stage-1 T2I CFGConfig) of the SRR task."""
-    import dataclasses
-
-    from alphagrpo_jax.models.bagel import image_transform
-    from alphagrpo_jax.rl.reflect import SRRConfig
-
-    base = rollout_config(config, system_prompt)
-    s = config.task.srr
-    cfg = CFGConfig(s.cfg.text_scale, s.cfg.img_scale, tuple(s.cfg.interval), s.cfg.renorm_type, s.cfg.renorm_min)
-    image = dataclasses.replace(base.image, num_timesteps=s.num_timesteps, sde_window=s.sde_window, cfg=cfg)
-    rcfg = dataclasses.replace(base, image=image, sde_window_range=tuple(s.sde_window_range), think=True)
-    transforms = image_transform.TRANSFORMS
-    if s.transforms not in transforms:
-        raise ValueError(f"task.srr.transforms must be one of {sorted(transforms)}, got {s.transforms!r}")
-    srr = SRRConfig(stage1_images=s.stage1_images, stage1_timesteps=s.stage1_timesteps, selection=s.selection,
-                    selection_temperature=s.selection_temperature, vae_transform=transforms[s.transforms][0],
-                    vit_transform=transforms[s.transforms][1], **reflection_setting(config))
-    return rcfg, srr, base.image.cfg
 
 
 def think_system_setting(config) -> dict:
@@ -77,7 +59,7 @@ def reflection_setting(config) -> dict:
 def optim_config(config) -> dict:
     """config.optim as optim.build_optimizer takes it; a cosine schedule with decay_steps 0 decays over the
     whole run (config.total_steps), so overriding the step count keeps the schedule's shape."""
-    ocfg = dict(config.optim)
-    if ocfg.get("schedule") == "cosine" and not ocfg.get("decay_steps"):
-        ocfg["decay_steps"] = int(config.total_steps)
-    return ocfg
+    optim = dict(config.optim)
+    if optim.get("schedule") == "cosine" and not optim.get("decay_steps"):
+        optim["decay_steps"] = int(config.total_steps)
+    return optim

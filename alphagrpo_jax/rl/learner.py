@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from alphagrpo_jax.rl import losses
+from alphagrpo_jax.rl import lora, losses
 from alphagrpo_jax.rl.rollout import Rollout
 from alphagrpo_jax.sampling import flow
 from alphagrpo_jax.sampling import image as image_lib
@@ -30,18 +30,19 @@ from alphagrpo_jax.sampling import text as text_lib
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    image_loss: str = "flow_grpo"
-    text_loss: str = "gspo"
-    image_clip_eps: float = 1e-5
-    adv_clip: float = 5.0
-    text_clip: tuple[float, float] = (0.2, 0.28)
-    text_loss_weight: float = 1.0      # text weight = (#trained image steps) x this
-    train_image: bool = True
-    train_text: bool = True
-    image_kl_beta: float = 0.0
-    text_kl_beta: float = 0.0
-    max_log_ratio: float = 20.0
-    text_temperature: float = 1.0      # the rollout's sampling temperature: log-probs of log_softmax(logits/T)
+    """The learner's losses (built from config.loss by rl/config.loss_config: the config holds the values)."""
+    image_loss: str                    # rl/losses registry name ("flow_grpo")
+    text_loss: str                     # ("gspo")
+    image_clip_eps: float
+    adv_clip: float
+    text_clip: tuple[float, float]     # (low, high)
+    text_loss_weight: float            # text weight = (#trained image steps) x this
+    train_image: bool
+    train_text: bool
+    image_kl_beta: float
+    text_kl_beta: float
+    max_log_ratio: float
+    text_temperature: float            # the rollout's sampling temperature: log-probs of log_softmax(logits/T)
 
 
 def think_log_probs(model, r: Rollout, temperature: float) -> jax.Array:
@@ -49,7 +50,7 @@ def think_log_probs(model, r: Rollout, temperature: float) -> jax.Array:
     return text_lib.continuation_log_probs(model, r.ctx.cache, r.prompt_len, r.prompt_rope, r.think_ids, temperature)
 
 
-def image_log_probs(model, r: Rollout, scfg: image_lib.ImageSamplerConfig):
+def image_log_probs(model, r: Rollout, sampler_config: image_lib.ImageSamplerConfig):
     """Log-probs [B, W] and SDE means [B, W, N, 64] of the stored window transitions (rematerialised per step)."""
     branches = jax.tree.map(jax.lax.stop_gradient, r.branches)
 
@@ -57,46 +58,48 @@ def image_log_probs(model, r: Rollout, scfg: image_lib.ImageSamplerConfig):
     def one(_, j):
         i = r.window_start + j
         x, x_next = jnp.take(r.trajectory, i, axis=1), jnp.take(r.trajectory, i + 1, axis=1)
-        return None, image_lib.step_log_prob(model, branches, x, x_next, i, r.latent_pos, scfg)
+        return None, image_lib.step_log_prob(model, branches, x, x_next, i, r.latent_pos, sampler_config)
 
-    _, (lps, means) = jax.lax.scan(one, None, jnp.arange(scfg.sde_window))
+    _, (lps, means) = jax.lax.scan(one, None, jnp.arange(sampler_config.sde_window))
     return lps.T, means.swapaxes(0, 1)
 
 
-def policy_loss(model, ref_model, r: Rollout, adv: jax.Array, lcfg: LossConfig,
-                scfg: image_lib.ImageSamplerConfig, text_loss_weight):
+def policy_loss(model, ref_model, r: Rollout, adv: jax.Array, loss_config: LossConfig,
+                sampler_config: image_lib.ImageSamplerConfig, text_loss_weight):
     """(total loss, metrics). `ref_model` is used only when a KL beta is > 0. `text_loss_weight`: the round's
     text weight per trained image step (a scalar, traced; Learner.grads resolves the LossConfig default)."""
     valid = jnp.ones(adv.shape, jnp.float32)
     total, metrics = jnp.float32(0.0), {}
-    w = scfg.sde_window
-    if lcfg.train_image and w > 0:
-        lps, means = image_log_probs(model, r, scfg)
-        li, m = losses.get(lcfg.image_loss)(lps, r.image_logp, adv, valid, clip_eps=lcfg.image_clip_eps,
-                                             adv_clip=lcfg.adv_clip, max_log_ratio=lcfg.max_log_ratio)
+    w = sampler_config.sde_window
+    if loss_config.train_image and w > 0:
+        lps, means = image_log_probs(model, r, sampler_config)
+        li, m = losses.get(loss_config.image_loss)(lps, r.image_logp, adv, valid,
+                                                   clip_eps=loss_config.image_clip_eps, adv_clip=loss_config.adv_clip,
+                                                   max_log_ratio=loss_config.max_log_ratio)
         total += li
         metrics.update(m, **{"loss/image": li, "image/logp_drift": jnp.max(jnp.abs(lps - r.image_logp))})
-        if lcfg.image_kl_beta > 0:
-            _, ref_means = image_log_probs(ref_model, r, scfg)
-            ts = jnp.asarray(scfg.timesteps())
+        if loss_config.image_kl_beta > 0:
+            _, ref_means = image_log_probs(ref_model, r, sampler_config)
+            ts = jnp.asarray(sampler_config.timesteps())
             idx = r.window_start + jnp.arange(w)
-            std = flow.sde_std(ts[idx], ts[1], scfg.eta)
+            std = flow.sde_std(ts[idx], ts[1], sampler_config.eta)
             kl, mk = losses.image_kl(means, jax.lax.stop_gradient(ref_means), std, valid)
-            total += lcfg.image_kl_beta * kl
+            total += loss_config.image_kl_beta * kl
             metrics.update(mk)
-    if lcfg.train_text:
-        lp = think_log_probs(model, r, lcfg.text_temperature)
+    if loss_config.train_text:
+        lp = think_log_probs(model, r, loss_config.text_temperature)
         mask = jnp.arange(r.think_ids.shape[1])[None] < r.think_len[:, None]
-        lt, m = losses.get(lcfg.text_loss)(lp, r.think_logp, adv, mask, valid, clip_low=lcfg.text_clip[0],
-                                            clip_high=lcfg.text_clip[1], max_log_ratio=lcfg.max_log_ratio)
-        weight = max(w if lcfg.train_image else 1, 1) * text_loss_weight
+        lt, m = losses.get(loss_config.text_loss)(lp, r.think_logp, adv, mask, valid,
+                                                  clip_low=loss_config.text_clip[0], clip_high=loss_config.text_clip[1],
+                                                  max_log_ratio=loss_config.max_log_ratio)
+        weight = max(w if loss_config.train_image else 1, 1) * text_loss_weight
         total += weight * lt
         drift = jnp.max(jnp.where(mask, jnp.abs(lp - r.think_logp), 0.0))
         metrics.update(m, **{"loss/text": lt, "text/logp_drift": drift})
-        if lcfg.text_kl_beta > 0:
-            ref_lp = jax.lax.stop_gradient(think_log_probs(ref_model, r, lcfg.text_temperature))
+        if loss_config.text_kl_beta > 0:
+            ref_lp = jax.lax.stop_gradient(think_log_probs(ref_model, r, loss_config.text_temperature))
             kl, mk = losses.text_k3_kl(lp, ref_lp, mask, valid)
-            total += lcfg.text_kl_beta * weight * kl
+            total += loss_config.text_kl_beta * weight * kl
             metrics.update(mk)
     metrics["loss/total"] = total
     return total, metrics
@@ -129,14 +132,14 @@ class Learner:
     leaf (the forward casts the masters to them).
     """
 
-    def __init__(self, model, trainable_filter, tx: optax.GradientTransformation, lcfg: LossConfig,
-                 scfg: image_lib.ImageSamplerConfig, ref_trainable=None):
+    def __init__(self, model, trainable_filter, tx: optax.GradientTransformation, loss_config: LossConfig,
+                 sampler_config: image_lib.ImageSamplerConfig, ref_trainable=None):
         self.graphdef, trainable, self.frozen = nnx.split(model, trainable_filter, ...)
         self.compute_dtypes = tuple(x.dtype for x in jax.tree.leaves(trainable))
         self.trainable = masters(trainable)
         self._model = (None, None)
-        self.tx, self.lcfg, self.scfg = tx, lcfg, scfg
-        self.needs_ref = lcfg.image_kl_beta > 0 or lcfg.text_kl_beta > 0
+        self.tx, self.loss_config, self.sampler_config = tx, loss_config, sampler_config
+        self.needs_ref = loss_config.image_kl_beta > 0 or loss_config.text_kl_beta > 0
         # The KL reference: the given trainable values (full fine-tuning: the initial params) or, for LoRA,
         # the adapters with lora_b = 0 (the base model).
         self.ref_trainable = ref_trainable
@@ -144,16 +147,16 @@ class Learner:
         opt_out = optimizer_shardings(tx, self.trainable)
         self.opt_state = (jax.jit(tx.init, out_shardings=opt_out) if opt_out else jax.jit(tx.init))(self.trainable)
         opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
-        self._grad, self._apply = self.jit_steps(self.graphdef, tx, lcfg, self.needs_ref, shardings, opt_shardings,
-                                                 self.compute_dtypes)
+        self._grad, self._apply = self.jit_steps(self.graphdef, tx, loss_config, self.needs_ref, shardings,
+                                                 opt_shardings, self.compute_dtypes)
 
     @staticmethod
-    def jit_steps(graphdef, tx, lcfg, needs_ref, shardings, opt_shardings, compute_dtypes):
+    def jit_steps(graphdef, tx, loss_config, needs_ref, shardings, opt_shardings, compute_dtypes):
         """The jitted (grad, apply) steps (also lowered ahead of time by tools/compile_rt2i.py). `shardings` /
         `opt_shardings`: of the fp32 masters and their optimizer state; `compute_dtypes`: Learner.compute_dtypes."""
         # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
-        grad = jax.jit(functools.partial(Learner._grad_fn, graphdef, lcfg, needs_ref, tuple(compute_dtypes)),
-                       out_shardings=(shardings, None), static_argnames=("scfg",))
+        grad = jax.jit(functools.partial(Learner._grad_fn, graphdef, loss_config, needs_ref, tuple(compute_dtypes)),
+                       out_shardings=(shardings, None), static_argnames=("sampler_config",))
         apply = jax.jit(functools.partial(Learner._apply_fn, tx), donate_argnums=(0, 1),
                         out_shardings=(shardings, opt_shardings, None))
         return grad, apply
@@ -166,8 +169,8 @@ class Learner:
         return self._model[1]
 
     @staticmethod
-    def _grad_fn(graphdef, lcfg, needs_ref, compute_dtypes, trainable, frozen, ref_trainable, r, adv,
-                 text_loss_weight, scale, scfg):
+    def _grad_fn(graphdef, loss_config, needs_ref, compute_dtypes, trainable, frozen, ref_trainable, r, adv,
+                 text_loss_weight, scale, sampler_config):
         # text_loss_weight and scale are traced: rounds with other weights (a mixed RT2I + SRR run) or other
         # normalisation factors share one program.
         def loss(tr):
@@ -175,23 +178,23 @@ class Learner:
             model = nnx.merge(graphdef, tr, frozen)
             ref = None
             if needs_ref:
-                ref_tr = ref_trainable if ref_trainable is not None else _lora_off(tr)
+                ref_tr = ref_trainable if ref_trainable is not None else lora.keep_experts(tr)
                 ref = nnx.merge(graphdef, jax.lax.stop_gradient(ref_tr), frozen)
-            total, metrics = policy_loss(model, ref, r, adv, lcfg, scfg, text_loss_weight)
+            total, metrics = policy_loss(model, ref, r, adv, loss_config, sampler_config, text_loss_weight)
             return total * scale, metrics
 
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
         return grads, metrics
 
-    def grads(self, rollout: Rollout, adv: jax.Array, scfg: image_lib.ImageSamplerConfig | None = None,
+    def grads(self, rollout: Rollout, adv: jax.Array, sampler_config: image_lib.ImageSamplerConfig | None = None,
               text_loss_weight: float | None = None, scale: float = 1.0):
         """Gradients (fp32, like the masters) of `scale` x the round's loss, and the round's (unscaled) metrics.
-        `scfg`: the image sampler config the rollout used (default: the learner's); `text_loss_weight`: this
-        round's (default: the LossConfig's; a mixed RT2I + SRR run weighs each task's text as its own recipe
+        `sampler_config`: the image sampler config the rollout used (default: the learner's); `text_loss_weight`:
+        this round's (default: the LossConfig's; a mixed RT2I + SRR run weighs each task's text as its own recipe
         does); `scale`: the round's weight in the update (rl/accumulation.py)."""
-        w = self.lcfg.text_loss_weight if text_loss_weight is None else text_loss_weight
+        w = self.loss_config.text_loss_weight if text_loss_weight is None else text_loss_weight
         return self._grad(self.trainable, self.frozen, self.ref_trainable, rollout, adv, np.float32(w),
-                          np.float32(scale), scfg=scfg or self.scfg)
+                          np.float32(scale), sampler_config=sampler_config or self.sampler_config)
 
     @staticmethod
     def _apply_fn(tx, trainable, opt_state, grad_sum, divisor):
@@ -218,15 +221,6 @@ def optimizer_shardings(tx: optax.GradientTransformation, trainable):
     replicated = NamedSharding(named[0].mesh, PartitionSpec())
     return optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, trainable), shardings,
                                  transform_non_params=lambda _: replicated)
-
-
-def _lora_off(trainable):
-    """The trainable state with every LoRA B set to zero (the base model)."""
-    def f(path, var):
-        name = str(getattr(path[-1], "key", path[-1]))
-        return var.replace(jnp.zeros_like(var.get_value())) if name == "lora_b" else var
-
-    return jax.tree_util.tree_map_with_path(f, trainable, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 @jax.jit

@@ -4,7 +4,8 @@
 only the adapters, directly in their shardings, in the model's param dtype (the learner keeps fp32 masters of
 them, rl/learner.py). A's init (`LORA_INITS`): "gaussian" (default, the reference's peft
 `init_lora_weights="gaussian"`: std 1/rank) or "fan_in" (std fan_in^-1/2, this project's earlier default).
-The reference policy is the same network with the adapters disabled (`disable_lora`: lora_b = 0, exact).
+The reference policy is the same network with the adapters disabled (`keep_experts` / `disable_lora`: lora_b = 0,
+exact; component_eval switches one expert's adapters off the same way).
 `merge_lora` folds W + scale * A @ B into the base weights for export in the release layout.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from alphagrpo_jax.models.bagel import model as model_lib
-from alphagrpo_jax.models.bagel.llm import ExpertDense
+from alphagrpo_jax.models.bagel.llm import GEN, UND, ExpertDense
 from alphagrpo_jax.parallel import rules as rules_lib
 
 
@@ -57,14 +58,30 @@ def add_lora(base: model_lib.Bagel, rank: int, alpha: float, targets: tuple[str,
     return nnx.merge(graphdef, state)
 
 
+def keep_experts(state, experts: tuple[int, ...] = ()):
+    """`state` (a tree of nnx Variables: a model's state or the learner's trainable) with the LoRA adapters of
+    every MoT expert not in `experts` (llm.UND, llm.GEN) switched off: those lora_b slices set to 0, which gives
+    exactly the base model's output there. () (default) switches every adapter off: the base model."""
+    def f(path, var):
+        if str(getattr(path[-1], "key", path[-1])) != "lora_b":
+            return var
+        value = var.get_value()
+        if not experts:
+            return var.replace(jnp.zeros_like(value))
+        axes = tuple(var.get_metadata().get("axes") or ())
+        if "expert" not in axes:
+            raise ValueError(f"keep_experts: {jax.tree_util.keystr(path)} has no 'expert' axis: {axes}")
+        shape = [1] * value.ndim
+        shape[axes.index("expert")] = 2
+        keep = jnp.array([e in experts for e in (UND, GEN)]).reshape(shape)
+        return var.replace(jnp.where(keep, value, jnp.zeros((), value.dtype)))
+    return jax.tree_util.tree_map_with_path(f, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
 def disable_lora(model: model_lib.Bagel) -> model_lib.Bagel:
     """The same network with every adapter's B zeroed: exactly the base model (the KL reference)."""
     graphdef, state = nnx.split(model)
-    state = jax.tree.map(lambda x: x, state)
-    for path, var in nnx.to_flat_state(state):
-        if path[-1] == "lora_b":
-            var.set_value(jnp.zeros_like(var.get_value()))
-    return nnx.merge(graphdef, state)
+    return nnx.merge(graphdef, keep_experts(jax.tree.map(lambda x: x, state)))
 
 
 def merge_lora(model: model_lib.Bagel) -> model_lib.Bagel:

@@ -22,29 +22,27 @@ from alphagrpo_jax.parallel import hostdata
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import image as image_lib
 from alphagrpo_jax.sampling import text as text_lib
-from alphagrpo_jax.sampling.cfg import CFGConfig
-from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
 
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-    group_size: int = 4
-    think: bool = True
-    text: text_lib.TextSamplerConfig = text_lib.TextSamplerConfig(max_new_tokens=64, temperature=1.0, top_p=0.8)
-    image: image_lib.ImageSamplerConfig = image_lib.ImageSamplerConfig(
-        num_timesteps=16, shift=3.0, cfg=CFGConfig(4.0, 1.0, (0.4, 1.0), "global"), sde_window=10, eta=0.7)
-    sde_window_range: tuple[int, int] = (0, 11)  # window start uniform in [lo, hi - width]
-    height: int = 32
-    width: int = 32
-    cache_size: int = 512
-    system_prompt: str = GEN_THINK_SYSTEM_PROMPT  # the policy's (sampling.prompts.think_system_prompt)
+    """A task's rollout (built from config.rollout by rl/config.rollout_config: the config holds the values)."""
+    group_size: int                               # G samples per prompt
+    think: bool                                   # decode a think segment before the image
+    text: text_lib.TextSamplerConfig
+    image: image_lib.ImageSamplerConfig
+    sde_window_range: tuple[int, int]             # window start uniform in [lo, hi - width]
+    height: int                                   # pixels
+    width: int
+    cache_size: int                               # KV-cache slots per sample
+    system_prompt: str                            # the policy's (sampling.prompts.think_system_prompt)
 
     def draw_window_start(self, rng: np.random.Generator) -> int:
         lo, hi = self.sde_window_range
         last = min(hi, self.image.num_steps) - self.image.sde_window
         if last < lo:
-            raise ValueError(f"SDE window of {self.image.sde_window} steps does not fit in range {self.sde_window_range}"
-                             f" of {self.image.num_steps} steps")
+            raise ValueError(f"SDE window of {self.image.sde_window} steps does not fit in range "
+                             f"{self.sde_window_range} of {self.image.num_steps} steps")
         return int(rng.integers(lo, last + 1))
 
 
@@ -87,58 +85,58 @@ def text_item(tokenizer, s: str) -> ctx_lib.Text:
     return ctx_lib.Text(tuple(tokenizer.encode(s)))
 
 
-def rollout_rt2i(model, vae, tokenizer, prompts: list[str], rcfg: RolloutConfig, key: jax.Array,
+def rollout_rt2i(model, vae, tokenizer, prompts: list[str], rollout_config: RolloutConfig, key: jax.Array,
                  window_start: int) -> RolloutResult:
     """Samples G trajectories for each prompt: [system] [prompt] -> think -> image (T2I CFG: the text-
     unconditional context is the system prompt alone, or empty without think)."""
-    system = [text_item(tokenizer, rcfg.system_prompt)] if rcfg.think else []
+    system = [text_item(tokenizer, rollout_config.system_prompt)] if rollout_config.think else []
     cond = [system + [text_item(tokenizer, t)] for t in prompts]
-    return rollout_from_items(model, vae, tokenizer, prompts, cond, [system] * len(prompts), cond, rcfg, key,
-                              window_start)
+    return rollout_from_items(model, vae, tokenizer, prompts, cond, [system] * len(prompts), cond, rollout_config,
+                              key, window_start)
 
 
 def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_items, img_uncond_items,
-                       rcfg: RolloutConfig, key: jax.Array, window_start: int) -> RolloutResult:
+                       rollout_config: RolloutConfig, key: jax.Array, window_start: int) -> RolloutResult:
     """The shared rollout: per-prompt item lists of the conditional context and of the CFG branches (built
     only when the CFG config uses them) -> G samples per prompt (think text if configured, then an image)."""
-    cfg = model.cfg
-    p, g = len(prompts), rcfg.group_size
+    model_config = model.cfg
+    p, g = len(prompts), rollout_config.group_size
     b = p * g
     k_ctx, k_text, k_noise, k_sde = jax.random.split(key, 4)
     repeat = np.repeat(np.arange(p), g)  # numpy: the same constant on every process
 
     def build(items):  # G copies of each prompt's context share one prefill
-        return ctx_lib.build(model, vae, items, rcfg.cache_size, k_ctx).take(repeat)
+        return ctx_lib.build(model, vae, items, rollout_config.cache_size, k_ctx).take(repeat)
 
     with metrics.phase("rollout_text") as sync:  # prefill + think decoding
         ctx = build(cond_items)
         # Copies: `decode` donates the context, and these two must outlive it.
         prompt_len, prompt_rope = jnp.copy(ctx.cache.length), jnp.copy(ctx.rope)
-        tcfg = rcfg.text
-        if rcfg.think:
-            ctx, dec = text_lib.decode(model, ctx, jax.random.split(k_text, b), tcfg)
+        if rollout_config.think:
+            ctx, dec = text_lib.decode(model, ctx, jax.random.split(k_text, b), rollout_config.text)
         else:
-            t = tcfg.max_new_tokens
+            t = rollout_config.text.max_new_tokens
             dec = text_lib.DecodeOutput(jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t)),
                                         jnp.zeros((b,), jnp.int32), jnp.zeros((b,), bool))
         sync(dec)
     with metrics.phase("rollout_image"):  # CFG branch prefills + the flow sampler + VAE decode
-        scfg = rcfg.image
-        uncond = build(text_uncond_items) if scfg.cfg.uses_text_branch else None
-        img_uncond = build(img_uncond_items) if scfg.cfg.uses_img_branch else None
-        gh, gw = rcfg.height // cfg.latent_downsample, rcfg.width // cfg.latent_downsample
-        pos = image_lib.grid_positions(gh, gw, cfg.max_latent_size, b)
-        x = jax.random.normal(k_noise, (b, gh * gw, cfg.patch_latent_dim), jnp.float32)
+        sampler_config = rollout_config.image
+        uncond = build(text_uncond_items) if sampler_config.cfg.uses_text_branch else None
+        img_uncond = build(img_uncond_items) if sampler_config.cfg.uses_img_branch else None
+        down = model_config.latent_downsample
+        gh, gw = rollout_config.height // down, rollout_config.width // down
+        pos = image_lib.grid_positions(gh, gw, model_config.max_latent_size, b)
+        x = jax.random.normal(k_noise, (b, gh * gw, model_config.patch_latent_dim), jnp.float32)
         out = image_lib.sample(model, image_lib.Branches(ctx, uncond, img_uncond), x, pos, k_sde,
-                               jnp.int32(window_start), scfg)
+                               jnp.int32(window_start), sampler_config)
         rows = hostdata.process_block(b)
-        images = hostdata.read_block(decode_images(vae, out.latents, gh, gw, cfg.latent_patch_size,
-                                                   cfg.vae.z_channels))
+        images = hostdata.read_block(decode_images(vae, out.latents, gh, gw, model_config.latent_patch_size,
+                                                   model_config.vae.z_channels))
     rollout = Rollout(ctx, uncond, img_uncond, prompt_len, prompt_rope, dec.tokens, dec.log_probs, dec.lengths,
                       dec.truncated, out.trajectory, out.window_start, out.log_probs, out.means, pos)
-    eos = cfg.tokens.eos
+    eos = model_config.tokens.eos
     texts = [""] * len(rows)
-    if rcfg.think:
+    if rollout_config.think:
         ids, lens = hostdata.read_block(dec.tokens), hostdata.read_block(dec.lengths)
         texts = [tokenizer.decode([t for t in ids[i, : lens[i]].tolist() if t != eos]) for i in range(len(rows))]
     return RolloutResult(rollout, images, texts, [prompts[i] for i in repeat[rows]], repeat[rows], rows)

@@ -1,69 +1,74 @@
-"""One rollout round of a task (RT2I or SRR) and its rewards, as the trainer loop uses them.
+"""One rollout round of a task and its rewards, as the trainer loop uses them (the tasks, rl/tasks/, make them).
 
 Multi-process: every process holds the round's prompt records, runs the same global rollout programs and
-scores only its own block of samples (hostdata.process_block); `gather_reward` (rl/gather.py) assembles the per-sample results
+scores only its own block of samples (hostdata.process_block); `gather_reward` assembles the per-sample results
 on every process, so group statistics, advantages and logs are the same everywhere.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from concurrent.futures import Future
 
 import jax
 import numpy as np
 
-from alphagrpo_jax.rl import reflect
-from alphagrpo_jax.rl.gather import gather_reward
-from alphagrpo_jax.rl.rollout import RolloutResult, rollout_rt2i
+from alphagrpo_jax.parallel import hostdata
+from alphagrpo_jax.reward.service import RewardResult
+from alphagrpo_jax.rl.rollout import RolloutResult
 
-TASKS = ("rt2i", "srr")
+
+@dataclasses.dataclass
+class RoundRewards:
+    """A round's rewards as the trainer uses them."""
+    rewards: np.ndarray          # [P, G] float64 training rewards (what the advantages are computed from)
+    metrics: dict[str, float]    # the task's own per-round metrics (logged in the step's row)
+    result: RewardResult         # the whole round's reward result as scored
+    has_signal: bool = True      # False: the task sees no learning signal (SRR: nothing improved on stage 1)
 
 
 @dataclasses.dataclass
 class Round:
-    kind: str
+    """A rolled-out round whose rewards are being scored (`future`). The base class trains on the reward as
+    scored (RT2I); a task with its own training reward subclasses it (rl/tasks/srr.py)."""
+    task: str                 # the registry name of the task that rolled it out (rl/tasks)
     result: RolloutResult
     future: Future
     group_size: int
-    r_init: np.ndarray | None = None  # SRR: per-prompt stage-1 reward (the floor)
-    stage1_rewards: np.ndarray | None = None
-    image_weights: dict | None = None  # SRR: reward = these components only (reflect.image_weights)
 
-    def rewards(self) -> tuple[np.ndarray, dict, object]:
-        """([P, G] training rewards, extra metrics, the raw RewardResult). Blocks on the reward future."""
+    def rewards(self) -> RoundRewards:
+        """The round's RoundRewards. Blocks on the reward future."""
         rw = self.future.result()
         if jax.process_count() > 1:  # this process scored its own rows: gather the whole round
             rw = gather_reward(rw, self.result.rows, len(self.result.rollout.think_len))
-        raw = rw.rewards if self.image_weights is None else reflect.image_rewards(rw, self.image_weights)
-        raw = np.asarray(raw, np.float64).reshape(-1, self.group_size)
-        extra = {}
-        if self.kind == "srr":
-            floored, improved = reflect.floor_rewards(raw, self.r_init)
-            extra = {"srr/r_init": float(self.r_init.mean()), "srr/raw_reward": float(raw.mean()),
-                     "srr/gain": float((raw - self.r_init[:, None]).mean()),
-                     "srr/improved_frac": float(np.mean(raw > self.r_init[:, None])),
-                     "srr/any_improved": float(improved)}
-            raw = floored
-        return raw, extra, rw
+        return self.training_rewards(rw)
+
+    def training_rewards(self, rw: RewardResult) -> RoundRewards:
+        return RoundRewards(np.asarray(rw.rewards, np.float64).reshape(-1, self.group_size), {}, rw)
 
 
-def start_round(kind: str, model, rel, records, reward_fn, key, window_start: int, rcfg, srr_cfgs=None) -> Round:
-    """Rolls out one round and submits this process's rewards (asynchronously)."""
-    prompts = [r.prompt for r in records]
-    if kind == "rt2i":
-        res = rollout_rt2i(model, rel.vae, rel.tokenizer, prompts, rcfg, key, window_start)
-        extra = {}
-        group = rcfg.group_size
-    elif kind == "srr":
-        s2_cfg, srr, t2i_cfg = srr_cfgs
-        k1, k2 = jax.random.split(key)  # independent stage-1 and stage-2 noise
-        s1 = reflect.run_stage1(model, rel.vae, rel.tokenizer, records, reward_fn, rcfg, srr, t2i_cfg, k1)
-        res = reflect.rollout_srr(model, rel.vae, rel.tokenizer, prompts, s1.images, s2_cfg, srr, k2,
-                                  window_start)
-        extra = dict(r_init=s1.r_init, stage1_rewards=s1.rewards, image_weights=reflect.image_weights(reward_fn))
-        group = s2_cfg.group_size
-    else:
-        raise ValueError(f"unknown task {kind!r}; known: {TASKS}")
-    per_sample = [records[i] for i in res.prompt_index]
-    future = reward_fn.submit(res.images, res.prompts, per_sample, texts=res.think_texts)
-    return Round(kind, res, future, group, **extra)
+def submit(task: str, result: RolloutResult, records, reward_fn, group_size: int, round_type=Round,
+           **fields) -> Round:
+    """Submits this process's rows of `result` for scoring (asynchronously) and returns the `round_type` Round."""
+    per_sample = [records[i] for i in result.prompt_index]
+    future = reward_fn.submit(result.images, result.prompts, per_sample, texts=result.think_texts)
+    return round_type(task, result, future, group_size, **fields)
+
+
+def gather_reward(rw: RewardResult, rows: np.ndarray, n: int) -> RewardResult:
+    """Every process's RewardResult for its `rows` of a batch of n -> the whole batch's, on every process
+    (`details` stay per process: they are the scorer's own debugging records)."""
+    if jax.process_count() == 1:
+        return rw
+    rows = np.asarray(rows)
+    gather = lambda v: hostdata.allgather_rows(rows, np.asarray(v), n)  # noqa: E731
+    info = hostdata.allgather_items(rows, rw.info, n)
+    failures: list = []
+    counts: dict[str, int] = {}
+    for proc in hostdata.allgather_strings([json.dumps({"failures": rw.failures, "counts": rw.counts})]):
+        d = json.loads(proc[0])
+        failures += d["failures"]
+        for k, v in d["counts"].items():
+            counts[k] = counts.get(k, 0) + int(v)
+    return RewardResult(gather(rw.rewards), {k: gather(v) for k, v in sorted(rw.components.items())}, info, failures,
+                        counts, rw.details)

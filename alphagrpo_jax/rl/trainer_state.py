@@ -1,7 +1,7 @@
 """What the GRPO programs (train, export, component_eval) share: the model, LoRA and learner built from a
-config, the trainer's checkpoint of them, its held-out eval and its round keys.
+config, the trainer's checkpoint of them and its round keys (the held-out eval is rl/tasks's).
 
-    rel, rollout_cfg, learner, schedule = build(config, mesh)
+    rel, rollout, learner, schedule = build(config, mesh)
     state, extras = restore_checkpoint(config, learner, step)   # {params, opt}, {step, data, ...}
 """
 from __future__ import annotations
@@ -14,8 +14,6 @@ from alphagrpo_jax import checkpointing, optim, paths
 from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.rl import lora
 from alphagrpo_jax.rl.config import loss_config, optim_config, rollout_config, think_system_setting
-from alphagrpo_jax.rl.evaluate import evaluate
-from alphagrpo_jax.rl.evaluate_srr import evaluate_srr
 from alphagrpo_jax.rl.learner import Learner
 from alphagrpo_jax.sampling.prompts import think_system_prompt
 
@@ -35,13 +33,13 @@ def build(config, mesh):
     if config.train.params == "lora":
         model = lora.add_lora(model, config.train.lora_rank, config.train.lora_alpha, tuple(config.train.lora_targets),
                               mesh, jax.random.key(config.seed), init=config.train.lora_init)
-    rcfg = rollout_config(config, think_system_prompt(rel.cfg))
+    rollout = rollout_config(config, think_system_prompt(rel.cfg))
     tx, schedule = optim.build_optimizer(optim_config(config))
     ref = None
     if config.train.params == "full" and (config.loss.image_kl_beta > 0 or config.loss.text_kl_beta > 0):
         ref = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-    learner = Learner(model, lora.trainable_filter(config.train.params), tx, loss_config(config), rcfg.image, ref)
-    return rel, rcfg, learner, schedule
+    learner = Learner(model, lora.trainable_filter(config.train.params), tx, loss_config(config), rollout.image, ref)
+    return rel, rollout, learner, schedule
 
 
 def checkpoint_target(learner) -> dict:
@@ -57,23 +55,3 @@ def restore_checkpoint(config, learner, step: int | None = None) -> tuple[dict, 
         return mgr.restore(checkpoint_target(learner), step)
     finally:
         mgr.close()
-
-
-def held_out_eval(config, model, rel, records, reward_fn, rcfg, srr_cfgs, shift: int = 0, base_model=None):
-    """The trainer's held-out eval of `model`: RT2I (rl/evaluate.py, key seed + 1 + shift) and, with SRR configs,
-    the SRR eval's metrics (rl/evaluate_srr.py, key seed + 2 + shift) merged into its EvalResult. `shift` > 0 draws
-    other samples (component_eval --keys). With SRR and `base_model`, also `eval_srr_base_draws/*`: `model`
-    refining the first draws of `base_model` (the same key, so the same draws the base's own SRR eval refines)."""
-    common = dict(batch_size=config.eval.batch_size, temperature=config.eval.temperature, greedy=config.eval.greedy,
-                  num_timesteps=config.eval.num_timesteps or None)
-    ev = evaluate(model, rel.vae, rel.tokenizer, records, reward_fn, rcfg, jax.random.key(config.seed + 1 + shift),
-                  **common)
-    if srr_cfgs is not None:  # SRR held-out eval: stage-1 draw -> one reflect-and-redraw (ODE)
-        key = jax.random.key(config.seed + 2 + shift)
-        ev.metrics.update(evaluate_srr(model, rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs, key,
-                                       **common).metrics)
-        if base_model is not None:
-            ev.metrics.update(evaluate_srr(model, rel.vae, rel.tokenizer, records, reward_fn, srr_cfgs, key,
-                                           prefix="eval_srr_base_draws/", stage1_model=base_model,
-                                           **common).metrics)
-    return ev

@@ -24,9 +24,9 @@ from alphagrpo_jax.reward.records import RecordError, iter_numbered_records, rea
 from alphagrpo_jax.rl import accumulation, advantages, losses
 from alphagrpo_jax.rl.config import optim_config
 from alphagrpo_jax.rl.lora import LORA_INITS
-from alphagrpo_jax.rl.rounds import TASKS
+from alphagrpo_jax.rl.tasks import TASKS
+from alphagrpo_jax.rl.tasks.srr import SELECTIONS
 
-SRR_SELECTIONS = ("worst", "softmax")  # rl/reflect.SRRConfig
 ADVANTAGE_STDS = ("global", "group", "none")  # rl/advantages._scale
 ENDPOINT_COMPONENTS = ("dvreward",)  # components that call config.reward.endpoints
 
@@ -71,15 +71,16 @@ def _rollout(config) -> None:
 
 
 def _tasks(config) -> None:
+    names = tuple(TASKS)
     kinds = _get(config, "task.kinds")
     if isinstance(kinds, str) or not isinstance(kinds, (tuple, list)) or not kinds:
-        raise UsageError(f"config.task.kinds: expected a non-empty tuple of tasks from {list(TASKS)}, "
+        raise UsageError(f"config.task.kinds: expected a non-empty tuple of tasks from {list(names)}, "
                          f"got {kinds!r}")
     for kind in kinds:
-        checks.one_of(kind, TASKS, "config.task.kinds")
+        checks.one_of(kind, names, "config.task.kinds")
     if "srr" in kinds:
         s = "task.srr"
-        checks.one_of(_get(config, f"{s}.selection"), SRR_SELECTIONS, f"config.{s}.selection")
+        checks.one_of(_get(config, f"{s}.selection"), SELECTIONS, f"config.{s}.selection")
         checks.one_of(_get(config, f"{s}.transforms"), TRANSFORMS, f"config.{s}.transforms")
         checks.int_at_least(_get(config, f"{s}.stage1_images"), 1, f"config.{s}.stage1_images")
         checks.int_at_least(_get(config, f"{s}.stage1_timesteps"), 2, f"config.{s}.stage1_timesteps")

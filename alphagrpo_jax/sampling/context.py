@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from alphagrpo_jax.models.bagel import packed, packing
+from alphagrpo_jax.models.bagel import packed_forward, packing
 from alphagrpo_jax.models.bagel.attention import AppendMask, PackedMask
 from alphagrpo_jax.models.bagel.config import BagelConfig
 from alphagrpo_jax.models.bagel.llm import GEN, UND, KVCache, Routing
@@ -113,9 +113,9 @@ def prefill(model, ctx: Context, block: packing.Packed) -> Context:
 
 
 @functools.partial(jax.jit, static_argnums=(4,), donate_argnums=(1,))
-def _prefill(model, ctx: Context, batch: packed.PackedBatch, rope_advance, has_gen: bool) -> Context:
-    x, _ = packed.embed_packed(model, batch)
-    routing = Routing.mixed(jnp.where(batch.kind == packed.VAE, GEN, UND)) if has_gen else Routing.und()
+def _prefill(model, ctx: Context, batch: packed_forward.PackedBatch, rope_advance, has_gen: bool) -> Context:
+    x, _ = packed_forward.embed_packed(model, batch)
+    routing = Routing.mixed(jnp.where(batch.kind == packed_forward.VAE, GEN, UND)) if has_gen else Routing.und()
     mask = AppendMask(ctx.cache.length, PackedMask(batch.segment_ids, batch.split_ids, batch.modes))
     _, cache, _ = model.language_model(x, batch.positions, routing, mask, ctx.cache, write_cache=True)
     return Context(cache, ctx.rope + rope_advance)

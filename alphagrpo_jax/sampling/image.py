@@ -104,64 +104,65 @@ def grid_positions(h: int, w: int, max_latent_size: int, batch: int) -> jax.Arra
     return jnp.broadcast_to(jnp.asarray(ids, jnp.int32), (batch, h * w))
 
 
-@functools.partial(jax.jit, static_argnames=("scfg", "on_step"))
+@functools.partial(jax.jit, static_argnames=("sampler_config", "on_step"))
 def sample(model, branches: Branches, x_init: jax.Array, latent_pos: jax.Array, key: jax.Array,
-           window_start: jax.Array, scfg: ImageSamplerConfig, on_step=None) -> SampleOutput:
+           window_start: jax.Array, sampler_config: ImageSamplerConfig, on_step=None) -> SampleOutput:
     """Runs the sampler from x_init [B, N, 64] (noise at t = 1). `window_start` may be traced.
 
     `on_step(i)` (optional, static) is called on the host after each step, e.g. to advance a progress bar.
     """
-    ts = jnp.asarray(scfg.timesteps())
+    ts = jnp.asarray(sampler_config.timesteps())
     t_max = ts[1]
-    w = scfg.sde_window
+    w = sampler_config.sde_window
     ws = jnp.asarray(window_start, jnp.int32)
-    cond, stacked = branches.cond, branches.stacked(scfg.cfg)
+    cond, stacked = branches.cond, branches.stacked(sampler_config.cfg)
 
     def step(x, i):
         if on_step is not None:
             jax.debug.callback(on_step, i)
         t, t_next = ts[i], ts[i + 1]
-        v = guided_velocity(model, cond, stacked, x, t, latent_pos, scfg.cfg)
+        v = guided_velocity(model, cond, stacked, x, t, latent_pos, sampler_config.cfg)
         x_ode = flow.euler_step(x, v, t, t_next)
         if w == 0:
             return x_ode, (x_ode, jnp.zeros(x.shape[:1]), jnp.zeros_like(x))
         noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
-        x_sde, lp, mean, _ = flow.sde_step(x, v, t, t_next, t_max, scfg.eta, noise)
+        x_sde, lp, mean, _ = flow.sde_step(x, v, t, t_next, t_max, sampler_config.eta, noise)
         in_window = (i >= ws) & (i < ws + w)
         x_next = jnp.where(in_window, x_sde, x_ode)
         return x_next, (x_next, flow.mean_log_prob(lp), mean)
 
     x0 = x_init.astype(jnp.float32)
-    x_final, (xs, lps, means) = jax.lax.scan(step, x0, jnp.arange(scfg.num_steps))
+    x_final, (xs, lps, means) = jax.lax.scan(step, x0, jnp.arange(sampler_config.num_steps))
     trajectory = jnp.concatenate([x0[None], xs], axis=0).swapaxes(0, 1)
-    idx = jnp.clip(ws + jnp.arange(w), 0, scfg.num_steps - 1)
+    idx = jnp.clip(ws + jnp.arange(w), 0, sampler_config.num_steps - 1)
     return SampleOutput(x_final, trajectory, lps[idx].T, means[idx].swapaxes(0, 1), ws)
 
 
 def step_log_prob(model, branches: Branches, x: jax.Array, x_next: jax.Array, i: jax.Array,
-                  latent_pos: jax.Array, scfg: ImageSamplerConfig) -> tuple[jax.Array, jax.Array]:
+                  latent_pos: jax.Array, sampler_config: ImageSamplerConfig) -> tuple[jax.Array, jax.Array]:
     """The training path: re-scores the transition x -> x_next of step i under the current params.
 
     Returns (mean-over-elements log-prob [B], SDE mean [B, N, 64]); differentiable w.r.t. the params (the
     contexts' caches are stop-gradient inputs).
     """
-    ts = jnp.asarray(scfg.timesteps())
+    ts = jnp.asarray(sampler_config.timesteps())
     t, t_next = ts[i], ts[i + 1]
-    v = guided_velocity(model, branches.cond, branches.stacked(scfg.cfg), x, t, latent_pos, scfg.cfg)
-    mean, std = flow.sde_mean(x, v, t, t_next, ts[1], scfg.eta)
+    guidance = sampler_config.cfg
+    v = guided_velocity(model, branches.cond, branches.stacked(guidance), x, t, latent_pos, guidance)
+    mean, std = flow.sde_mean(x, v, t, t_next, ts[1], sampler_config.eta)
     return flow.mean_log_prob(flow.sde_log_prob(x_next, mean, std, t, t_next)), mean
 
 
-@functools.partial(jax.jit, static_argnames=("scfg",))
+@functools.partial(jax.jit, static_argnames=("sampler_config",))
 def window_log_probs(model, branches: Branches, trajectory: jax.Array, window_start: jax.Array,
-                     latent_pos: jax.Array, scfg: ImageSamplerConfig) -> tuple[jax.Array, jax.Array]:
+                     latent_pos: jax.Array, sampler_config: ImageSamplerConfig) -> tuple[jax.Array, jax.Array]:
     """Re-scores every SDE-window step of stored trajectories: ([B, W] log-probs, [B, W, N, 64] means)."""
 
     def one(j):
         i = window_start + j
         x = jnp.take(trajectory, i, axis=1)
         x_next = jnp.take(trajectory, i + 1, axis=1)
-        return step_log_prob(model, branches, x, x_next, i, latent_pos, scfg)
+        return step_log_prob(model, branches, x, x_next, i, latent_pos, sampler_config)
 
-    lps, means = jax.lax.map(one, jnp.arange(scfg.sde_window))
+    lps, means = jax.lax.map(one, jnp.arange(sampler_config.sde_window))
     return lps.T, means.swapaxes(0, 1)

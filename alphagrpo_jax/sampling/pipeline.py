@@ -25,6 +25,11 @@ from alphagrpo_jax.sampling.cfg import CFGConfig
 from alphagrpo_jax.sampling.prompts import VLM_THINK_SYSTEM_PROMPT, think_system_prompt
 
 
+# BAGEL's guidance when an image conditions the draw (editing, SRR's redraw); the rest of the guidance keywords
+# default as `Pipeline.generate_from_items`'s.
+EDIT_GUIDANCE = dict(cfg_img=2.0, renorm_type="text_channel")
+
+
 @dataclasses.dataclass
 class Generation:
     image: np.ndarray            # [H, W, 3] uint8
@@ -90,8 +95,10 @@ class Pipeline:
             raise ValueError(f"input images resize to different sizes {sorted(sizes)}: call separately")
         h, w = sizes.pop() if sizes else (height, width)
         return self.generate_from_items(cond, text_unc, img_unc, think=think, height=h, width=w,
-                                        cfg_img=(2.0 if editing else 1.0) if cfg_img is None else cfg_img,
-                                        renorm_type=renorm_type or ("text_channel" if editing else "global"), **kw)
+                                        cfg_img=(EDIT_GUIDANCE["cfg_img"] if editing else 1.0) if cfg_img is None
+                                        else cfg_img,
+                                        renorm_type=renorm_type or (EDIT_GUIDANCE["renorm_type"] if editing
+                                                                    else "global"), **kw)
 
     def generate_from_items(self, cond, text_unc, img_unc, *, think: bool, height: int, width: int,
                             num_timesteps: int = 50, cfg_text: float = 4.0, cfg_img: float = 1.0,
@@ -108,17 +115,17 @@ class Pipeline:
         k_ctx, k_think, k_noise, k_sde = jax.random.split(key, 4)
         row_keys = None if row_seeds is None else jax.vmap(lambda s: jax.random.split(jax.random.key(s), 4))(
             jnp.asarray(row_seeds, jnp.uint32))  # [n, 4]: each row's (ctx, think, noise, sde) keys
-        cfgc = CFGConfig(cfg_text, cfg_img, tuple(cfg_interval), renorm_type, renorm_min)
+        guidance = CFGConfig(cfg_text, cfg_img, tuple(cfg_interval), renorm_type, renorm_min)
         ctx = self.build(cond, k_ctx)
         think_out = None
         if think:
-            tcfg = think_sampler or text_lib.TextSamplerConfig(max_new_tokens=1024, temperature=0.3)
+            text_config = think_sampler or text_lib.TextSamplerConfig(max_new_tokens=1024, temperature=0.3)
             keys = jax.random.split(k_think, n) if row_keys is None else \
                 jax.vmap(lambda k: jax.random.split(k, 1)[0])(row_keys[:, 1])
-            ctx, think_out = text_lib.decode(self.release.model, ctx, keys, tcfg)
+            ctx, think_out = text_lib.decode(self.release.model, ctx, keys, text_config)
         branches = image_lib.Branches(
-            ctx, self.build(text_unc, k_ctx) if cfgc.uses_text_branch else None,
-            self.build(img_unc, k_ctx) if cfgc.uses_img_branch else None)
+            ctx, self.build(text_unc, k_ctx) if guidance.uses_text_branch else None,
+            self.build(img_unc, k_ctx) if guidance.uses_img_branch else None)
         c = self.cfg
         gh, gw = height // c.latent_downsample, width // c.latent_downsample
         if gh * c.latent_downsample != height or gw * c.latent_downsample != width:
@@ -128,8 +135,9 @@ class Pipeline:
         else:
             x = jax.vmap(lambda k: jax.random.normal(k, (gh * gw, c.patch_latent_dim), jnp.float32))(row_keys[:, 2])
         pos = image_lib.grid_positions(gh, gw, c.max_latent_size, n)
-        scfg = image_lib.ImageSamplerConfig(num_timesteps=num_timesteps, shift=shift, cfg=cfgc)
-        out = image_lib.sample(self.release.model, branches, x, pos, k_sde, jnp.int32(0), scfg, on_step=on_step)
+        sampler_config = image_lib.ImageSamplerConfig(num_timesteps=num_timesteps, shift=shift, cfg=guidance)
+        out = image_lib.sample(self.release.model, branches, x, pos, k_sde, jnp.int32(0), sampler_config,
+                               on_step=on_step)
         pixels = self.decode_images(out.latents, height, width)
         results = []
         for i in range(n):
@@ -152,8 +160,9 @@ class Pipeline:
         samples = [system + [ctx_lib.VitImage(self.vit_transform(image_transform.to_rgb(im)))] + [self._text(q)]
                    for im, q in zip(images, questions)]
         ctx = self.build(samples, jax.random.key(seed))
-        tcfg = text_lib.TextSamplerConfig(max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature)
-        _, out = text_lib.decode(self.release.model, ctx, jax.random.split(jax.random.key(seed), len(samples)), tcfg)
+        text_config = text_lib.TextSamplerConfig(max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature)
+        keys = jax.random.split(jax.random.key(seed), len(samples))
+        _, out = text_lib.decode(self.release.model, ctx, keys, text_config)
         eos = self.cfg.tokens.eos
         return [self.release.tokenizer.decode([t for t in np.asarray(out.tokens[i, : int(out.lengths[i])]).tolist()
                                                if t != eos]) for i in range(len(samples))]

@@ -13,7 +13,7 @@ from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.data.prompts import round_dataset
 from alphagrpo_jax.reward.service import build_reward_fn
 from alphagrpo_jax.rl import accumulation, advantages
-from alphagrpo_jax.rl.rounds import start_round
+from alphagrpo_jax.rl.tasks.rt2i import RT2I
 from configs import toy_rt2i
 
 c = toy_rt2i.get_config()
@@ -29,9 +29,9 @@ with rules_lib.use_rules(mesh, rules_lib.DEFAULT_RULES):
     records = next(iter(round_dataset(train_path, prompts_per_round=8, seed=c.seed)))
     reward_fn = build_reward_fn(c.reward)
     t = time.time()
-    rd = start_round("rt2i", learner.model(), rel, records, reward_fn, train.round_key(c.seed, 1, 0),
-                     rcfg.draw_window_start(np.random.default_rng((c.seed, 1, 0))), rcfg)
-    rewards, _, _ = rd.rewards()
+    rd = RT2I.from_config(c, rcfg).start_round(learner.model(), rel, records, reward_fn, train.round_key(c.seed, 1, 0),
+                                               rcfg.draw_window_start(np.random.default_rng((c.seed, 1, 0))))
+    rewards = rd.rewards().rewards
     print("rollout s", time.time() - t, "reward mean", rewards.mean())
     calls = {"rt2i": accumulation.backward_calls(rcfg.image.sde_window, True, True)}
     for norm, pop in (("round_mean", 0), ("reference", 8)):

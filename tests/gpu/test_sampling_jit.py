@@ -28,8 +28,8 @@ def _inputs(m, cfg):
 def test_t2i_golden():
     cfg, m = load_model("bf16")
     d, branches, pos, x0 = _inputs(m, cfg)
-    scfg = image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0, cfg=CFG)
-    out = image_lib.sample(m, branches, x0, pos, jax.random.key(0), jnp.int32(0), scfg)
+    sampler_config = image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0, cfg=CFG)
+    out = image_lib.sample(m, branches, x0, pos, jax.random.key(0), jnp.int32(0), sampler_config)
     assert on_gpu(out.latents) and on_gpu(branches.cond.cache.k)
     np.testing.assert_allclose(np.asarray(out.latents[0]), d["final_latent_bf16asis"],
                                atol=bf16_tol("d1.final_latent"), rtol=0)
@@ -40,12 +40,12 @@ def test_sde_window_rescored_by_the_training_path():
     _, branches, pos, x0 = _inputs(m, cfg)
     ode = image_lib.sample(m, branches, x0, pos, jax.random.key(0), jnp.int32(0),
                            image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0, cfg=CFG))
-    scfg = image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0, cfg=CFG, sde_window=2, eta=0.7)
-    out = image_lib.sample(m, branches, x0, pos, jax.random.key(1), jnp.int32(2), scfg)
+    sampler_config = image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0, cfg=CFG, sde_window=2, eta=0.7)
+    out = image_lib.sample(m, branches, x0, pos, jax.random.key(1), jnp.int32(2), sampler_config)
     assert out.log_probs.shape == (1, 2) and np.isfinite(np.asarray(out.log_probs)).all()
     # Grid points 0..2 precede the first SDE step; step 2 injects noise into point 3.
     np.testing.assert_allclose(out.trajectory[:, :3], ode.trajectory[:, :3], atol=RESCORE_ATOL)
     assert np.abs(np.asarray(out.trajectory[:, 3] - ode.trajectory[:, 3])).max() > 0.1
-    lps, means = image_lib.window_log_probs(m, branches, out.trajectory, out.window_start, pos, scfg)
+    lps, means = image_lib.window_log_probs(m, branches, out.trajectory, out.window_start, pos, sampler_config)
     np.testing.assert_allclose(lps, out.log_probs, atol=RESCORE_ATOL)
     np.testing.assert_allclose(means, out.means, atol=RESCORE_ATOL)

@@ -28,8 +28,8 @@ def main(workdir: str, srr: bool) -> None:
         c.advantage.population = 6  # the step's two rounds of 3 prompts
     c.mesh.update(dict(data=1, fsdp=jax.device_count() // 2, tensor=2))
     c.eval.update(dict(every=2, num_prompts=4, batch_size=2 if srr else 4))
-    out = train.train(c)
-    checksum = jax.jit(lambda t: sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(t)))(out["learner"].trainable)
+    out, learner = train.run(c)
+    checksum = jax.jit(lambda t: sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(t)))(learner.trainable)
     rows = []
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "metrics.jsonl")) as f:

@@ -1,7 +1,6 @@
 """Reward faults a user meets: a verifier without logprobs, an API key echoed across an error-body cut, and
 endpoints checked before any model loads. Real HTTP: the project's fault server on 127.0.0.1."""
 import json
-import types
 import urllib.error
 import urllib.request
 
@@ -13,7 +12,7 @@ from alphagrpo_jax.reward.client import scrub
 from alphagrpo_jax.reward.dvreward import RewardFailure
 from alphagrpo_jax.reward.health import check_endpoints
 from alphagrpo_jax.reward.service import build_reward_fn
-from alphagrpo_jax.train import step_metrics
+from alphagrpo_jax.train import RoundStats, step_metrics
 from tests.reward.conftest import cfg, question_set, server, session_server, solid_images  # noqa: F401
 
 KEY = "sk-Zq8vR2mXw7LpT4nYc9bHd3KfGs6JtA1eUo5iPx"
@@ -38,7 +37,7 @@ def test_text_scores_when_allowed_are_counted_warned_and_in_the_step_metrics(ser
     assert rw.counts["dvreward/from_text"] == 1 and server.received["txt s0?"] == 1
     assert "1 of 4 verifier answers had no usable logprobs and were scored 0/1" in caplog.text
     rewards = rw.rewards.reshape(1, 2).astype(np.float64)
-    row = step_metrics([(rw, rewards, rewards - rewards.mean(), None)] * 2, {}, types.SimpleNamespace(think=False))
+    row = step_metrics([RoundStats(rw, rewards, rewards - rewards.mean(), None, None)] * 2, {}, think=False)
     assert row["dvreward/from_text"] == 2.0  # summed over the step's rounds
 
 

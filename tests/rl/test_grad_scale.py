@@ -14,12 +14,12 @@ from flax import nnx
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.rl import accumulation, advantages, losses
 from alphagrpo_jax.rl import learner as learner_lib
-from alphagrpo_jax.rl.learner import Learner, LossConfig
+from alphagrpo_jax.rl.learner import Learner
 from configs import bagel_7b_rt2i, bagel_7b_srr, meshes
-from tests.rl.test_learner import RCFG, _round, _setup
+from tests.rl.test_learner import RCFG, _round, _setup, loss
 
 
-LCFG = LossConfig(image_clip_eps=1e-3)
+LOSS = loss(image_clip_eps=1e-3)
 
 
 def _config(population, normalization, prompts_per_round, rounds_per_step=1):
@@ -45,14 +45,14 @@ def _reference_grad(learner, r, rewards, population, group):
     def image_step_loss(tr, j, adv, valid):
         lps, _ = learner_lib.image_log_probs(model_of(tr), r, RCFG.image)
         lp_j, old_j = jax.lax.dynamic_slice_in_dim(lps, j, 1, 1), jax.lax.dynamic_slice_in_dim(r.image_logp, j, 1, 1)
-        return losses.flow_grpo(lp_j, old_j, adv, valid, clip_eps=LCFG.image_clip_eps)[0] / accum
+        return losses.flow_grpo(lp_j, old_j, adv, valid, clip_eps=LOSS.image_clip_eps)[0] / accum
 
     @jax.jit
     @jax.grad
     def text_loss(tr, adv, valid):
-        lp = learner_lib.think_log_probs(model_of(tr), r, LCFG.text_temperature)
+        lp = learner_lib.think_log_probs(model_of(tr), r, LOSS.text_temperature)
         mask = jnp.arange(r.think_ids.shape[1])[None] < r.think_len[:, None]
-        return losses.gspo(lp, r.think_logp, adv, mask, valid)[0] * w * LCFG.text_loss_weight / accum
+        return losses.gspo(lp, r.think_logp, adv, mask, valid)[0] * w * LOSS.text_loss_weight / accum
 
     total = None
     for u in range(units):
@@ -76,7 +76,7 @@ def test_reference_normalisation_matches_the_reference(population):
     with rules_lib.use_rules(mesh):
         r = _round(model, rel, jax.random.key(3)).rollout
         model = jax.tree.map(jnp.copy, model)  # the learner donates its trainable arrays at apply
-        learner = Learner(model, nnx.LoRAParam, optax.sgd(0.0), LCFG, RCFG.image)
+        learner = Learner(model, nnx.LoRAParam, optax.sgd(0.0), LOSS, RCFG.image)
         rewards = np.random.default_rng(population).random((4, RCFG.group_size))
         want = _reference_grad(learner, r, rewards, population, RCFG.group_size)
 

@@ -2,6 +2,7 @@
 teacher-forced log-probs reproduce the rollout's (on-policy ratio 1), gradients reach both experts' adapters, a
 round's text weight scales only the text gradient (traced, one program for every weight), the update changes only the adapters, and repeated steps do
 not recompile."""
+import dataclasses
 import functools
 
 import jax
@@ -15,17 +16,24 @@ from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.rl import advantages, lora
+from alphagrpo_jax.rl.config import loss_config
 from alphagrpo_jax.rl.learner import Learner, LossConfig, add_grads
 from alphagrpo_jax.rl.rollout import RolloutConfig, rollout_rt2i
 from alphagrpo_jax.sampling import image as image_lib
 from alphagrpo_jax.sampling import text as text_lib
 from alphagrpo_jax.sampling.cfg import CFGConfig
+from configs.grpo_base import rt2i_base
 from tests.models.bagel.parity_utils import GOLDENS
 
 RCFG = RolloutConfig(
     group_size=2, think=True, text=text_lib.TextSamplerConfig(max_new_tokens=5, temperature=1.0, top_p=0.9),
     image=image_lib.ImageSamplerConfig(num_timesteps=6, cfg=CFGConfig(4.0, 1.0, (0.4, 1.0)), sde_window=2),
     sde_window_range=(0, 5), height=32, width=32, cache_size=320, system_prompt="plan then draw")
+
+
+def loss(**overrides) -> LossConfig:
+    """The base config's LossConfig (configs/grpo_base.py) with `overrides`."""
+    return dataclasses.replace(loss_config(rt2i_base()), **overrides)
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,7 +57,7 @@ def test_rollout_shapes_and_on_policy_ratio():
         assert res.images.shape == (8, 32, 32, 3) and len(res.think_texts) == 8
         assert r.trajectory.shape == (8, 6, 4, 64) and r.image_logp.shape == (8, 2)
         np.testing.assert_array_equal(res.prompt_index, [0, 0, 1, 1, 2, 2, 3, 3])
-        learner = Learner(model, nnx.LoRAParam, optax.adamw(1e-3), LossConfig(image_clip_eps=1e-3), RCFG.image)
+        learner = Learner(model, nnx.LoRAParam, optax.adamw(1e-3), loss(image_clip_eps=1e-3), RCFG.image)
         adv = jnp.asarray(advantages.compute("grpo", np.arange(8.0).reshape(4, 2)).reshape(-1))
         grads, m = learner.grads(r, adv)
     # Same params as the rollout: the recomputed log-probs equal the sampler's (fp32).
@@ -74,7 +82,7 @@ def test_update_changes_only_adapters_and_does_not_recompile():
     mesh, rel, model = _setup()
     model = jax.tree.map(jnp.copy, model)  # the learner donates its trainable arrays; keep the cached model intact
     with rules_lib.use_rules(mesh):
-        learner = Learner(model, nnx.LoRAParam, optax.adamw(1e-2), LossConfig(image_clip_eps=1e-3), RCFG.image)
+        learner = Learner(model, nnx.LoRAParam, optax.adamw(1e-2), loss(image_clip_eps=1e-3), RCFG.image)
         frozen_before = jax.tree.map(np.asarray, nnx.to_pure_dict(learner.frozen))
         sizes = []
         for step in range(2):
@@ -100,8 +108,8 @@ def test_kl_reference_is_the_base_model():
     mesh, rel, model = _setup()
     with rules_lib.use_rules(mesh):
         res = _round(model, rel, jax.random.key(5))
-        lcfg = LossConfig(image_clip_eps=1e-3, image_kl_beta=0.1, text_kl_beta=0.1)
-        learner = Learner(model, nnx.LoRAParam, optax.adamw(1e-3), lcfg, RCFG.image)
+        config = loss(image_clip_eps=1e-3, image_kl_beta=0.1, text_kl_beta=0.1)
+        learner = Learner(model, nnx.LoRAParam, optax.adamw(1e-3), config, RCFG.image)
         _, m = learner.grads(res.rollout, jnp.zeros(8))
     # Adapters start at B = 0: the policy IS the reference, so both KL terms are 0.
     assert abs(float(m["image/kl"])) < 1e-9 and abs(float(m["text/kl"])) < 1e-9
@@ -109,4 +117,4 @@ def test_kl_reference_is_the_base_model():
 
 @pytest.mark.parametrize("bad", [dict(image_clip_eps=-1)])
 def test_loss_config_is_plain(bad):
-    assert LossConfig(**bad).image_clip_eps == -1  # validated by the config layer, not here
+    assert loss(**bad).image_clip_eps == -1  # validated by the config layer, not here

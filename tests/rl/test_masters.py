@@ -13,10 +13,11 @@ from alphagrpo_jax import train
 from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
 from alphagrpo_jax.rl import lora
-from alphagrpo_jax.rl.learner import Learner, LossConfig
+from alphagrpo_jax.rl.learner import Learner
 from alphagrpo_jax.sampling import image as image_lib
 from configs import bagel_7b_rt2i, bagel_7b_srr
 from tests.models.bagel.parity_utils import GOLDENS
+from tests.rl.test_learner import loss
 
 
 def _float_leaves(tree):
@@ -53,7 +54,7 @@ def _learner(param_dtype, lr):
     model = lora.add_lora(rel.model, 4, 8.0, rel.cfg.lora_targets, mesh, jax.random.key(0))
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,
                                                                  mu_dtype=jnp.float32))
-    return Learner(model, nnx.LoRAParam, tx, LossConfig(), image_lib.ImageSamplerConfig())
+    return Learner(model, nnx.LoRAParam, tx, loss(), image_lib.ImageSamplerConfig())
 
 
 def test_small_updates_on_a_bf16_base_move_like_fp32():

@@ -22,10 +22,11 @@ def _decode(vae, latents, h, w, cfg):
     return np.asarray(pix[0]).transpose(2, 0, 1), np.asarray(to_uint8(pix)[0])
 
 
-def _run(m, branches, d, cfg, scfg):
+def _run(m, branches, d, cfg, sampler_config):
     h, w = (int(x) for x in d["image_hw"])
     pos = image_lib.grid_positions(h // 16, w // 16, cfg.max_latent_size, 1)
-    out = image_lib.sample(m, branches, jnp.asarray(d["init_noise"])[None], pos, jax_key(0), jnp.int32(0), scfg)
+    out = image_lib.sample(m, branches, jnp.asarray(d["init_noise"])[None], pos, jax_key(0), jnp.int32(0),
+                           sampler_config)
     return out, h, w
 
 
@@ -42,8 +43,9 @@ def test_t2i_with_global_renorm(precision):
     text_uncond = ctx_lib.build(m, None, [[]], cache_size=64)
     assert int(cond.cache.length[0]) == int(d["ctx_cond_kv_len"][0]) and int(cond.rope[0]) == d["ctx_cond_rope"][0]
     assert int(text_uncond.rope[0]) == int(d["ctx_text_uncond_rope"][0]) == 0
-    scfg = image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0, cfg=CFGConfig(4.0, 1.0, (0.4, 1.0), "global"))
-    out, h, w = _run(m, image_lib.Branches(cond, text_uncond), d, cfg, scfg)
+    sampler_config = image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0,
+                                                  cfg=CFGConfig(4.0, 1.0, (0.4, 1.0), "global"))
+    out, h, w = _run(m, image_lib.Branches(cond, text_uncond), d, cfg, sampler_config)
     traj = np.asarray(out.trajectory[0])
     if precision == "fp32":
         np.testing.assert_allclose(traj[:7], d["step_x_t_fp32"], atol=FP32_ATOL, rtol=1e-5)
@@ -81,9 +83,9 @@ def test_edit_with_image_cfg_text_channel(precision):
         tol = FP32_ATOL if precision == "fp32" else bf16_tol(f"d2.ctx_{name}_k_cache")
         np.testing.assert_allclose(c.cache.k[:, 0, :n], d[f"ctx_{name}_k_cache" + s], atol=tol)
         np.testing.assert_allclose(c.cache.v[:, 0, :n], d[f"ctx_{name}_v_cache" + s], atol=tol)
-    scfg = image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0,
+    sampler_config = image_lib.ImageSamplerConfig(num_timesteps=8, shift=3.0,
                                         cfg=CFGConfig(4.0, 2.0, (0.4, 1.0), "text_channel"))
-    out, h, w = _run(m, image_lib.Branches(cond, text_uncond, img_uncond), d, cfg, scfg)
+    out, h, w = _run(m, image_lib.Branches(cond, text_uncond, img_uncond), d, cfg, sampler_config)
     if precision == "fp32":
         np.testing.assert_allclose(np.asarray(out.trajectory[0, :7]), d["step_x_t_fp32"], atol=FP32_ATOL, rtol=1e-5)
         np.testing.assert_allclose(out.latents[0], d["final_latent_fp32"], atol=FP32_ATOL, rtol=1e-5)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from alphagrpo_jax.models.bagel import config as config_lib, packing
-from alphagrpo_jax.rl.config import srr_configs, think_system_setting
-from alphagrpo_jax.sampling import prompts, refine
+from alphagrpo_jax.rl.config import rollout_config, think_system_setting
+from alphagrpo_jax.rl.tasks.srr import SRR
+from alphagrpo_jax.sampling import prompts
+from alphagrpo_jax.sampling.srr import srr_items
 from alphagrpo_jax.toy import transforms as toy_transforms
 from configs import toy_srr
 
@@ -55,16 +57,16 @@ def test_configured_reflection_prompt_reaches_the_srr_context(tmp_path):
     c = toy_srr.get_config()
     (tmp_path / "r.txt").write_text("Request: {prompt}. What is wrong? Say how to fix it.")
     c.prompts.reflection = f"file:{tmp_path / 'r.txt'}"
-    _, srr, _ = srr_configs(c, "SYS")
+    srr = SRR.from_config(c, rollout_config(c, "SYS")).srr
     assert srr.reflection_prompt == "Request: {prompt}. What is wrong? Say how to fix it."
     texts = []
-    cond, _, iu = refine.srr_items(lambda s: texts.append(s) or packing.Text(tuple(s.encode())), "a red circle",
-                                   np.zeros((32, 32, 3), np.uint8), toy_transforms.VAE_TRANSFORM,
-                                   toy_transforms.VIT_TRANSFORM, "SYS", srr.reflection_prompt)
+    cond, _, iu = srr_items(lambda s: texts.append(s) or packing.Text(tuple(s.encode())), "a red circle",
+                            np.zeros((32, 32, 3), np.uint8), toy_transforms.VAE_TRANSFORM,
+                            toy_transforms.VIT_TRANSFORM, "SYS", srr.reflection_prompt)
     assert "Request: a red circle. What is wrong? Say how to fix it." in texts
     c.prompts.reflection = "no placeholder"
     with pytest.raises(prompts.PromptError, match=r"prompts.reflection: .*\{prompt\}"):
-        srr_configs(c, "SYS")
+        SRR.from_config(c, rollout_config(c, "SYS"))
 
 
 def test_resolve_config_prompts_records_file_texts(tmp_path):

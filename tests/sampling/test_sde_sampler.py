@@ -36,9 +36,9 @@ def test_window_zero_is_the_ode_and_outside_window_steps_are_ode():
 
 def test_rescored_log_probs_equal_sampler_log_probs():
     m, br, pos, x0 = _setup()
-    scfg = image_lib.ImageSamplerConfig(num_timesteps=9, cfg=CFG, sde_window=3, eta=0.7)
-    out = image_lib.sample(m, br, x0, pos, jax.random.key(1), jnp.int32(1), scfg)
-    lps, means = image_lib.window_log_probs(m, br, out.trajectory, out.window_start, pos, scfg)
+    sampler_config = image_lib.ImageSamplerConfig(num_timesteps=9, cfg=CFG, sde_window=3, eta=0.7)
+    out = image_lib.sample(m, br, x0, pos, jax.random.key(1), jnp.int32(1), sampler_config)
+    lps, means = image_lib.window_log_probs(m, br, out.trajectory, out.window_start, pos, sampler_config)
     np.testing.assert_allclose(lps, out.log_probs, atol=1e-5, rtol=1e-6)
     np.testing.assert_allclose(means, out.means, atol=1e-5)
     # With the exact sample the per-element log-prob is -z^2/2 for z ~ N(0, 1): the mean is about -0.5.
@@ -47,9 +47,9 @@ def test_rescored_log_probs_equal_sampler_log_probs():
 
 def test_window_start_is_traced_no_recompile():
     m, br, pos, x0 = _setup()
-    scfg = image_lib.ImageSamplerConfig(num_timesteps=9, cfg=CFG, sde_window=2)
-    image_lib.sample(m, br, x0, pos, jax.random.key(0), jnp.int32(0), scfg)
+    sampler_config = image_lib.ImageSamplerConfig(num_timesteps=9, cfg=CFG, sde_window=2)
+    image_lib.sample(m, br, x0, pos, jax.random.key(0), jnp.int32(0), sampler_config)
     before = image_lib.sample._cache_size()
     for ws in (1, 2, 5):
-        image_lib.sample(m, br, x0, pos, jax.random.key(ws), jnp.int32(ws), scfg)
+        image_lib.sample(m, br, x0, pos, jax.random.key(ws), jnp.int32(ws), sampler_config)
     assert image_lib.sample._cache_size() == before

@@ -7,7 +7,7 @@ import pytest
 
 from alphagrpo_jax.models.bagel import config as config_lib, packing
 from alphagrpo_jax.models.bagel.attention import CAUSAL, FULL, NOISE
-from alphagrpo_jax.models.bagel.packed import TEXT, VAE, VIT
+from alphagrpo_jax.models.bagel.packed_forward import TEXT, VAE, VIT
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
 from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
 from alphagrpo_jax.toy import decompose, prompts, sft_data, tokenizer, verifier, world

@@ -16,7 +16,7 @@ import numpy as np
 
 from alphagrpo_jax.models.bagel.attention import CAUSAL, FULL, NOISE
 from alphagrpo_jax.models.bagel.config import BagelConfig
-from alphagrpo_jax.models.bagel.packed import TEXT, VAE, VIT, PackedBatch
+from alphagrpo_jax.models.bagel.packed_forward import TEXT, VAE, VIT, PackedBatch
 from alphagrpo_jax.models.bagel.vit import patchify_image
 
 

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from alphagrpo_jax.models.bagel import attention as attn
-from alphagrpo_jax.models.bagel import packed
+from alphagrpo_jax.models.bagel import packed_forward
 from alphagrpo_jax.models.bagel.attention import CacheMask
 from alphagrpo_jax.models.bagel.llm import KVCache, Routing
 from alphagrpo_jax.parallel import mesh as mesh_lib
@@ -74,6 +74,6 @@ def test_packed_training_forward(impl, no_fallback):
                      for f in ("kind", "text_ids", "positions", "segment_ids", "split_ids", "modes", "ce_labels",
                                "vit_index", "latent_x0", "latent_pos", "timestep", "noise", "mse_mask")})
     with rules_lib.use_rules(mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})):
-        out = jax.jit(lambda batch: packed.forward_packed(m, batch, return_hidden=True))(b)
+        out = jax.jit(lambda batch: packed_forward.forward_packed(m, batch, return_hidden=True))(b)
     np.testing.assert_allclose(out["hidden"][0, :n], h["dense_last_hidden_fp32"], atol=FP32_ATOL)
-    np.testing.assert_allclose(packed.losses(out)["loss"], h["dense_loss_fp32"], atol=FP32_ATOL)
+    np.testing.assert_allclose(packed_forward.losses(out)["loss"], h["dense_loss_fp32"], atol=FP32_ATOL)

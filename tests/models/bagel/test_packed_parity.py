@@ -6,20 +6,20 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alphagrpo_jax.models.bagel import packed
+from alphagrpo_jax.models.bagel import packed_forward
 from alphagrpo_jax.models.bagel.attention import MODES, PackedMask
 from alphagrpo_jax.models.bagel.vae import patchify_latent
 from tests.models.bagel.parity_utils import FP32_ATOL, bf16_tol, golden, load_model, suffix
 
 
-def golden_batch(h, cfg) -> packed.PackedBatch:
+def golden_batch(h, cfg) -> packed_forward.PackedBatch:
     n = int(h["sequence_length"])
     kind = np.zeros(n, np.int32)
     text_ids = np.zeros(n, np.int32)
-    kind[h["packed_text_indexes"]] = packed.TEXT
+    kind[h["packed_text_indexes"]] = packed_forward.TEXT
     text_ids[h["packed_text_indexes"]] = h["packed_text_ids"]
-    kind[h["packed_vit_token_indexes"]] = packed.VIT
-    kind[h["packed_vae_token_indexes"]] = packed.VAE
+    kind[h["packed_vit_token_indexes"]] = packed_forward.VIT
+    kind[h["packed_vae_token_indexes"]] = packed_forward.VAE
     seg = np.repeat(np.arange(1, len(h["sample_lens"]) + 1), h["sample_lens"]).astype(np.int32)
     split = np.repeat(np.arange(len(h["split_lens"])), h["split_lens"]).astype(np.int32)
     modes = np.repeat([MODES[str(m)] for m in h["attn_modes"]], h["split_lens"]).astype(np.int32)
@@ -46,7 +46,7 @@ def golden_batch(h, cfg) -> packed.PackedBatch:
     mse[h["mse_loss_indexes"]] = True
     nv = len(h["packed_vit_token_indexes"])
     b = lambda x: jnp.asarray(x)[None]  # noqa: E731
-    return packed.PackedBatch(
+    return packed_forward.PackedBatch(
         kind=b(kind), text_ids=b(text_ids), positions=b(h["packed_position_ids"].astype(np.int32)),
         segment_ids=b(seg), split_ids=b(split), modes=b(modes), ce_labels=b(ce),
         vit_patches=b(h["packed_vit_tokens"]), vit_pos=b(h["packed_vit_position_ids"].astype(np.int32)),
@@ -69,8 +69,8 @@ def test_golden_masks_equal_upstream():
 def test_training_losses(precision):
     h = golden("h_train_loss.npz")
     cfg, m = load_model(precision)
-    out = packed.forward_packed(m, golden_batch(h, cfg), return_hidden=True)
-    red = packed.losses(out)
+    out = packed_forward.forward_packed(m, golden_batch(h, cfg), return_hidden=True)
+    red = packed_forward.losses(out)
     s = suffix(precision)
     tol = (lambda k: FP32_ATOL) if precision == "fp32" else bf16_tol  # noqa: E731
     np.testing.assert_allclose(out["hidden"][0], h["dense_last_hidden" + s], atol=tol("h.dense_last_hidden"))
@@ -97,7 +97,8 @@ def test_gradients_do_not_depend_on_remat():
         batch = golden_batch(h, cfg)
 
         def loss(params):
-            return packed.losses(packed.forward_packed(nnx.merge(graphdef, params, rest), batch))["loss"]
+            out = packed_forward.forward_packed(nnx.merge(graphdef, params, rest), batch)
+            return packed_forward.losses(out)["loss"]
         return jax.jit(jax.value_and_grad(loss))(params)
 
     want_loss, want = loss_and_grads("none")

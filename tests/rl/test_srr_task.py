@@ -6,11 +6,10 @@ import numpy as np
 
 from alphagrpo_jax.models.bagel import config, packing
 from alphagrpo_jax.models.bagel.attention import CAUSAL, FULL
-from alphagrpo_jax.models.bagel.packed import TEXT, VAE, VIT
+from alphagrpo_jax.models.bagel.packed_forward import TEXT, VAE, VIT
 from alphagrpo_jax.reward.service import RewardResult
-from alphagrpo_jax.rl import reflect
-from alphagrpo_jax.rl.rounds import Round
-from alphagrpo_jax.sampling import refine
+from alphagrpo_jax.rl.tasks import srr
+from alphagrpo_jax.sampling import srr as srr_sampling
 from alphagrpo_jax.toy import transforms as toy_transforms
 
 
@@ -25,8 +24,8 @@ def test_stage2_context_layout():
     image[8:16, 8:16] = 255
     tok = ByteTok()
     text = lambda s: packing.Text(tuple(tok.encode(s)))  # noqa: E731
-    cond, tu, iu = refine.srr_items(text, "a red circle", image, toy_transforms.VAE_TRANSFORM,
-                                    toy_transforms.VIT_TRANSFORM, "SYS")
+    cond, tu, iu = srr_sampling.srr_items(text, "a red circle", image, toy_transforms.VAE_TRANSFORM,
+                                          toy_transforms.VIT_TRANSFORM, "SYS")
     kinds = [type(x).__name__ for x in cond]
     assert kinds == ["Text", "VaeImage", "VitImage", "Text"]
     assert [type(x).__name__ for x in tu] == ["Text", "VaeImage", "VitImage"]
@@ -41,7 +40,7 @@ def test_stage2_context_layout():
     assert list(b.kind[0, vit]) == [TEXT] + [VIT] * 4 + [TEXT]       # ViT tokens und
     assert set(b.positions[0, vae]) == {n_sys} and set(b.positions[0, vit]) == {n_sys + 1}
     assert set(b.modes[0, vae]) == {FULL} and set(b.modes[0, vit]) == {FULL}
-    refl = slice(vit.stop, vit.stop + len(tok.encode(refine.reflection_prompt("a red circle"))) + 2)
+    refl = slice(vit.stop, vit.stop + len(tok.encode(srr_sampling.reflection_prompt("a red circle"))) + 2)
     assert list(b.positions[0, refl]) == list(range(n_sys + 2, n_sys + 2 + refl.stop - refl.start))
     assert set(b.modes[0, refl]) == {CAUSAL}
     assert p.rope_advance[0] == n_sys + 2 + (refl.stop - refl.start)
@@ -49,21 +48,22 @@ def test_stage2_context_layout():
 
 def test_floor_and_skip():
     r = np.array([[0.2, 0.5, 0.1], [0.3, 0.3, 0.2]])
-    floored, improved = reflect.floor_rewards(r, np.array([0.3, 0.3]))
+    floored, improved = srr.floor_rewards(r, np.array([0.3, 0.3]))
     np.testing.assert_allclose(floored, [[0.3, 0.5, 0.3], [0.3, 0.3, 0.3]])
     assert improved
-    floored, improved = reflect.floor_rewards(r, np.array([0.6, 0.3]))
+    floored, improved = srr.floor_rewards(r, np.array([0.6, 0.3]))
     assert not improved and np.all(floored == floored.max(axis=1, keepdims=True))
 
 
 def test_round_rewards_report_gain_and_skip_signal():
     fut = concurrent.futures.Future()
     fut.set_result(RewardResult(np.array([0.2, 0.6, 0.1, 0.1], np.float32), {}, [{}] * 4, [], {}, {}))
-    rd = Round("srr", result=None, future=fut, group_size=2, r_init=np.array([0.3, 0.1], np.float32))
-    rewards, extra, _ = rd.rewards()
-    np.testing.assert_allclose(rewards, [[0.3, 0.6], [0.1, 0.1]], rtol=1e-6)
-    assert extra["srr/any_improved"] == 1.0 and abs(extra["srr/improved_frac"] - 0.25) < 1e-9
+    rd = srr.SRRRound("srr", result=None, future=fut, group_size=2, r_init=np.array([0.3, 0.1], np.float32))
+    got = rd.rewards()
+    np.testing.assert_allclose(got.rewards, [[0.3, 0.6], [0.1, 0.1]], rtol=1e-6)
+    assert got.has_signal and got.metrics["srr/any_improved"] == 1.0
+    assert abs(got.metrics["srr/improved_frac"] - 0.25) < 1e-9
     fut2 = concurrent.futures.Future()
     fut2.set_result(RewardResult(np.array([0.2, 0.3, 0.1, 0.1], np.float32), {}, [{}] * 4, [], {}, {}))
-    _, extra, _ = Round("srr", None, fut2, 2, r_init=np.array([0.3, 0.1], np.float32)).rewards()
-    assert extra["srr/any_improved"] == 0.0  # the trainer skips such a round
+    got = srr.SRRRound("srr", None, fut2, 2, r_init=np.array([0.3, 0.1], np.float32)).rewards()
+    assert got.metrics["srr/any_improved"] == 0.0 and not got.has_signal  # the trainer skips such a round

@@ -9,7 +9,7 @@ from alphagrpo_jax.parallel import mesh as mesh_lib
 from alphagrpo_jax.reward.dvreward import QuestionScore
 from alphagrpo_jax.reward.records import Question, QuestionSet
 from alphagrpo_jax.reward.service import RewardResult
-from alphagrpo_jax.sampling import refine
+from alphagrpo_jax.sampling import srr
 from alphagrpo_jax.sampling.pipeline import Pipeline
 from alphagrpo_jax.sampling.text import TextSamplerConfig
 from alphagrpo_jax.toy import transforms as toy_transforms
@@ -45,7 +45,7 @@ KW = dict(think=False, height=32, width=32, num_timesteps=3, think_sampler=TextS
 
 def test_dvreward_gate_stops_when_satisfied(pipe):
     v = ScriptedVerifier([(0.2, 0.1), (0.5, 0.4), (0.95, 0.9), (0.99, 0.99)])
-    rounds = refine.refine(pipe, "a red circle", RECORD, 5, gate="dvreward", reward_fn=v, threshold=0.9, **KW)
+    rounds = srr.refine(pipe, "a red circle", RECORD, 5, gate="dvreward", reward_fn=v, threshold=0.9, **KW)
     assert [r.score for r in rounds] == pytest.approx([0.2, 0.5, 0.95])
     assert [r.satisfied for r in rounds] == [False, False, True] and v.calls == 3
     assert rounds[0].text is None and all(isinstance(r.text, str) for r in rounds[1:])  # reflections
@@ -54,13 +54,13 @@ def test_dvreward_gate_stops_when_satisfied(pipe):
 
 def test_oracle_gate_needs_all_semantic_yes(pipe):
     v = ScriptedVerifier([(0.99, 0.3), (0.2, 0.8)])  # a high reward is not enough; the evaluator must say yes
-    rounds = refine.refine(pipe, "a red circle", RECORD, 3, gate="oracle", reward_fn=v, **KW)
+    rounds = srr.refine(pipe, "a red circle", RECORD, 3, gate="oracle", reward_fn=v, **KW)
     assert [r.satisfied for r in rounds] == [False, True]
 
 
 def test_self_gate_uses_the_models_answers(pipe):
     img = np.zeros((32, 32, 3), np.uint8)
-    p = refine.self_verify(pipe, img, ["Is there a red circle?", "Is the background clean?"])
+    p = srr.self_verify(pipe, img, ["Is there a red circle?", "Is the background clean?"])
     assert p.shape == (2,) and np.all((p > 0) & (p < 1))
-    rounds = refine.refine(pipe, "a red circle", RECORD, 1, gate="self", threshold=0.0, **KW)
+    rounds = srr.refine(pipe, "a red circle", RECORD, 1, gate="self", threshold=0.0, **KW)
     assert len(rounds) == 1 and rounds[0].satisfied  # threshold 0: the first image already passes

@@ -8,9 +8,8 @@ import pytest
 
 import alphagrpo_jax.toy.reward  # noqa: F401  (registers toy_dvreward)
 from alphagrpo_jax.reward.service import RewardResult, build_reward_fn, reward_config
-from alphagrpo_jax.rl import reflect
-from alphagrpo_jax.rl.evaluate_srr import srr_metrics
-from alphagrpo_jax.rl.rounds import Round
+from alphagrpo_jax.rl.tasks import srr
+from alphagrpo_jax.rl.tasks.srr import srr_metrics
 
 
 def _service(**weights):
@@ -21,9 +20,9 @@ def _service(**weights):
 
 def test_image_weights_leave_out_text_components():
     with _service(toy_dvreward=0.5, think_format=0.2) as fn:
-        assert reflect.image_weights(fn) == {"toy_dvreward": 0.5}
+        assert srr.image_weights(fn) == {"toy_dvreward": 0.5}
     with _service(think_format=1.0) as fn, pytest.raises(ValueError, match="scores images"):
-        reflect.image_weights(fn)
+        srr.image_weights(fn)
 
 
 def test_srr_round_rewards_use_image_components_only():
@@ -32,10 +31,10 @@ def test_srr_round_rewards_use_image_components_only():
     total = 0.5 * comps["toy_dvreward"] + 0.2 * comps["think_format"]
     fut = concurrent.futures.Future()
     fut.set_result(RewardResult(total, comps, [{}] * 4, [], {}, {}))
-    rd = Round("srr", None, fut, 2, r_init=np.array([0.15, 0.1]), image_weights={"toy_dvreward": 0.5})
-    rewards, extra, _ = rd.rewards()
-    np.testing.assert_allclose(rewards, [[0.15, 0.3], [0.1, 0.2]], rtol=1e-6)  # 0.5 * value, floored
-    assert extra["srr/improved_frac"] == 0.5
+    rd = srr.SRRRound("srr", None, fut, 2, r_init=np.array([0.15, 0.1]), image_weights={"toy_dvreward": 0.5})
+    got = rd.rewards()
+    np.testing.assert_allclose(got.rewards, [[0.15, 0.3], [0.1, 0.2]], rtol=1e-6)  # 0.5 * value, floored
+    assert got.metrics["srr/improved_frac"] == 0.5
 
 
 def test_srr_metrics():

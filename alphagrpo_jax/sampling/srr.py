@@ -1,5 +1,6 @@
-"""Self-Reflective Refinement at inference: draw, judge, and while the image does not satisfy the prompt,
-reflect (a decoded think text) and redraw from [system] [own image: VAE, then ViT] [reflection prompt].
+"""Self-Reflective Refinement (SRR) at inference (`generate --refine`): draw, judge, and while the image does not
+satisfy the prompt, reflect (a decoded think text) and redraw from [system] [own image: VAE, then ViT]
+[reflection prompt]. `srr_items` (that context) is shared with SRR training (rl/tasks/srr.py).
 
 Gates (what "satisfies" means):
 - "self": the model's own yes/no answers to the prompt's decomposed questions in understanding mode
@@ -23,6 +24,7 @@ from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.reward.dvreward import aggregate
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import text as text_lib
+from alphagrpo_jax.sampling.pipeline import EDIT_GUIDANCE
 from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT, reflection_prompt, think_system_prompt
 
 GATES = ("self", "dvreward", "oracle")
@@ -90,16 +92,18 @@ def judge(pipe, image, prompt, record, gate: str, reward_fn, threshold: float) -
 
 
 def refine(pipe, prompt: str, record, rounds: int, *, gate: str = "self", reward_fn=None, threshold: float = 0.9,
-           think: bool = True, height: int, width: int, seed: int = 0, num_timesteps: int = 50,
-           shift: float = 3.0, t2i_cfg: dict | None = None, edit_cfg: dict | None = None,
+           think: bool = True, height: int, width: int, seed: int = 0, num_timesteps: int | None = None,
+           shift: float | None = None, t2i_cfg: dict | None = None, edit_cfg: dict | None = None,
            think_sampler: text_lib.TextSamplerConfig | None = None,
            reflection: str = REFLECTION_PROMPT) -> list[RefineRound]:
     """The initial draw plus up to `rounds` reflect-and-redraw rounds, stopping once the gate is satisfied.
-    `reflection`: the reflection prompt's template (sampling/prompts.py); the system prompt is the model's."""
+    `reflection`: the reflection prompt's template (sampling/prompts.py); the system prompt is the model's.
+    `num_timesteps`, `shift` and the guidance keywords not in `t2i_cfg` / `edit_cfg` (None / missing): the
+    pipeline's defaults (redraws: with pipeline.EDIT_GUIDANCE)."""
     t2i_cfg = t2i_cfg or {}
-    edit_cfg = dict(dict(cfg_text=4.0, cfg_img=2.0, cfg_interval=(0.4, 1.0), renorm_type="text_channel"),
-                    **(edit_cfg or {}))
-    common = dict(height=height, width=width, num_timesteps=num_timesteps, shift=shift, think_sampler=think_sampler)
+    edit_cfg = dict(EDIT_GUIDANCE, **(edit_cfg or {}))
+    schedule = {k: v for k, v in dict(num_timesteps=num_timesteps, shift=shift).items() if v is not None}
+    common = dict(height=height, width=width, think_sampler=think_sampler, **schedule)
     g = pipe.generate_images([prompt], think=think, seed=seed, **common, **t2i_cfg)[0]
     score, ok = judge(pipe, g.image, prompt, record, gate, reward_fn, threshold)
     out = [RefineRound(g.image, g.think, score, ok)]
