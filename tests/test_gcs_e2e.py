@@ -17,6 +17,7 @@ from alphagrpo_jax.data.prompts import PromptRecords
 from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
 from tests.models.bagel.parity_utils import GOLDENS
+from tests.test_train import tiny_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import toy_rt2i  # noqa: E402
@@ -31,17 +32,11 @@ def upload_release(src, dst: str) -> None:
 
 
 def gcs_config(root: str, steps: int):
-    c = toy_rt2i.get_config()
-    c.workdir = paths.join(root, "run")
-    c.model.release = paths.join(root, "base")
-    c.total_steps = steps
-    c.rollout.update(dict(prompts_per_round=2, group_size=2, rounds_per_step=1, cache_size=448))
-    c.rollout.text.max_new_tokens = 6
-    c.rollout.image.update(dict(num_timesteps=4, shift=3.0, sde_window=1, sde_window_range=(0, 2)))
-    c.eval.update(dict(every=5, num_prompts=2, batch_size=2, num_timesteps=4))  # eval (and grid) at step 0
-    c.log.grid_size = 2
-    c.checkpoint.update(dict(every=1, keep=5))
-    return c
+    """tests/test_train.py's tiny family (its programs come from the compilation cache), one round per step, an
+    eval (and grid) at step 0, TensorBoard on."""
+    return tiny_config(paths.join(root, "run"), steps, {
+        "model.release": paths.join(root, "base"), "rollout.rounds_per_step": 1, "advantage.population": 2,
+        "eval.every": 5, "log.grid_size": 2, "log.tensorboard": True})
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +161,8 @@ def test_generate_reads_release_and_prompts_from_gs_and_writes_images_there(gcs,
     paths.write_text(paths.join(root, "prompts.txt"), "a cat\n\na red circle\n")
     out = paths.join(root, "gen")
     assert generate.main(["--checkpoint", paths.join(root, "base"), "--prompts-file", paths.join(root, "prompts.txt"),
-                          "--out", out, "--height", "32", "--width", "32", "--num-steps", "3",
-                          "--cache-size", "320"]) == 0
+                          "--out", out, "--height", "32", "--width", "32", "--num-steps", "4", "--think",
+                          "--think-tokens", "4", "--cache-size", "320"]) == 0  # tests/sampling/test_pipeline.py's
     assert paths.listdir(out) == ["0000.png", "0001.png"]
     assert Image.open(io.BytesIO(paths.read_bytes(paths.join(out, "0001.png")))).size == (32, 32)
     assert f"wrote {out}/0001.png" in capsys.readouterr().out
