@@ -161,8 +161,8 @@ def test_generate_reads_release_and_prompts_from_gs_and_writes_images_there(gcs,
     paths.write_text(paths.join(root, "prompts.txt"), "a cat\n\na red circle\n")
     out = paths.join(root, "gen")
     assert generate.main(["--checkpoint", paths.join(root, "base"), "--prompts-file", paths.join(root, "prompts.txt"),
-                          "--out", out, "--height", "32", "--width", "32", "--num-steps", "4", "--think",
-                          "--think-tokens", "4", "--cache-size", "320"]) == 0  # tests/sampling/test_pipeline.py's
+                          "--out", out, "--height", "32", "--width", "32", "--num-steps", "3",
+                          "--cache-size", "320"]) == 0
     assert paths.listdir(out) == ["0000.png", "0001.png"]
     assert Image.open(io.BytesIO(paths.read_bytes(paths.join(out, "0001.png")))).size == (32, 32)
     assert f"wrote {out}/0001.png" in capsys.readouterr().out

@@ -45,7 +45,7 @@ def _losses(workdir):
 @pytest.fixture(scope="module")
 def compile_cache():
     """The three runs compile the same train step: shared through the session's compilation cache
-    (tests/conftest.py; tests/reliability/test_preemption.py's SFT run uses it too)."""
+    (tests/conftest.py)."""
     assert jax.config.jax_compilation_cache_dir
 
 

@@ -28,11 +28,8 @@ def _free_port() -> int:
 
 def _start(workdir: pathlib.Path, devices: int, task: str, **env) -> subprocess.Popen:
     e = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
-    # Unoptimised CPU code generation: the three processes compile everything in about half the time. Process 0 of
-    # the pair compiles and hands each executable to process 1 (jax_share_binary_between_hosts; it needs the
-    # persistent compilation cache, which tests/conftest.py sets for the session).
-    e.update(JAX_PLATFORMS="cpu", JAX_SHARE_BINARY_BETWEEN_HOSTS="1",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+    # Unoptimised CPU code generation: the three processes compile everything in about half the time.
+    e.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
              "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
              "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600",
              **env)
