@@ -1,4 +1,5 @@
-"""Test session set-up: CPU with 8 simulated devices, fixed before jax is imported anywhere."""
+"""Test session set-up: CPU with 8 simulated devices and one persistent compilation cache, fixed before jax is
+imported anywhere; the `unit` / `e2e` markers (docs/testing.md)."""
 import os
 
 os.environ["JAX_PLATFORMS"] = "cpu"
@@ -12,6 +13,21 @@ if "xla_cpu_collective_call_terminate_timeout_seconds" not in _flags:
                " --xla_cpu_collective_timeout_seconds=600")
 os.environ["XLA_FLAGS"] = _flags.strip()
 
+# One persistent JAX compilation cache for the whole run, subprocesses included (they inherit the environment):
+# the end-to-end tests share one tiny config family, so a program compiled by one test (or one trainer process)
+# loads from disk in the next. A fresh directory per run unless JAX_COMPILATION_CACHE_DIR is already set (to keep
+# one across local runs). docs/testing.md.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _cache = tempfile.mkdtemp(prefix="alphagrpo_jax_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
 import pathlib  # noqa: E402
 
 import jax  # noqa: E402
@@ -20,9 +36,49 @@ import pytest  # noqa: E402
 GOLDENS = pathlib.Path(__file__).parent / "goldens" / "bagel_tiny_a"
 
 
+# End-to-end tests: they run a program (trainer, SFT, generate, export, component_eval, a launch script) in process or
+# as a subprocess, train for steps, or compile the whole rollout and learner. Listed by file, or file::test prefix
+# where a file also holds unit tests; every other test is `unit`. Keep trainer runs on the tiny config family
+# (tests/test_train.py's TINY) so they share programs through the compilation cache.
+E2E = (
+    "tests/test_train.py", "tests/test_train_srr.py::test_trainer_runs", "tests/test_gcs_e2e.py",
+    "tests/test_sft.py", "tests/test_dress_rehearsal.py", "tests/test_cli.py", "tests/test_run_config.py",
+    "tests/rl/test_learning.py", "tests/rl/test_srr_learning.py", "tests/rl/test_learner.py",
+    "tests/rl/test_masters.py", "tests/rl/test_grad_scale.py::test_reference_normalisation",
+    "tests/rl/test_component_eval.py::test_variants_match_the_trainers_evals",
+    "tests/parallel/test_multiprocess.py", "tests/reliability/test_kill_anywhere.py",
+    "tests/reliability/test_preemption.py", "tests/reliability/test_nonfinite.py::test_trainer",
+    "tests/reliability/test_catalogue.py::test_entry_points", "tests/reliability/test_checkpoint_integrity.py",
+    "tests/launch/", "tests/sampling/test_pipeline.py::test_cli", "tests/tools/test_compile_check.py",
+    "tests/toy/test_serve.py", "tests/reward/test_service.py", "tests/reward/test_decompose.py",
+    "tests/sampling/test_prompts.py", "tests/toy/test_data.py",
+)
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running; excluded from the default run")
     assert jax.device_count() == 8, f"tests need 8 simulated CPU devices, got {jax.devices()}"
+    jax.monitoring.register_event_listener(_count_cache_event)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        node = item.nodeid
+        item.add_marker(pytest.mark.e2e if any(node.startswith(p) for p in E2E) else pytest.mark.unit)
+
+
+_CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+_cache_counts = {"hits": 0, "misses": 0}
+
+
+def _count_cache_event(event: str, **kwargs) -> None:
+    if event in _CACHE_EVENTS:
+        _cache_counts[_CACHE_EVENTS[event]] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(
+        f"jax compilation cache ({os.environ['JAX_COMPILATION_CACHE_DIR']}), this process: "
+        f"{_cache_counts['hits']} hits, {_cache_counts['misses']} misses (subprocesses not counted)")
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,8 @@ from tests.test_train import tiny_config
 
 
 def test_variants_match_the_trainers_evals(tmp_path):
-    c = tiny_config(tmp_path, 1)
-    c.optim.lr = 3e-2  # one step must move the adapters enough to change the held-out reward
-    c.eval.update(dict(every=1, num_prompts=4, batch_size=4))
+    # lr 3e-2: one step must move the adapters enough to change the held-out reward.
+    c = tiny_config(tmp_path, 1, {"optim.lr": 3e-2, "eval.every": 1})
     out, learner = train.run(c)
     ev0, ev1 = out["eval"][0]["eval/reward"], out["eval"][1]["eval/reward"]
     assert ev0 != ev1

@@ -17,6 +17,7 @@ from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
 from configs import toy_rt2i
 from tests.models.bagel.parity_utils import GOLDENS
+from tests.test_train import tiny_config
 
 
 RELEASE_SUFFIXES = (".safetensors", ".json", ".txt")  # the golden folder also holds test cases (.npz, .png, .md)
@@ -29,17 +30,11 @@ def upload_release(src, dst: str) -> None:
 
 
 def gcs_config(root: str, steps: int):
-    c = toy_rt2i.get_config()
-    c.workdir = paths.join(root, "run")
-    c.model.release = paths.join(root, "base")
-    c.total_steps = steps
-    c.rollout.update(dict(prompts_per_round=2, group_size=2, rounds_per_step=1, cache_size=448))
-    c.rollout.text.max_new_tokens = 6
-    c.rollout.image.update(dict(num_timesteps=4, shift=3.0, sde_window=1, sde_window_range=(0, 2)))
-    c.eval.update(dict(every=5, num_prompts=2, batch_size=2, num_timesteps=4))  # eval (and grid) at step 0
-    c.log.grid_size = 2
-    c.checkpoint.update(dict(every=1, keep=5))
-    return c
+    """tests/test_train.py's tiny family (its programs come from the compilation cache), one round per step, an
+    eval (and grid) at step 0, TensorBoard on."""
+    return tiny_config(paths.join(root, "run"), steps, {
+        "model.release": paths.join(root, "base"), "rollout.rounds_per_step": 1, "advantage.population": 2,
+        "eval.every": 5, "log.grid_size": 2, "log.tensorboard": True})
 
 
 @pytest.fixture(scope="module")

@@ -40,12 +40,10 @@ def _losses(workdir):
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """The three runs compile the same train step: share it through JAX's compilation cache."""
-    old = jax.config.jax_compilation_cache_dir
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    yield
-    jax.config.update("jax_compilation_cache_dir", old)
+def compile_cache():
+    """The three runs compile the same train step: shared through the session's compilation cache
+    (tests/conftest.py)."""
+    assert jax.config.jax_compilation_cache_dir
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,44 @@ from configs import toy_rt2i
 from tests.models.bagel.parity_utils import GOLDENS
 
 
-def tiny_config(workdir, steps):
+# The tiny config family of the end-to-end tests: toy_rt2i on the golden release with these static shapes.
+# Every trainer run in the suite (in process via tiny_config, as a subprocess via tiny_flags) uses them, so the
+# rollout, learner and eval programs compile once per pytest run and load from the persistent compilation cache
+# (tests/conftest.py) everywhere else. Change a shape here, not in a test.
+TINY = {
+    "model.release": str(GOLDENS),
+    "rollout.prompts_per_round": 2, "rollout.group_size": 2, "rollout.rounds_per_step": 2,
+    "rollout.cache_size": 448, "rollout.text.max_new_tokens": 6,
+    "rollout.image.num_timesteps": 6, "rollout.image.shift": 3.0, "rollout.image.sde_window": 2,
+    "rollout.image.sde_window_range": (0, 5),
+    # The reference's update rules (configs/grpo_base.py), not the toy's: both rounds make one population, a
+    # round pair without signal is redrawn (at most once per step).
+    "loss.grad_normalization": "reference", "advantage.population": 4,
+    "train.skipped_rounds": "redraw", "train.max_extra_rounds": 2,
+    "eval.every": 0, "eval.num_prompts": 4, "eval.batch_size": 4, "eval.num_timesteps": 4,
+    "checkpoint.every": 1, "checkpoint.keep": 5, "log.tensorboard": False,
+}
+
+
+def tiny_config(workdir, steps, overrides=None):
+    """toy_rt2i with TINY, then `overrides` ({dotted key: value}), applied."""
     c = toy_rt2i.get_config()
     c.workdir = str(workdir)
     c.total_steps = steps
-    c.model.release = str(GOLDENS)
-    c.rollout.update(dict(prompts_per_round=2, group_size=2, rounds_per_step=2, cache_size=448))
-    # The reference's update rules (configs/grpo_base.py), not the toy's: both rounds make one population, a
-    # round pair without signal is redrawn (at most once per step).
-    c.loss.grad_normalization, c.advantage.population = "reference", 4
-    c.train.update(dict(skipped_rounds="redraw", max_extra_rounds=2))
-    c.rollout.text.max_new_tokens = 6
-    c.rollout.image.update(dict(num_timesteps=6, shift=3.0, sde_window=2, sde_window_range=(0, 5)))
-    c.eval.update(dict(every=0, num_prompts=4, batch_size=4))
-    c.checkpoint.update(dict(every=1, keep=5))
-    c.log.tensorboard = False
+    for key, value in {**TINY, **(overrides or {})}.items():
+        *parents, leaf = key.split(".")
+        node = c
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
     return c
+
+
+def tiny_flags(workdir, steps, overrides=None) -> list[str]:
+    """The same config as command-line overrides of configs/toy_rt2i.py, for trainer subprocesses."""
+    flat = {"workdir": workdir, "total_steps": steps, **TINY, **(overrides or {})}
+    return [f"--config.{k}={v if not isinstance(v, tuple) else '(' + ','.join(map(str, v)) + ')'}"
+            for k, v in flat.items()]
 
 
 def _rows(workdir):

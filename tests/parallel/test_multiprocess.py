@@ -27,7 +27,9 @@ def _free_port() -> int:
 
 
 def _start(workdir: pathlib.Path, devices: int, task: str, **env) -> subprocess.Popen:
-    e = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    # Not the session's compilation cache (tests/conftest.py): no other test compiles these programs (4 devices a
+    # process, unoptimised code generation).
+    e = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV + ("JAX_COMPILATION_CACHE_DIR",)}
     # Unoptimised CPU code generation: the three processes compile everything in about half the time.
     e.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
              "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "

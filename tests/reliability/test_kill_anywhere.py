@@ -3,11 +3,11 @@ while an async Orbax save is in flight) and resumed each time ends with the SAME
 metrics rows (no duplicates, no torn line) and TensorBoard scalars as an uninterrupted run.
 
 Runs are real processes (tests/reliability/kill_worker.py: the trainer's command line, killing itself at the
-point in $KILL_AT) on one CPU device; they share a JAX compilation cache, so only the first compiles."""
+point in $KILL_AT) on the tiny config family; they share the session's JAX compilation cache, so at most the first
+compiles."""
 import json
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -18,34 +18,28 @@ import orbax.checkpoint as ocp
 import pytest
 
 from alphagrpo_jax import metrics, paths, tensorboard_events
+from tests.test_train import tiny_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "reliability" / "kill_worker.py"
 STEPS = 3
-OVERRIDES = [
-    f"--config.total_steps={STEPS}", f"--config.model.release={ROOT / 'tests' / 'goldens' / 'bagel_tiny_a'}",
-    "--config.rollout.prompts_per_round=2", "--config.rollout.group_size=2", "--config.rollout.rounds_per_step=1",
-    "--config.rollout.cache_size=448", "--config.rollout.text.max_new_tokens=6",
-    "--config.rollout.image.num_timesteps=6", "--config.rollout.image.sde_window=2",
-    "--config.rollout.image.sde_window_range=(0,5)", "--config.eval.every=0", "--config.checkpoint.every=1",
-    "--config.checkpoint.keep=10", "--config.log.tensorboard=True"]
+# tests/test_train.py's tiny family, one round per step: the runs load the trainer's programs from the session's
+# compilation cache (tests/conftest.py).
+OVERRIDES = {"rollout.rounds_per_step": 1, "advantage.population": 2, "checkpoint.keep": 10, "log.tensorboard": True}
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
+def compile_cache():
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]  # the session's (tests/conftest.py), which subprocesses inherit
 
 
 def _run(workdir, compile_cache, kill_at=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compile_cache,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
-               XLA_FLAGS=re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
-               + " --xla_force_host_platform_device_count=1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compile_cache)
     env.pop("KILL_AT", None)
     if kill_at:
         env["KILL_AT"] = kill_at
     cmd = [sys.executable, str(WORKER), "--config", str(ROOT / "configs" / "toy_rt2i.py"),
-           f"--config.workdir={workdir}", *OVERRIDES]
+           *tiny_flags(workdir, STEPS, OVERRIDES)]
     p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     expected = -signal.SIGKILL if kill_at else 0
     assert p.returncode == expected, f"KILL_AT={kill_at}: exit {p.returncode}\n{p.stderr[-3000:]}"

@@ -88,10 +88,9 @@ def test_trainer_does_not_apply_nonfinite_gradients_and_stops(tmp_path, monkeypa
     real = Learner.grads
     monkeypatch.setattr(Learner, "grads", lambda self, *a, **k: (lambda g, m: (
         jax.tree.map(lambda x: x * jnp.nan, g), m))(*real(self, *a, **k)))
-    c = tiny_config(tmp_path, 5)
-    c.rollout.update(dict(group_size=4, rounds_per_step=1))  # 4 samples per group: every step has signal
-    c.advantage.population = c.rollout.prompts_per_round  # the step's one round
-    c.train.max_nonfinite_steps = 2
+    # The tiny family (its programs come from the compilation cache): steps 1 and 2 have signal (else the
+    # assertions below fail, they cannot pass without a gradient computed).
+    c = tiny_config(tmp_path, 5, {"train.max_nonfinite_steps": 2})
     with pytest.raises(integrity.NonFiniteError, match=r"step 2: non-finite grad .*lora.*2 step\(s\) in a row"):
         train.train(c)
     rows = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]

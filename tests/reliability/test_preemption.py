@@ -12,28 +12,26 @@ import time
 import pytest
 
 from alphagrpo_jax import checkpointing
-from tests.models.bagel.parity_utils import GOLDENS
+from tests.test_train import tiny_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(module, config, workdir, flags):
-    """`python -m alphagrpo_jax.<module>` on one device (the fastest compile), logging to files in `workdir`."""
-    cmd = [sys.executable, "-m", f"alphagrpo_jax.{module}", "--config", os.path.join(ROOT, "configs", config)]
-    cmd += [f"--config.{k}={v}" for k, v in {"workdir": workdir, **flags}.items()]
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+def _run(module, config, workdir, flags, devices=1):
+    """`python -m alphagrpo_jax.<module>` (flags: "--config.k=v" strings) on `devices` CPU devices, logging to files
+    in `workdir`."""
+    cmd = [sys.executable, "-m", f"alphagrpo_jax.{module}", "--config", os.path.join(ROOT, "configs", config), *flags]
+    # 8 devices: the session's XLA_FLAGS (tests/conftest.py), so the tiny family's programs load from the cache.
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", **({} if devices == 8 else {"XLA_FLAGS": ""})}
     out, err = (open(os.path.join(workdir, n), "a") for n in ("stdout.txt", "stderr.txt"))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err)
 
 
 def _grpo(workdir, steps):
-    """The GRPO CLI on the tiny golden release, a checkpoint every step, an eval only at step 0."""
-    return _run("train", "toy_rt2i.py", workdir, {
-        "total_steps": steps, "model.release": GOLDENS, "rollout.prompts_per_round": 2, "rollout.group_size": 2,
-        "rollout.rounds_per_step": 1, "rollout.cache_size": 448, "rollout.text.max_new_tokens": 6,
-        "rollout.image.num_timesteps": 4, "rollout.image.sde_window": 1, "rollout.image.sde_window_range": "(0,3)",
-        "eval.every": 1000, "eval.num_prompts": 2, "eval.batch_size": 2, "eval.num_timesteps": 4,
-        "checkpoint.every": 1, "checkpoint.keep": 5, "log.tensorboard": False})
+    """The GRPO CLI on tests/test_train.py's tiny family (one round per step), a checkpoint every step, an eval only
+    at step 0."""
+    return _run("train", "toy_rt2i.py", workdir, tiny_flags(workdir, steps, {
+        "rollout.rounds_per_step": 1, "advantage.population": 2, "eval.every": 1000}), devices=8)
 
 
 def _rows(workdir):
@@ -97,8 +95,8 @@ def test_rerun_falls_back_from_a_damaged_latest_checkpoint(preempted):
 
 def test_sft_sigterm_exits_75(tmp_path):
     wd = str(tmp_path)
-    rc = _sigterm_after(_run("sft", "toy_sft.py:tiny", wd, {"total_steps": 1000, "optim.decay_steps": 1000}), wd,
-                        rows=1)
+    flags = [f"--config.workdir={wd}", "--config.total_steps=1000", "--config.optim.decay_steps=1000"]
+    rc = _sigterm_after(_run("sft", "toy_sft.py:tiny", wd, flags), wd, rows=1)
     assert rc == 75, _read(wd, "stderr.txt")[-3000:]
     n = max(r["step"] for r in _rows(wd))
     assert f"preempted at step {n}; checkpoint saved; rerun the same command to resume" in _read(wd, "stdout.txt")
