@@ -53,6 +53,7 @@ def setup_logging(level: int = logging.INFO) -> None:
                         stream=sys.stderr, force=True)
     # absl routes its own logs through Python logging once this handler exists.
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing ("Unable to initialize backend ...")
 
 
 def print_config(config) -> None:
