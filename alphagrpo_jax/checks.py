@@ -4,7 +4,7 @@ key/file, what was found and what is expected.
     checks.int_at_least(config.total_steps, 1, "config.total_steps")
     checks.one_of(config.reward.aggregation, AGGREGATIONS, "config.reward.aggregation")
     checks.release_folder(config.model.release, "config.model.release")
-    checks.writable_folder(config.workdir, "config.workdir")
+    checks.creatable_folder(config.workdir, "config.workdir")
     checks.output_file("out/x.png", "--out")
 """
 from __future__ import annotations
@@ -92,6 +92,24 @@ def writable_folder(path, key: str) -> str:
     except OSError as e:
         raise UsageError(f"{key}: {path}: cannot write there ({e.strerror or e}); expected a writable folder") \
             from None
+    return path
+
+
+def creatable_folder(path, key: str) -> str:
+    """A folder the program will create (or reuse) when it starts writing: an existing folder must be writable,
+    a missing one must be creatable (its nearest existing parent a writable folder). Creates nothing, so a run
+    that fails validation leaves nothing behind (local paths; gs:// is created by the first write)."""
+    if not isinstance(path, str) or not path:
+        raise UsageError(f"{key}: expected a folder path, got {path!r}")
+    if paths.is_remote(path):
+        return path
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    why = ("Not a directory" if not os.path.isdir(probe) else
+           "Permission denied" if not os.access(probe, os.W_OK | os.X_OK) else None)
+    if why:
+        raise UsageError(f"{key}: {path}: cannot write there ({why}); expected a writable folder")
     return path
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from alphagrpo_jax import errors, plugins, run_config
+from alphagrpo_jax import config_paths, errors, plugins, run_config
 from alphagrpo_jax.parallel import distributed
 
 FLAGS = flags.FLAGS
@@ -45,7 +45,16 @@ def load_config(spec: str, overrides: Sequence[str] = ()):
     except OSError as e:
         last = [x.strip() for x in str(e).splitlines() if x.strip()][-1]
         raise errors.UsageError(f"--config={spec}: {last}") from None
+    _resolve_paths(values["config"])
     return holder.value
+
+
+def _resolve_paths(flag) -> None:
+    """The config file's relative paths made absolute under its root; command-line overrides left as given
+    (relative to the current folder). See config_paths.py."""
+    with flag.value.unlocked():
+        config_paths.resolve(flag.value, flag.config_filename.split(":", 1)[0],
+                             config_flags.get_override_values(flag).keys())
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -53,6 +62,7 @@ def setup_logging(level: int = logging.INFO) -> None:
                         stream=sys.stderr, force=True)
     # absl routes its own logs through Python logging once this handler exists.
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing ("Unable to initialize backend ...")
 
 
 def print_config(config) -> None:
@@ -122,6 +132,12 @@ def _flag_error(msg: str) -> str:
     return f"{lines[0].split('Traceback')[0].rstrip(': ;')}: {lines[-1]}"
 
 
+def _show_in_help(*names: str) -> None:
+    """Lists these cli-defined flags in the program's `--help` (absl shows only the main module's own flags)."""
+    for name in names:
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+
+
 def run(main: Callable) -> None:
     """Parses flags and calls `main(config)` (config already locked and printed). A `UsageError` from `main`
     (bad config, flag or input file) is printed as one line `error: ...` without a traceback, exit code 2."""
@@ -137,6 +153,7 @@ def run(main: Callable) -> None:
             except OSError as e:
                 last = [x.strip() for x in str(e).splitlines() if x.strip()][-1]
                 raise errors.UsageError(f"{flags.FLAGS['config'].serialize()}: {last}") from None
+            _resolve_paths(FLAGS["config"])
             setup_logging()
             distributed.setup()  # before print_config: it starts the backend, after which a pod cannot initialise
             plugins.load(_CONFIG.value)
@@ -145,6 +162,7 @@ def run(main: Callable) -> None:
         except errors.UsageError as e:
             sys.exit(errors.report(e))
 
+    _show_in_help("config")
     app.run(_main, flags_parser=_parse_flags)
 
 
@@ -158,6 +176,9 @@ def run_on_workdir(main: Callable) -> None:
         try:
             if len(argv) > 1:
                 raise errors.UsageError(f"unexpected arguments: {argv[1:]}; expected only --flags")
+            if _CONFIG.value is not None:
+                _CONFIG.value.keys()  # a config file that failed to load raises here (ml_collections defers it)
+                _resolve_paths(FLAGS["config"])
             setup_logging()
             distributed.setup()
             config = run_config.resolve(workdir.value, _CONFIG.value)
@@ -167,4 +188,5 @@ def run_on_workdir(main: Callable) -> None:
         except errors.UsageError as e:
             sys.exit(errors.report(e))
 
+    _show_in_help("config", "workdir")
     app.run(_main, flags_parser=_parse_flags)

@@ -2,8 +2,9 @@
 
 - `progress(total, desc)`: a tqdm bar with rate and ETA (quiet on non-zero processes).
 - `MetricsWriter`: appends one JSON object per call to `<workdir>/metrics.jsonl` (a line is written whole,
-  then flushed; `workdir` local or gs://, through paths.py) and, when enabled, scalars and images to a
-  TensorBoard event file (tensorboard_events.py; flushed with each row; no TensorFlow). On resume,
+  then flushed; `workdir` local or gs://, through paths.py) and, when enabled, scalars, images (PNG), texts and
+  hparams to a TensorBoard event file in `<workdir>/tensorboard/` (tensorboard_events.py; flushed with each
+  write; no TensorFlow) and to Weights & Biases (`wandb_project`; wandb imported only then). On resume,
   `truncate(step)` drops what a killed run logged after its last checkpoint (rows and events), so the history
   has no duplicates; a torn last line (killed mid-row) is dropped with a warning (writer and `read_metrics`).
 - `PhaseTimer`: wall-clock seconds per named phase, with `jax.block_until_ready` on request.
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
+import html
+import importlib.util
 import json
 import logging
 import math
@@ -22,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from alphagrpo_jax import paths, tensorboard_events
+from alphagrpo_jax import errors, paths, tensorboard_events
 
 log = logging.getLogger("alphagrpo_jax.metrics")
 
@@ -36,10 +40,29 @@ def _is_main_process() -> bool:
 
 
 def progress(total: int | None = None, desc: str = "", initial: int = 0, unit: str = "it", **kw):
+    """A tqdm bar; while it is open, log lines are written above it (tqdm.write), never glued onto its line."""
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    return tqdm(total=total, desc=desc, initial=initial, unit=unit, dynamic_ncols=True,
-                disable=not _is_main_process(), mininterval=1.0, **kw)
+    bar = tqdm(total=total, desc=desc, initial=initial, unit=unit, dynamic_ncols=True,
+               disable=not _is_main_process(), mininterval=1.0, **kw)
+    if bar.disable:
+        return bar
+    redirect = logging_redirect_tqdm(tqdm_class=type(bar))
+    redirect.__enter__()
+    close = bar.close
+
+    def close_and_restore():  # the root logger's handlers come back when the bar closes (or is collected)
+        nonlocal redirect
+        try:
+            close()
+        finally:
+            if redirect is not None:
+                redirect, done = None, redirect
+                done.__exit__(None, None, None)
+
+    bar.close = close_and_restore
+    return bar
 
 
 def _to_python(v: Any):
@@ -58,15 +81,19 @@ class MetricsWriter:
     """metrics.jsonl (+ optional TensorBoard scalars and images) in `workdir`, a local folder or gs://...
     Only process 0 writes. A resumed run calls `truncate(restored_step)` before its first write."""
 
-    def __init__(self, workdir: str, tensorboard: bool = False, filename: str = "metrics.jsonl"):
+    def __init__(self, workdir: str, tensorboard: bool = False, filename: str = "metrics.jsonl",
+                 wandb_project: str = "", config=None):
         self.workdir = os.fspath(workdir)
         self.active = _is_main_process()
         self.path = paths.join(self.workdir, filename)
         self.tensorboard_dir = paths.join(self.workdir, "tensorboard") if tensorboard else None
         self._tb: tensorboard_events.EventFile | None = None  # opened at the first TensorBoard write
         self._tail_ok = False  # False until a torn last line (killed writer) has been looked for
+        self._wandb = None
         if self.active:
             paths.makedirs(self.workdir)
+            if wandb_project:
+                self._wandb = wandb_run(wandb_project, self.workdir, config)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.active:
@@ -88,13 +115,45 @@ class MetricsWriter:
                 if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool):
                     tb.add(int(step), summary.scalar(k, v))
             tb.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if k not in ("step", "time")}, step=int(step))
 
     def write_image(self, step: int, tag: str, image_hwc_uint8: np.ndarray) -> None:
+        """An image [H, W, 3] uint8 (TensorBoard: a PNG-encoded Summary.Image)."""
         tb = self._tensorboard()
         if tb is not None:
             from tensorboardX import summary
 
             tb.add(int(step), summary.image(tag, image_hwc_uint8, dataformats="HWC"))
+            tb.flush()
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({tag: wandb.Image(image_hwc_uint8)}, step=int(step))
+
+    def write_text(self, step: int, tag: str, markdown: str) -> None:
+        """A text (TensorBoard's text plugin renders it as Markdown; its tag gets `/text_summary` appended)."""
+        tb = self._tensorboard()
+        if tb is not None:
+            from tensorboardX import summary
+
+            tb.add(int(step), summary.text(tag, markdown))
+            tb.flush()
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({tag: wandb.Html(f"<pre>{html.escape(markdown)}</pre>")}, step=int(step))
+
+    def write_hparams(self, hparams: dict[str, Any], metric_tags: list[str]) -> None:
+        """The run's hyperparameters ({name: scalar or str}) and the scalar tags TensorBoard's HPARAMS tab shows
+        beside them (the hparams plugin's experiment and session-start records, at step 0)."""
+        tb = self._tensorboard()
+        if tb is not None:
+            from tensorboardX import summary
+
+            experiment, session_start, _ = summary.hparams(hparams, {tag: None for tag in metric_tags})
+            tb.add(0, experiment)
+            tb.add(0, session_start)
             tb.flush()
 
     def truncate(self, step: int) -> int:
@@ -121,6 +180,9 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._close_tensorboard()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
     # ------------------------------------------------------------------------------------------- internals
     def _drop_torn_line(self) -> None:
@@ -142,6 +204,25 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def check_wandb(project: str) -> None:
+    """UsageError (one line) when W&B logging is asked for (`log.wandb` = a project name) but wandb is absent."""
+    if project and importlib.util.find_spec("wandb") is None:
+        raise errors.UsageError(f"log.wandb = {project!r} asks for Weights & Biases logging, but wandb is not "
+                                "installed: pip install wandb, or set --config.log.wandb='' (off)")
+
+
+def wandb_run(project: str, workdir: str, config=None):
+    """A W&B run in `project` whose id derives from the workdir, so a resumed run continues the same W&B run."""
+    check_wandb(project)
+    import wandb
+
+    from alphagrpo_jax import run_config
+
+    run_id = hashlib.sha1(os.path.abspath(workdir).encode() if not paths.is_remote(workdir) else workdir.encode())
+    return wandb.init(project=project, id=run_id.hexdigest()[:16], resume="allow", name=os.path.basename(
+        workdir.rstrip("/")), config=run_config.plain(config) if config is not None else None)
 
 
 def _parse(path: str, data: bytes) -> tuple[list[tuple[dict, bytes]], bool]:

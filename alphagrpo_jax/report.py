@@ -3,8 +3,9 @@
     python -m alphagrpo_jax.report --workdir workdir/toy_rt2i [--workdir workdir/other --label name ...]
         [--out reward_curve.png]
 
-Each workdir contributes its train reward (per step, with a moving average) and its held-out eval reward.
-Workdirs and --out may be local or gs:// (alphagrpo_jax/paths.py).
+Each workdir contributes its train reward (per step, with a moving average) and its held-out eval reward. Both
+are the run's total reward, the weighted sum of its reward components (its config.yaml's `reward.weights`, e.g.
+"toy_dvreward + 0.2*think_format"); the axes say so. Workdirs and --out may be local or gs:// (paths.py).
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import sys
 
 import numpy as np
 
-from alphagrpo_jax import errors, paths
+from alphagrpo_jax import errors, paths, run_config
 from alphagrpo_jax.errors import UsageError
 from alphagrpo_jax.metrics import read_metrics
+from alphagrpo_jax.reward.label import describe
 
 
 def curves(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -31,6 +33,16 @@ def curves(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def reward_name(workdir: str) -> str:
+    """What the run's "reward" sums (its recorded `reward.weights`); "reward" for a run without config.yaml."""
+    path = run_config.path_in(workdir)
+    if not paths.exists(path):
+        return "reward"
+    config = run_config.from_yaml(paths.read_text(path), path)
+    weights = config.get("reward", {}).get("weights", None)
+    return describe(weights) if weights else "reward"
+
+
 def plot(runs: list[tuple[str, str]], out: str, smooth: int = 5) -> str:
     import matplotlib
 
@@ -38,7 +50,11 @@ def plot(runs: list[tuple[str, str]], out: str, smooth: int = 5) -> str:
     import matplotlib.pyplot as plt
 
     fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
+    names = {workdir: reward_name(workdir) for _, workdir in runs}
+    shared = len(set(names.values())) == 1  # one reward for all runs: on the axis, else in each run's label
     for label, workdir in runs:
+        if not shared:
+            label = f"{label}: {names[workdir]}"
         c = curves(paths.join(workdir, "metrics.jsonl"))
         if "reward/mean" in c:
             s, v = c["reward/mean"]
@@ -49,8 +65,9 @@ def plot(runs: list[tuple[str, str]], out: str, smooth: int = 5) -> str:
         if "eval/reward" in c:
             s, v = c["eval/reward"]
             ax_eval.plot(s, v, marker="o", label=label)
-    ax_train.set(title="train reward (rollouts)", xlabel="step", ylabel="reward")
-    ax_eval.set(title="held-out reward (ODE, eval prompts)", xlabel="step", ylabel="mean DVReward")
+    what = f"reward = {next(iter(names.values()))}" if shared else "reward (see legend)"
+    ax_train.set(title="train reward (rollouts)", xlabel="step", ylabel=f"mean {what}")
+    ax_eval.set(title="held-out eval reward (ODE, eval prompts)", xlabel="step", ylabel=f"mean {what}")
     for ax in (ax_train, ax_eval):
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -1,6 +1,6 @@
 """Supervised fine-tuning of a BAGEL-shaped model, and the export of the base model.
 
-    python -m alphagrpo_jax.sft --config configs/toy_sft.py --config.workdir=runs/toy_sft \
+    python -m alphagrpo_jax.sft --config configs/toy_sft.py --config.workdir=runs/toy_sft \\
         --config.export_dir=assets/toy_base
 
 The data comes from the SFT data source `config.data_source` (data/sft_sources.py), registered by a plug-in of
@@ -256,7 +256,6 @@ def train(config, step_hook=None) -> dict:
     """Runs (or resumes) SFT, then exports and evaluates the release; returns a summary dict.
     `step_hook(step, metrics)` runs after every step (tests raise from it to simulate a crash)."""
     workdir = config.workdir
-    os.makedirs(workdir, exist_ok=True)
     source = data_source(config)
     cfg, dc = model_config(config), data_config(config)
     mesh, rules = mesh_lib.make_mesh(dict(config.mesh)), rules_lib.DEFAULT_RULES
@@ -264,6 +263,7 @@ def train(config, step_hook=None) -> dict:
     if (dc.rows * jax.process_count()) % n_batch or config.data.rows % int(config.grad_accum):
         raise ValueError(f"sft config: data.rows x processes ({dc.rows} x {jax.process_count()}) must be a "
                          f"multiple of the mesh batch axes ({n_batch}), and data.rows of grad_accum")
+    os.makedirs(workdir, exist_ok=True)  # after the checks: a config that fails them leaves no empty workdir
     tok_dir, tok, encode = build_tokenizer(config, workdir, cfg)
     writer = metrics.MetricsWriter(workdir, tensorboard=config.tensorboard)
     summary: dict = {}
@@ -340,7 +340,7 @@ def main(config) -> None:
     checks.int_at_least(config.total_steps, 1, "config.total_steps")  # before any model is built (exit code 2)
     checks.int_at_least(config.grad_accum, 1, "config.grad_accum")
     checks.int_at_least(config.data.rows, 1, "config.data.rows")
-    checks.writable_folder(config.workdir, "config.workdir")
+    checks.creatable_folder(config.workdir, "config.workdir")  # created once the run starts
     try:
         out = train(config)
     except (integrity.NonFiniteError, checkpointing.CheckpointDamagedError) as e:

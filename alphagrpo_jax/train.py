@@ -25,6 +25,7 @@ from alphagrpo_jax import checkpointing, cli, integrity, metrics as metrics_lib,
 from alphagrpo_jax.data.prompts import PromptRecords, round_dataset
 from alphagrpo_jax.data.sources import prompt_files
 from alphagrpo_jax.parallel import distributed, hostdata, mesh as mesh_lib, rules as rules_lib
+from alphagrpo_jax.reward.label import describe as describe_reward
 from alphagrpo_jax.reward.service import build_reward_fn
 from alphagrpo_jax.rl import accumulation, advantages, tasks as tasks_lib
 from alphagrpo_jax.rl.grid import sample_grid
@@ -40,6 +41,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("alphagrpo_jax.train")
 
 
+def hparams(config) -> dict:
+    """The config's scalar and short-string leaves ({dotted key: value}), for TensorBoard's HPARAMS tab."""
+    out = {}
+    for key, value in run_config.flatten(config).items():
+        if isinstance(value, (list, tuple)) and len(str(value)) <= 100:
+            value = str(value)
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 100):
+            out[key] = value
+    return out
+
+
+def think_table(prompts, texts, rewards, reward_name: str) -> str:
+    """A Markdown table of the eval samples' prompt, think text and reward (TensorBoard's text plugin)."""
+    def cell(x):
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    rows = [f"| prompt | think | reward ({reward_name}) |", "|---|---|---|"]
+    rows += [f"| {cell(p)} | {cell(t)} | {v:.3f} |" for p, t, v in zip(prompts, texts, rewards)]
+    return "\n".join(rows)
+
+
 def train(config) -> dict:
     """Runs (or resumes) the training run of `config`; returns {"eval": [held-out eval rows], "final_step": N,
     "preempted_at": N (only when preempted)}."""
@@ -50,6 +72,7 @@ def run(config):
     """(train's results, the trained Learner): in-process callers (tests) read the final params from it."""
     plugins.load(config)  # the config's plug-ins register their components, prompt sources, transforms
     check_train_config(config)  # every key, file and reward endpoint, before any model loads (UsageError)
+    metrics_lib.check_wandb(config.log.get("wandb", ""))
     distributed.maybe_initialize()
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
@@ -75,7 +98,8 @@ def _train(config, mesh, workdir, timer):
     reward_fn = writer = ckpt = bar = None
     try:
         reward_fn = build_reward_fn(config.reward)
-        writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.log.tensorboard)
+        writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.log.tensorboard,
+                                           wandb_project=config.log.get("wandb", ""), config=config)
         ckpt = checkpointing.CheckpointManager(paths.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                                every=config.checkpoint.every)
         ckpt.install_preemption_handler()
@@ -87,6 +111,10 @@ def _train(config, mesh, workdir, timer):
             start = int(extras["step"])
             log.info("resumed from step %d", start)
         writer.truncate(start or -1)  # what a killed run logged after its checkpoint (all: step 0 too) is logged again
+        reward_name = describe_reward(config.reward.weights)
+        if not start:  # a run's config and hyperparameters, once (a resumed run keeps its first ones)
+            writer.write_text(0, "config", "    " + run_config.to_yaml(config).rstrip("\n").replace("\n", "\n    "))
+            writer.write_hparams(hparams(config), ["eval/reward", "reward/mean"])
         results: dict = {}
 
         def run_eval(step):
@@ -98,8 +126,13 @@ def _train(config, mesh, workdir, timer):
             writer.write(step, ev.metrics)
             results["eval"].append({"step": step, **ev.metrics})
             n = min(config.log.grid_size, len(ev.prompts))
-            captions = [f"{p} | {t} | r={v:.2f}" for p, t, v in zip(ev.prompts[:n], ev.texts[:n], ev.rewards[:n])]
-            sample_grid(ev.images[:n], captions, paths.join(workdir, f"samples_step{step:05d}.png"))
+            # The reward first (a long think text is cut at the cell's last line), saying what it sums.
+            captions = [f"reward={v:.2f} ({reward_name}) | {p} | {t}"
+                        for p, t, v in zip(ev.prompts[:n], ev.texts[:n], ev.rewards[:n])]
+            grid = sample_grid(ev.images[:n], captions, paths.join(workdir, f"samples_step{step:05d}.png"))
+            writer.write_image(step, "eval/samples", grid)
+            writer.write_text(step, "eval/think", think_table(ev.prompts[:n], ev.texts[:n], ev.rewards[:n],
+                                                              reward_name))
             log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in ev.metrics.items() if k.count("/") == 1})
 
         # The run's earlier evals (a resumed run's summary spans the whole run); an eval a kill interrupted after its
@@ -113,6 +146,13 @@ def _train(config, mesh, workdir, timer):
         if due:
             run_eval(start)
         bar = metrics_lib.progress(total=config.total_steps, initial=start, desc="grpo", unit="step")
+
+        def show(row):  # the bar's postfix: this step's mean reward and the latest held-out eval reward
+            postfix = {"reward": f"{row['reward/mean']:.3f}"}
+            if results["eval"]:
+                postfix["eval"] = f"{results['eval'][-1]['eval/reward']:.3f}"
+            bar.set_postfix(postfix)
+
         guard = StepGuard(config.train.max_nonfinite_steps, r.rounds_per_step)
         calls = {name: tasks_lib.backward_calls(task, learner.loss_config) for name, task in tasks.items()}
         for step in range(start + 1, config.total_steps + 1):
@@ -187,12 +227,13 @@ def _train(config, mesh, workdir, timer):
             row.update(timer.pop())
             writer.write(step, row)
             bar.update(1)
-            bar.set_postfix(reward=f"{row['reward/mean']:.3f}")
+            show(row)
             if ckpt.should_save(step) or step == config.total_steps:
                 ckpt.save(step, {"params": learner.trainable, "opt": learner.opt_state},
                           {"step": step, "data": data_it.get_state()})
             if config.eval.every and step % config.eval.every == 0:
                 run_eval(step)
+                show(row)
             if ckpt.preempted(step) and step < config.total_steps:
                 log.warning("preempted: saved step %d, exiting", step)
                 results["preempted_at"] = step

@@ -60,6 +60,8 @@ def rt2i_base() -> ml_collections.ConfigDict:
     # Held-out eval: ODE; num_timesteps 0 = the rollout's (the reference evaluates with 40).
     c.eval = ml_collections.ConfigDict(dict(every=10, num_prompts=64, batch_size=16, temperature=0.3, greedy=False,
                                             num_timesteps=40))
-    c.log = ml_collections.ConfigDict(dict(tensorboard=True, grid_size=16))
+    # tensorboard: <workdir>/tensorboard/ (scalars, sample grids, think texts, config, hparams); wandb: a Weights &
+    # Biases project name to log the same to ("" = off; needs `pip install wandb`).
+    c.log = ml_collections.ConfigDict(dict(tensorboard=True, grid_size=16, wandb=""))
     c.checkpoint = ml_collections.ConfigDict(dict(every=20, keep=3))
     return c

@@ -170,3 +170,93 @@ def test_truncate_before_the_first_checkpoint_drops_step_0_rows_too(tmp_path):
     w.write(1, {"loss": 1.0})
     assert metrics.MetricsWriter(str(tmp_path)).truncate(-1) == 2
     assert metrics.read_metrics(str(tmp_path / "metrics.jsonl")) == []
+
+
+def test_log_lines_are_written_above_the_progress_bar_not_onto_it():
+    """A log line while a bar is open starts a line of its own (tqdm.write), and logging is restored after."""
+    import subprocess
+    import sys
+
+    script = ("import logging; from alphagrpo_jax import cli, metrics\n"
+              "cli.setup_logging(); log = logging.getLogger('t')\n"
+              "bar = metrics.progress(total=3, desc='grpo', unit='step'); bar.update(1)\n"
+              "log.info('eval step 1: 0.5'); bar.update(1); bar.close(); log.info('after the bar')\n")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for line in ("eval step 1: 0.5", "after the bar"):
+        at = r.stderr.index(line)
+        head = r.stderr[:at].rsplit("\n", 1)[-1].rsplit("\r", 1)[-1]
+        assert head.endswith("t: ") and "grpo" not in head, repr(r.stderr[max(0, at - 200):at + 40])
+
+
+def test_tensorboard_gets_images_texts_and_hparams(tmp_path):
+    """Read back with the proto code: a PNG image summary, a text-plugin tensor and the hparams plugin's records."""
+    import io
+
+    from PIL import Image
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    w = metrics.MetricsWriter(str(tmp_path), tensorboard=True)
+    grid = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    w.write_hparams({"optim.lr": 3e-4, "task.kinds": "('rt2i',)", "loss.train_text": True}, ["eval/reward"])
+    w.write_text(0, "config", "    lr: 0.0003")
+    w.write(1, {"eval/reward": 0.5})
+    w.write_image(1, "eval/samples", grid)
+    w.close()
+    logdir = tmp_path / "tensorboard"
+    values = {}
+    for name in os.listdir(logdir):
+        for e in tensorboard_events.events(str(logdir / name)):
+            values.update({v.tag: (e.step, v) for v in e.summary.value})
+    step, image = values["eval/samples"]
+    assert step == 1 and (image.image.height, image.image.width) == (6, 10)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(image.image.encoded_image_string))), grid)
+    _, text = values["config/text_summary"]
+    assert text.metadata.plugin_data.plugin_name == "text" and text.tensor.string_val == [b"    lr: 0.0003"]
+    _, start = values["_hparams_/session_start_info"]
+    assert start.metadata.plugin_data.plugin_name == "hparams"
+    hp = HParamsPluginData.FromString(start.metadata.plugin_data.content).session_start_info.hparams
+    assert hp["optim.lr"].number_value == 3e-4 and hp["loss.train_text"].bool_value
+    _, experiment = values["_hparams_/experiment"]
+    exp = HParamsPluginData.FromString(experiment.metadata.plugin_data.content).experiment
+    assert [m.name.tag for m in exp.metric_infos] == ["eval/reward"]
+
+
+def test_wandb_asked_for_but_not_installed_is_a_one_line_usage_error():
+    import importlib.util
+
+    from alphagrpo_jax import errors
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
+    with pytest.raises(errors.UsageError, match=r"log.wandb = 'proj' .* wandb is not installed"):
+        metrics.check_wandb("proj")
+    metrics.check_wandb("")  # off: nothing to check
+
+
+def test_report_says_which_reward_it_plots(tmp_path, monkeypatch):
+    """The eval panel is the run's total reward (its components and weights, from its config.yaml), not "DVReward";
+    the user-level command writes the PNG."""
+    import subprocess
+    import sys
+
+    import matplotlib.figure
+
+    from alphagrpo_jax import report, run_config
+    from configs import toy_rt2i
+
+    run_config.write(toy_rt2i.get_config(), str(tmp_path))  # reward.weights: toy_dvreward 1, think_format 0.2
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"step": 0, "eval/reward": 0.4}, {"step": 1, "reward/mean": 0.5}, {"step": 2, "eval/reward": 0.6})))
+    assert report.reward_name(str(tmp_path)) == "toy_dvreward + 0.2*think_format"
+    labels = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: labels.extend(ax.get_ylabel() for ax in fig.axes))
+    report.plot([("run", str(tmp_path))], str(tmp_path / "unused.png"))
+    assert labels == ["mean reward = toy_dvreward + 0.2*think_format"] * 2
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    r = subprocess.run([sys.executable, "-m", "alphagrpo_jax.report", f"--workdir={tmp_path}"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert os.path.getsize(tmp_path / "reward_curve.png") > 1000

@@ -10,9 +10,9 @@ from alphagrpo_jax import paths
 
 
 def sample_grid(images: np.ndarray, captions: list[str], path: str, columns: int = 4, scale: int = 4,
-                text_width: int = 30, text_lines: int = 7) -> str:
+                text_width: int = 30, text_lines: int = 7) -> np.ndarray:
     """images [N, H, W, 3] uint8 -> one PNG at `path` (local or gs://): each cell the (upscaled, nearest) image
-    over its caption."""
+    over its caption. Returns the grid [H', W', 3] uint8 (e.g. for TensorBoard)."""
     n, h, w, _ = images.shape
     font = ImageFont.load_default()
     line_h = 11
@@ -27,4 +27,4 @@ def sample_grid(images: np.ndarray, captions: list[str], path: str, columns: int
         for j, line in enumerate(lines):
             draw.text((x + 4, y + h * scale + 6 + j * line_h), line, fill="black", font=font)
     paths.save_image(path, canvas)
-    return path
+    return np.asarray(canvas)

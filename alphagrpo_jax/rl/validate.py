@@ -215,6 +215,6 @@ def check_train_config(config, probe: bool = True) -> None:
     checks.release_folder(_get(config, "model.release"), "config.model.release")
     _image_sizes(config)
     _data(config)
-    checks.writable_folder(_get(config, "workdir"), "config.workdir")
+    checks.creatable_folder(_get(config, "workdir"), "config.workdir")  # train creates it after the checks
     if probe and _endpoint_users(config):  # last: the only check that waits on the network
         check_endpoints(config.reward)
