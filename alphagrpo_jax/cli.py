@@ -17,12 +17,15 @@ from collections.abc import Callable, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from alphagrpo_jax import errors, plugins, run_config
+from alphagrpo_jax import compile_cache, errors, plugins, run_config
 from alphagrpo_jax.parallel import distributed
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file with get_config(); `path.py:arg` passes arg.", lock_config=True)
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "persistent JAX compilation cache folder, or 'off' (default: "
+    f"${compile_cache.ENV}, else ~/.cache/alphagrpo_jax/jax)")
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()):
@@ -138,6 +141,7 @@ def run(main: Callable) -> None:
                 last = [x.strip() for x in str(e).splitlines() if x.strip()][-1]
                 raise errors.UsageError(f"{flags.FLAGS['config'].serialize()}: {last}") from None
             setup_logging()
+            compile_cache.setup(_COMPILATION_CACHE.value)
             distributed.setup()  # before print_config: it starts the backend, after which a pod cannot initialise
             plugins.load(_CONFIG.value)
             print_config(_CONFIG.value)
@@ -159,6 +163,7 @@ def run_on_workdir(main: Callable) -> None:
             if len(argv) > 1:
                 raise errors.UsageError(f"unexpected arguments: {argv[1:]}; expected only --flags")
             setup_logging()
+            compile_cache.setup(_COMPILATION_CACHE.value)
             distributed.setup()
             config = run_config.resolve(workdir.value, _CONFIG.value)
             plugins.load(config)
