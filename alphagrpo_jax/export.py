@@ -25,7 +25,7 @@ from flax import nnx
 
 from alphagrpo_jax import cli, metrics, paths, plugins, run_config
 from alphagrpo_jax.errors import UsageError
-from alphagrpo_jax.models.bagel import checkpoint as ckpt_lib, model as model_lib, safetensors_io
+from alphagrpo_jax.models.bagel import checkpoint as ckpt_lib, hub, model as model_lib, safetensors_io
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.rl import lora
 from alphagrpo_jax.rl.trainer_state import build, restore_checkpoint
@@ -64,7 +64,7 @@ def copy_base_files(src: str, out: str) -> list[str]:
 def export(config, out: str, step: int | None = None) -> str:
     """Restores `step` of `config.workdir`'s checkpoints, merges LoRA, writes the release to `out`."""
     plugins.load(config)
-    src = config.model.release
+    src = hub.resolve(config.model.release, "config.model.release")  # a Hub id -> its downloaded snapshot
     if paths.exists(paths.join(out, "ema.safetensors")):
         raise FileExistsError(f"--out {out}: already holds an ema.safetensors; choose a new folder")
     mesh = mesh_lib.mesh_from_config(config)

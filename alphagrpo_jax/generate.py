@@ -35,7 +35,6 @@ import json
 import sys
 import time
 
-import numpy as np
 from PIL import Image
 
 from alphagrpo_jax import checks, compile_cache, errors, paths, plugins
@@ -49,11 +48,11 @@ from alphagrpo_jax.reward.decomposers import DECOMPOSERS
 from alphagrpo_jax.reward.health import check_endpoint
 from alphagrpo_jax.reward.records import RecordError, read_records
 from alphagrpo_jax.reward.service import build_reward_fn, reward_config
-from alphagrpo_jax.sampling import context as ctx_lib, generation_config as gen_lib
+from alphagrpo_jax.sampling import generation_config as gen_lib
 from alphagrpo_jax.sampling.pipeline import Pipeline
-from alphagrpo_jax.sampling.prompts import (REFLECTION_PROMPT, VLM_THINK_SYSTEM_PROMPT, PromptError,
-                                            check_reflection_template, prompt_text, think_system_prompt)
-from alphagrpo_jax.sampling.refine import refine, srr_items
+from alphagrpo_jax.sampling.prompts import (REFLECTION_PROMPT, PromptError, check_reflection_template,
+                                            prompt_text)
+from alphagrpo_jax.sampling.refine import refine
 from alphagrpo_jax.sampling.text import TextSamplerConfig
 
 
@@ -302,24 +301,13 @@ def _phase(msg: str) -> None:
 
 
 def cache_size(args, pipe, prompts, image) -> int:
-    """KV slots per sample: what the longest context needs (prompt, think tokens, image tokens; SRR's redraw and
-    --understand's answer), or --cache-size / the release's when larger. A given --cache-size that is too small
-    is a UsageError before anything compiles."""
-    cfg, text = pipe.cfg, pipe._text
-    system = [text(think_system_prompt(cfg))] if args.think else []
-    img_items = pipe.condition_items(image)[0] if image is not None else []
-    if args.understand:
-        vit = ctx_lib.VitImage(pipe.vit_transform(image.convert("RGB")))
-        need = gen_lib.cache_size_for([[text(VLM_THINK_SYSTEM_PROMPT)] * args.think + [vit, text(p)]
-                                       for p in prompts], cfg, UNDERSTAND_TOKENS)
-    else:
-        need = gen_lib.cache_size_for([system + img_items + [text(p)] for p in prompts], cfg,
-                                      args.think_tokens if args.think else 0)
-    if args.refine:
-        blank = np.zeros((args.height, args.width, 3), np.uint8)
-        rows = [srr_items(text, p, blank, pipe.vae_transform, pipe.vit_transform, think_system_prompt(cfg),
-                          args.reflection_prompt or REFLECTION_PROMPT)[0] for p in prompts]
-        need = max(need, gen_lib.cache_size_for(rows, cfg, args.think_tokens))
+    """KV slots per sample: what the longest context needs, or --cache-size / the release's when larger. A given
+    --cache-size that is too small is a UsageError before anything compiles."""
+    need = gen_lib.context_cache_size(
+        pipe, prompts, think=args.think, think_tokens=args.think_tokens, image=image,
+        understand_tokens=UNDERSTAND_TOKENS if args.understand else None,
+        refine_size=(args.height, args.width) if args.refine else None,
+        reflection=args.reflection_prompt or REFLECTION_PROMPT)
     if args.cache_size_given and args.cache_size < need:
         raise UsageError(f"--cache-size {args.cache_size}: the longest context needs {need} KV slots (prompt, "
                          f"think tokens, image tokens); use >= {need} or leave it unset")
@@ -400,7 +388,8 @@ def main(argv=None) -> int:
     pipe = Pipeline(rel, vae_transform=vae_transform, vit_transform=vit_transform)
     image = Image.open(io.BytesIO(paths.read_bytes(args.image))) if args.image else None
     prompts = [args.prompt] if args.prompt else file_prompts
-    pipe = dataclasses.replace(pipe, cache_size=cache_size(args, pipe, prompts, image))
+    args.cache_size = cache_size(args, pipe, prompts, image)
+    pipe = dataclasses.replace(pipe, cache_size=args.cache_size)
     if args.understand:
         _phase("compiling (first call) + answering ...")
         answer = pipe.understand([image], [args.prompt], think=args.think, max_new_tokens=UNDERSTAND_TOKENS)[0]
