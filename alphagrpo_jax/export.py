@@ -70,12 +70,15 @@ def export(config, out: str, step: int | None = None) -> str:
     mesh = mesh_lib.mesh_from_config(config)
     rules = rules_lib.merge_rules(rules_lib.DEFAULT_RULES, dict(config.get("rules", {}) or {}))
     with rules_lib.use_rules(mesh, rules):
+        log.info("loading the base release %s and building the model ...", src)
         _, _, learner, _ = build(config, mesh)
+        log.info("restoring %s of %s ...", "the latest step" if step is None else f"step {step}", config.workdir)
         state, extras = restore_checkpoint(config, learner, step)
         learner.trainable = state["params"]
         model = learner.model()
         if config.train.params == "lora":
             model = lora.merge_lora(model)
+        log.info("writing step %s to %s ...", extras["step"], out)
         copy_base_files(src, out)
         meta = {"exported_from": os.path.abspath(config.workdir) if "://" not in config.workdir else config.workdir,
                 "step": str(extras["step"])}
