@@ -13,11 +13,17 @@ DVReward verifier (--verifier-endpoint, or a registered reward component in proc
 NAME) above --threshold. `--oracle-gate`: the evaluator itself decides (all semantic questions yes) - this
 reproduces the reference's evaluator-gated benchmark protocol and is reported as such.
 
-Plug-ins (alphagrpo_jax/plugins.py) add names to --transform, --questions and --verifier-component; `--plugin
-MODULE` imports one, e.g. the toy world's (32 px transforms "toy", decomposer "toy", component "toy_dvreward"):
+Sampling flags left unset come from the release's generation_config.json, else the library defaults
+(sampling/generation_config.py); the KV cache is sized to the longest context. Prompt i samples with seed
+--seed + i in any batch; --prompts-file also writes manifest.jsonl. Hub ids (ByteDance-Seed/BAGEL-7B-MoT) are
+downloaded once into the Hugging Face cache. Compiled programs persist in --compilation-cache (compile_cache.py).
 
-    python -m alphagrpo_jax.generate --plugin alphagrpo_jax.toy.plugin --checkpoint assets/toy_base \
-        --prompt "two red circles" --think --height 32 --width 32 --transform toy --refine 2 --questions toy --out o/
+Plug-ins (alphagrpo_jax/plugins.py) add names to --transform, --questions and --verifier-component; `--plugin
+MODULE` imports one, and a release's generation_config.json may name its own (the toy base names the toy world's:
+32 px transforms "toy", decomposer "toy", component "toy_dvreward"):
+
+    python -m alphagrpo_jax.generate --checkpoint assets/toy_base --prompt "two red circles" --think --refine 2 \
+        --questions toy --out o/
 
 Prompts that steer the model (docs/prompts.md): `--think-system-prompt`, `--reflection-prompt` (template with
 {prompt}) and `--verifier-system-prompt` take the text or file:PATH. Use the strings the checkpoint (and the
