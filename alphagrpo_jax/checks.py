@@ -15,6 +15,7 @@ from collections.abc import Collection
 
 from alphagrpo_jax import paths
 from alphagrpo_jax.errors import UsageError
+from alphagrpo_jax.models.bagel import hub
 
 # What a release folder must hold (models/bagel/release.py, models/bagel/tokenizer.py).
 RELEASE_FILES = ("llm_config.json", "vit_config.json", "ema.safetensors")
@@ -66,6 +67,7 @@ def release_folder(path, key: str) -> str:
     """A BAGEL release folder with its config, weights and tokenizer files."""
     if not isinstance(path, str) or not path:
         raise UsageError(f"{key}: expected a BAGEL release folder, got {path!r}")
+    path = hub.resolve(path, key)  # a Hugging Face Hub id -> its downloaded snapshot
     if not paths.isdir(path):
         raise UsageError(f"{key}: {path}: no such folder; expected a BAGEL release folder")
     present = set(paths.listdir(path))

@@ -17,12 +17,15 @@ from collections.abc import Callable, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from alphagrpo_jax import config_paths, errors, plugins, run_config
+from alphagrpo_jax import compile_cache, config_paths, errors, plugins, run_config
 from alphagrpo_jax.parallel import distributed
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file with get_config(); `path.py:arg` passes arg.", lock_config=True)
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "persistent JAX compilation cache folder, or 'off' (default: "
+    f"${compile_cache.ENV}, else ~/.cache/alphagrpo_jax/jax)")
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()):
@@ -155,6 +158,7 @@ def run(main: Callable) -> None:
                 raise errors.UsageError(f"{flags.FLAGS['config'].serialize()}: {last}") from None
             _resolve_paths(FLAGS["config"])
             setup_logging()
+            compile_cache.setup(_COMPILATION_CACHE.value)
             distributed.setup()  # before print_config: it starts the backend, after which a pod cannot initialise
             plugins.load(_CONFIG.value)
             print_config(_CONFIG.value)
@@ -180,6 +184,7 @@ def run_on_workdir(main: Callable) -> None:
                 _CONFIG.value.keys()  # a config file that failed to load raises here (ml_collections defers it)
                 _resolve_paths(FLAGS["config"])
             setup_logging()
+            compile_cache.setup(_COMPILATION_CACHE.value)
             distributed.setup()
             config = run_config.resolve(workdir.value, _CONFIG.value)
             plugins.load(config)

@@ -43,6 +43,7 @@ from alphagrpo_jax.models.bagel import release as release_lib
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.parallel.state import create_sharded
+from alphagrpo_jax.sampling import generation_config
 from alphagrpo_jax.sampling.prompts import think_system_prompt
 
 log = logging.getLogger("alphagrpo_jax.sft")
@@ -215,9 +216,10 @@ def to_device(host: dict, sharding: NamedSharding, n_vit_local: int, n_img_local
 
 # ------------------------------------------------------------------------------------------------ export
 
-def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: str, dtype: str) -> str:
+def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: str, dtype: str,
+                   generation: dict | None = None) -> str:
     """A release folder (local or gs://): ema.safetensors, llm_config.json, vit_config.json, bagel_config.json,
-    tokenizer."""
+    tokenizer and (given `generation`) generation_config.json."""
     paths.makedirs(out)
     ckpt_io.export_state(nnx.state(model), model_lib.weight_map(cfg), paths.join(out, "ema.safetensors"), dtype)
     c, v = cfg.llm, cfg.vit
@@ -242,6 +244,8 @@ def export_release(model, cfg: config_lib.BagelConfig, tokenizer_dir: str, out: 
         paths.write_text(paths.join(out, name), json.dumps(d, indent=1))
     for name in paths.listdir(tokenizer_dir):
         paths.copy(paths.join(tokenizer_dir, name), paths.join(out, name))
+    if generation is not None:
+        generation_config.write(out, generation)
     return out
 
 
@@ -321,7 +325,8 @@ def train(config, step_hook=None) -> dict:
                        examples=dict(zip(source.kinds, seen["kinds"])))
         out = config.export_dir or os.path.join(workdir, "release")
         if jax.process_index() == 0:
-            export_release(setup.model(state["params"]), cfg, tok_dir, out, config.export.dtype)
+            export_release(setup.model(state["params"]), cfg, tok_dir, out, config.export.dtype,
+                           source.generation(config.eval) if source.generation else None)
         if jax.process_count() > 1:  # every host re-loads the folder (a shared filesystem or gs:// is assumed)
             multihost_utils.sync_global_devices("sft_export")
         if config.eval.final:

@@ -160,8 +160,8 @@ def test_generate_reads_release_and_prompts_from_gs_and_writes_images_there(gcs,
     out = paths.join(root, "gen")
     assert generate.main(["--checkpoint", paths.join(root, "base"), "--prompts-file", paths.join(root, "prompts.txt"),
                           "--out", out, "--height", "32", "--width", "32", "--num-steps", "3",
-                          "--cache-size", "320"]) == 0
-    assert paths.listdir(out) == ["0000.png", "0001.png"]
+                          "--cache-size", "320", "--compilation-cache", "off"]) == 0  # in process: no cache
+    assert paths.listdir(out) == ["0000.png", "0001.png", "manifest.jsonl"]
     assert Image.open(io.BytesIO(paths.read_bytes(paths.join(out, "0001.png")))).size == (32, 32)
     assert f"wrote {out}/0001.png" in capsys.readouterr().out
 

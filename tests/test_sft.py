@@ -64,6 +64,12 @@ def test_loss_decreases_and_release_loads(full_run):
     mesh = make_mesh({"fsdp": -1})
     rel = release.load_release(str(workdir / "release"), mesh, param_dtype="float32", dtype="float32")
     assert rel.cfg.vae.kind == "pixel" and rel.cfg.llm.hidden_size == 32 and len(rel.tokenizer) > 400
+    # its sampling settings are the eval's: `generate --checkpoint RELEASE` needs no flags
+    from alphagrpo_jax.sampling import generation_config
+    from alphagrpo_jax.toy import sft_source
+    gen = generation_config.read(str(workdir / "release"))
+    want = sft_source.generation(_config(workdir).eval)
+    assert gen == {**want, "plugins": tuple(want["plugins"])}
     # the release records the system prompt it was trained with, and generation uses it
     assert rel.cfg.think_system_prompt == _config(workdir).data.system_prompt != GEN_THINK_SYSTEM_PROMPT
     pipe = Pipeline(rel, cache_size=64, vae_transform=TOY_VAE_TRANSFORM, vit_transform=TOY_VIT_TRANSFORM)

@@ -102,6 +102,10 @@ def test_export_merges_lora_into_a_loadable_release(straight, tmp_path):
     wd, _ = straight
     out = export.export(tiny_config(wd, 3), str(tmp_path / "rel"))
     assert json.load(open(os.path.join(out, "export.json")))["step"] == "3"
+    card = open(os.path.join(out, "README.md")).read()  # its own model card, not the base's
+    assert str(GOLDENS) in card and "step 3 of 3" in card and "Held-out reward: " in card
+    gen = json.load(open(os.path.join(out, "generation_config.json")))  # what the run sampled with
+    assert (gen["height"], gen["width"]) == (tiny_config(wd, 3).rollout.height, tiny_config(wd, 3).rollout.width)
     with pytest.raises(FileExistsError, match="already holds"):
         export.export(tiny_config(wd, 3), out)
     loaded = release.load_release(out, mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})).model

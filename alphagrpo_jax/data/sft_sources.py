@@ -23,13 +23,16 @@ class SFTSource:
     build_tokenizer(folder, texts, vocab_size) writes a tokenizer folder (deterministic in the texts).
     dataset(model_cfg, settings, encode, seed) -> checkpointable iterable of host batches
         {batch, image_id, kind_counts, tokens} (data/pipeline.py).
-    evaluate(release, config.eval, seed) -> (metrics, sample grid uint8 [H, W, 3])."""
+    evaluate(release, config.eval, seed) -> (metrics, sample grid uint8 [H, W, 3]).
+    generation(config.eval) -> the exported release's generation_config.json settings (a dict of
+        sampling/generation_config.py's keys: the sizes, steps, CFG and transform its eval samples with)."""
     kinds: tuple[str, ...]
     settings: Callable[[dict], Any]
     corpus: Callable[[int, int, Any], Sequence[str]]
     build_tokenizer: Callable[[str, Sequence[str], int], Any]
     dataset: Callable[..., Any]
     evaluate: Callable[[Any, Any, int], tuple[dict, Any]]
+    generation: Callable[[Any], dict] | None = None
 
 
 SFT_SOURCES: dict[str, SFTSource] = {}

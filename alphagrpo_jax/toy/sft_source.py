@@ -42,7 +42,14 @@ def evaluate(rel, ec, seed: int) -> tuple[dict, np.ndarray]:
     return out, np.kron(grid, np.ones((ec.grid_scale, ec.grid_scale, 1), np.uint8))
 
 
+def generation(ec) -> dict:
+    """The toy base's generation_config.json: its eval's sampling settings, 32 px, the toy transforms."""
+    return dict(height=world.CANVAS, width=world.CANVAS, num_timesteps=ec.num_timesteps, cfg_text=ec.cfg_text,
+                shift=ec.shift, think_tokens=ec.think_tokens, think_temperature=ec.think_temperature,
+                cache_size=ec.cache_size, transform="toy", plugins=["alphagrpo_jax.toy.plugin"])
+
+
 SOURCE = SFTSource(kinds=sft_data.KINDS, settings=lambda data: sft_data.SFTDataConfig(**dict(data)),
                    corpus=sft_data.corpus, build_tokenizer=tokenizer.build, dataset=sft_data.sft_dataset,
-                   evaluate=evaluate)
+                   evaluate=evaluate, generation=generation)
 register_sft_source("toy", SOURCE)
