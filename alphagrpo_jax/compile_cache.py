@@ -3,7 +3,8 @@
     setting (first that is set)                   cache folder
     --compilation-cache DIR | off                 DIR, or no persistent cache
     $ALPHAGRPO_JAX_COMPILATION_CACHE=DIR | off    DIR, or none
-    (neither)                                     $XDG_CACHE_HOME/alphagrpo_jax/jax (default ~/.cache/alphagrpo_jax/jax)
+    $JAX_COMPILATION_CACHE_DIR=DIR                DIR (JAX's own setting; the test suite shares one per run)
+    (none of these)                               $XDG_CACHE_HOME/alphagrpo_jax/jax (default ~/.cache/alphagrpo_jax/jax)
 
 A second run of a program with the same shapes loads its compiled programs from the folder instead of
 compiling them (docs/results/2026-12-06-generate-start.md). DIR may be gs:// (JAX reads it through its own
@@ -29,7 +30,7 @@ def folder(value: str | None = None) -> str | None:
     """The cache folder for a flag value (None = unset: the environment, then the default); None = off."""
     value = value if value is not None else os.environ.get(ENV)
     if value is None:
-        return default_dir()
+        return os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
     return None if value.strip().lower() in OFF else value
 
 

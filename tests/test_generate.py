@@ -127,6 +127,9 @@ def test_cli_programs_set_up_the_compilation_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(compile_cache.ENV, "off")
     assert compile_cache.folder() is None and compile_cache.folder(str(tmp_path)) == str(tmp_path)
     monkeypatch.delenv(compile_cache.ENV)
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_own"))  # JAX's own setting next
+    assert compile_cache.folder() == str(tmp_path / "jax_own")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compile_cache.folder() == str(tmp_path / "alphagrpo_jax" / "jax")
 
