@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from alphagrpo_jax import cli, paths, plugins
+from alphagrpo_jax import cli, metrics as metrics_lib, paths, plugins
 from alphagrpo_jax.data.prompts import PromptRecords
 from alphagrpo_jax.data.sources import prompt_files
 from alphagrpo_jax.errors import UsageError
@@ -80,6 +80,8 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
     chosen = {name: e for name, e in VARIANTS.items() if name == "base" or name in variants}
     per_key: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
     with rules_lib.use_rules(mesh, rules):
+        log.info("loading %s with the run's adapters (checkpoint %s of %s)", config.model.release,
+                 "latest" if step is None else step, config.workdir)
         rel, rollout, learner, _ = build(config, mesh)
         state, extras = restore_checkpoint(config, learner, step)
         step = int(extras["step"])
@@ -90,6 +92,9 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
         records = list(PromptRecords(eval_path))[: config.eval.num_prompts]
         reward_fn = build_reward_fn(config.reward)
         tasks = tasks_lib.from_config(config, rollout)
+        log.info("evaluating %d variant(s) x %d key(s) on %d prompts; the first eval compiles its programs",
+                 len(chosen), keys, len(records))
+        bar = metrics_lib.progress(keys * len(chosen), "component_eval", unit="eval")
         try:
             learner.trainable = keep_experts(state["params"], VARIANTS["base"])
             base_model = learner.model()
@@ -102,7 +107,9 @@ def component_eval(config, step: int | None = None, keys: int = 1, variants=tupl
                                       base_model=model if name == "base" else base_model).metrics
                     per_key[name].append(m)
                     log.info("key %d, %s: %s", k, name, m.get("eval/reward"))
+                    bar.update(1)
         finally:
+            bar.close()
             reward_fn.close()
     out = {name: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]} for name, runs in per_key.items()}
     out.update(step=step, keys=keys, per_key=per_key, paired=paired_differences(per_key))

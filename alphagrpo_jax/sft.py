@@ -268,13 +268,16 @@ def train(config, step_hook=None) -> dict:
         raise ValueError(f"sft config: data.rows x processes ({dc.rows} x {jax.process_count()}) must be a "
                          f"multiple of the mesh batch axes ({n_batch}), and data.rows of grad_accum")
     os.makedirs(workdir, exist_ok=True)  # after the checks: a config that fails them leaves no empty workdir
+    log.info("sft: tokenizer")
     tok_dir, tok, encode = build_tokenizer(config, workdir, cfg)
     writer = metrics.MetricsWriter(workdir, tensorboard=config.tensorboard)
     summary: dict = {}
     with rules_lib.use_rules(mesh, rules):
+        log.info("sft: initialising the model and optimizer on the mesh %s", dict(mesh.shape))
         setup = TrainSetup(config, cfg, mesh, rules)
         batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
         step_fn = make_train_step(setup, config, batch_sharding)
+        log.info("sft: data source %r", config.data_source)
         it = iter(source.dataset(cfg, dc, encode, config.seed))
         ck = config.checkpoint
         ckpt = checkpointing.CheckpointManager(os.path.join(workdir, "checkpoints"), keep=ck.keep, every=ck.every,
@@ -288,6 +291,7 @@ def train(config, step_hook=None) -> dict:
                 start, seen = int(extras["step"]), extras["seen"]
                 log.info("resumed from step %d (%s)", start, ckpt.directory)
             writer.truncate(start)  # what a killed run logged after its last checkpoint is logged again
+            log.info("sft: training; the first step compiles the train step")
             bar = metrics.progress(config.total_steps, "sft", initial=start, unit="step")
             t_last = time.perf_counter()
             for step in range(start + 1, config.total_steps + 1):
