@@ -18,7 +18,7 @@ class Launch:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("ALPHAGRPO_", "JAX_", "CLOUDSDK_")) and k not in ("XLA_FLAGS", "OUT")}
+               if not k.startswith(("ALPHAGRPO_", "JAX_", "CLOUDSDK_")) and k not in ("XLA_FLAGS", "OUT", "PYTHONPATH")}
         env.update(PATH=f"{self.bin}:{os.environ['PATH']}", FAKE_GCLOUD_ROOT=str(self.cloud),
                    TMPDIR=str(self.root / "tmp"))
         env.update(extra)
