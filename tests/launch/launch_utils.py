@@ -17,8 +17,8 @@ class Launch:
     cloud: pathlib.Path  # FAKE_GCLOUD_ROOT: the fake TPU workers' homes and resource states
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("ALPHAGRPO_", "JAX_", "CLOUDSDK_")) and k not in ("XLA_FLAGS", "OUT", "PYTHONPATH")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAGRPO_", "JAX_", "CLOUDSDK_"))
+               and k not in ("XLA_FLAGS", "OUT", "PYTHONPATH")}
         env.update(PATH=f"{self.bin}:{os.environ['PATH']}", FAKE_GCLOUD_ROOT=str(self.cloud),
                    TMPDIR=str(self.root / "tmp"))
         env.update(extra)

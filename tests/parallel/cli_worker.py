@@ -9,9 +9,9 @@ from alphagrpo_jax import cli
 
 def main(config) -> None:
     del config
-    print("startup:" + json.dumps({"process_index": jax.process_index(), "process_count": jax.process_count(),
-                                   "devices": jax.device_count(),
-                                   "async_dispatch": bool(jax.config.read("jax_cpu_enable_async_dispatch"))}), flush=True)
+    state = {"process_index": jax.process_index(), "process_count": jax.process_count(),
+             "devices": jax.device_count(), "async_dispatch": bool(jax.config.read("jax_cpu_enable_async_dispatch"))}
+    print("startup:" + json.dumps(state), flush=True)
 
 
 if __name__ == "__main__":
