@@ -15,7 +15,7 @@ from collections.abc import Collection
 
 from alphagrpo_jax import paths
 from alphagrpo_jax.errors import UsageError
-from alphagrpo_jax.models.bagel import hub
+from alphagrpo_jax import hub
 
 # What a release folder must hold (models/bagel/release.py, models/bagel/tokenizer.py).
 RELEASE_FILES = ("llm_config.json", "vit_config.json", "ema.safetensors")

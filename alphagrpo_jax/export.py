@@ -23,9 +23,9 @@ import os
 from absl import flags
 from flax import nnx
 
-from alphagrpo_jax import cli, metrics, paths, plugins, run_config
+from alphagrpo_jax import cli, hub, metrics, paths, plugins, run_config
 from alphagrpo_jax.errors import UsageError
-from alphagrpo_jax.models.bagel import checkpoint as ckpt_lib, hub, model as model_lib, safetensors_io
+from alphagrpo_jax.models.bagel import checkpoint as ckpt_lib, model as model_lib, safetensors_io
 from alphagrpo_jax.parallel import mesh as mesh_lib, rules as rules_lib
 from alphagrpo_jax.rl import lora
 from alphagrpo_jax.rl.trainer_state import build, restore_checkpoint

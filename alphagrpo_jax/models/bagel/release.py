@@ -13,7 +13,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from alphagrpo_jax import paths
-from alphagrpo_jax.models.bagel import checkpoint, config as config_lib, hub, model as model_lib, vae as vae_lib
+from alphagrpo_jax import hub
+from alphagrpo_jax.models.bagel import checkpoint, config as config_lib, model as model_lib, vae as vae_lib
 from alphagrpo_jax.models.bagel.pixel_ae import PixelAutoEncoder
 from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
 from alphagrpo_jax.models.bagel.vae import AutoEncoder
@@ -45,7 +46,7 @@ def load_autoencoder(path: str, cfg: config_lib.BagelConfig, mesh: Mesh, rules=r
 
 def load_release(path: str, mesh: Mesh, rules=rules_lib.DEFAULT_RULES, **overrides) -> Release:
     """Everything in a release folder, sharded on `mesh`. `overrides` replace BagelConfig fields (e.g.
-    param_dtype="float32", attention="splash"). `path` may be a Hugging Face Hub id (hub.py)."""
+    param_dtype="float32", attention="splash"). `path` may be a Hugging Face Hub id (alphagrpo_jax/hub.py)."""
     path = hub.resolve(path, "release")
     if not paths.isdir(path):
         raise checkpoint.CheckpointError(f"{path}: release folder not found")
