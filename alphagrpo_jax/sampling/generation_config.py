@@ -108,8 +108,8 @@ def context_cache_size(pipe, prompts, *, think: bool, think_tokens: int, image=N
                        refine_size=None, reflection: str = REFLECTION_PROMPT) -> int:
     """KV slots the longest context of a generate call needs: [system] [input image] [prompt] + think tokens;
     with `understand_tokens`, [system] [ViT image] [question] + the answer; with `refine_size` (H, W), also SRR's
-    redraw context [system] [own image] [reflection prompt] + think tokens (sampling/refine.py)."""
-    from alphagrpo_jax.sampling.refine import srr_items  # deferred: refine imports the pipeline
+    redraw context [system] [own image] [reflection prompt] + think tokens (sampling/srr.py)."""
+    from alphagrpo_jax.sampling.srr import srr_items  # deferred: srr imports the pipeline
 
     cfg, text = pipe.cfg, pipe._text
     if understand_tokens is not None:
