@@ -41,7 +41,8 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
             "--config.rollout.height=32", "--config.rollout.width=32", "--config.rollout.text.max_new_tokens=8",
             "--config.task.srr.stage1_timesteps=6", "--config.task.srr.num_timesteps=12",
             "--config.task.srr.sde_window_range=(0,6)",
-            "--config.task.srr.transforms=toy",  # 'bagel' resizes the first draw to >= 512 px: beyond the release
+            # 'bagel' resizes the first draw to >= 512 px, beyond the release; the toy plug-in registers 'toy'
+            "--config.plugins=('alphagrpo_jax.toy.plugin',)", "--config.task.srr.transforms=toy",
             "--config.eval.every=3", "--config.eval.num_prompts=4", "--config.eval.batch_size=4",
             "--config.eval.num_timesteps=4"]
 
