@@ -129,9 +129,9 @@ A BAGEL release exported by `python -m alphagrpo_jax.export` from a GRPO run of 
 - Held-out reward: {held_out_reward(config.workdir, step, config.eval.num_prompts)}
 - Configuration: `train_config.yaml` (the run's config); sampling defaults: `generation_config.json`
 
-Use:
+Use (DIR: this folder, wherever it is copied):
 
-    python -m alphagrpo_jax.generate --checkpoint {out} --prompt "..." --out x.png
+    python -m alphagrpo_jax.generate --checkpoint DIR --prompt "..." --out x.png
 """
 
 

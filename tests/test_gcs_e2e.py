@@ -15,7 +15,7 @@ from alphagrpo_jax import export, metrics as metrics_lib, paths, train
 from alphagrpo_jax.data.prompts import PromptRecords
 from alphagrpo_jax.models.bagel import release
 from alphagrpo_jax.parallel import mesh as mesh_lib
-from configs import toy_rt2i
+from alphagrpo_jax.rl import trainer_state
 from tests.models.bagel.parity_utils import GOLDENS
 from tests.test_train import tiny_config
 
@@ -91,7 +91,7 @@ def test_run_and_resume_live_in_the_bucket(gcs_run):
 def test_checkpoint_on_gs_restores_the_trained_state(gcs_run):
     """Step 1's checkpoint on gs:// (what the resume started from) holds exactly the first run's final params."""
     root, _, _, _, first_learner = gcs_run
-    state, extras = train.restore_checkpoint(gcs_config(root, 2), first_learner, step=1)
+    state, extras = trainer_state.restore_checkpoint(gcs_config(root, 2), first_learner, step=1)
     assert int(extras["step"]) == 1
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  first_learner.trainable, state["params"])
