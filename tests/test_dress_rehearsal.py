@@ -87,7 +87,8 @@ def verifier():
         yield server.url
 
 
-@pytest.fixture(scope="module", params=["rt2i", "srr"])
+# SRR is `slow`: its run on this mesh can hang in an XLA CPU collective inside the SRR rollout (docs/scaling.md).
+@pytest.fixture(scope="module", params=["rt2i", pytest.param("srr", marks=pytest.mark.slow)])
 def rehearsal(request, gcs, verifier, tmp_path_factory):
     """(kind, workdir, export folder, [(exit code, output) of train, train again, export], folder the programs ran
     in) for one 7B config."""

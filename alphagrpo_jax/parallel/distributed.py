@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 import jax
 
@@ -49,30 +48,7 @@ def maybe_initialize() -> bool:
     return True
 
 
-def simulated_cpu_devices(env=None) -> int:
-    """N of `--xla_force_host_platform_device_count=N` in XLA_FLAGS (simulated CPU devices), else 1."""
-    env = os.environ if env is None else env
-    found = re.findall(r"--xla_force_host_platform_device_count=(\d+)", env.get("XLA_FLAGS", ""))
-    return int(found[-1]) if found else 1
-
-
-def configure_cpu_dispatch(env=None) -> bool:
-    """Synchronous dispatch on simulated multi-device CPU; True if it set it. Must run before the CPU backend starts.
-
-    XLA:CPU launches each device's part of a program from a thread pool and admits at most 32 programs in flight
-    per device. When the host runs that far ahead (SRR rollouts dispatch many small programs), later programs can
-    take a device's slots before an earlier program's part on that device launches, and that program's
-    collective then waits forever for it (seen on the (1, 4, 2) `cpu-8` mesh). Real accelerators and a single
-    CPU device are untouched.
-    """
-    if simulated_cpu_devices(env) <= 1 or not jax.config.read("jax_cpu_enable_async_dispatch"):
-        return False
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-    return True
-
-
 def setup() -> bool:
-    """Program start-up, before any JAX call: CPU dispatch mode, then the distributed runtime if the job is
-    multi-process. Returns True if the distributed runtime was initialised."""
-    configure_cpu_dispatch()
+    """Program start-up, before any JAX call: the distributed runtime if the job is multi-process. Returns True
+    if it was initialised."""
     return maybe_initialize()

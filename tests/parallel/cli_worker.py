@@ -9,8 +9,7 @@ from alphagrpo_jax import cli
 
 def main(config) -> None:
     del config
-    state = {"process_index": jax.process_index(), "process_count": jax.process_count(),
-             "devices": jax.device_count(), "async_dispatch": bool(jax.config.read("jax_cpu_enable_async_dispatch"))}
+    state = {"process_index": jax.process_index(), "process_count": jax.process_count(), "devices": jax.device_count()}
     print("startup:" + json.dumps(state), flush=True)
 
 

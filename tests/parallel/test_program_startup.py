@@ -1,15 +1,12 @@
 """Program start-up order (alphagrpo_jax/cli.py + parallel/distributed.setup): the distributed runtime starts before
 anything starts a JAX backend (on a pod `jax.distributed.initialize` refuses to run after that, and printing the
-config asks for the process index), and simulated multi-device CPU runs dispatch synchronously (XLA:CPU's
-asynchronous launches let a collective wait forever when the host runs far ahead; docs/scaling.md)."""
+config asks for the process index)."""
 import json
 import os
 import pathlib
 import socket
 import subprocess
 import sys
-
-from alphagrpo_jax.parallel import distributed
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "ALPHAGRPO_DISTRIBUTED",
@@ -31,13 +28,6 @@ def _startup(proc: subprocess.Popen) -> dict:
     return json.loads(lines[0][len("startup:"):])
 
 
-def test_simulated_cpu_devices_reads_the_xla_flag():
-    assert distributed.simulated_cpu_devices({}) == 1
-    assert distributed.simulated_cpu_devices({"XLA_FLAGS": "--xla_cpu_foo=1"}) == 1
-    flags = "--xla_force_host_platform_device_count=4 --x=1 --xla_force_host_platform_device_count=8"
-    assert distributed.simulated_cpu_devices({"XLA_FLAGS": flags}) == 8  # the last one wins, as in XLA
-
-
 def test_two_processes_start_the_distributed_runtime_through_the_cli():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,9 +41,3 @@ def test_two_processes_start_the_distributed_runtime_through_the_cli():
             p.kill()
     assert [g["process_index"] for g in got] == [0, 1]
     assert all(g["process_count"] == 2 and g["devices"] == 2 for g in got)
-
-
-def test_simulated_multi_device_cpu_dispatches_synchronously():
-    eight, one = _start(8), _start(1)
-    assert _startup(eight) == {"process_index": 0, "process_count": 1, "devices": 8, "async_dispatch": False}
-    assert _startup(one)["async_dispatch"] is True
