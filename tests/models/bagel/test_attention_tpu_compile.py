@@ -1,14 +1,14 @@
 """The splash path compiles for TPU: ahead-of-time for a v5p:2x2x2 topology (mesh fsdp=4 x tensor=2) from this
-CPU host, through libtpu's compiler (Mosaic for the kernels). Needs libtpu, which the `tpu` extra installs;
-without it the module is skipped with a message saying so."""
+CPU host, through libtpu's compiler (Mosaic for the kernels). Needs libtpu, which the `test` extra installs;
+without it the module fails to import with a message saying so."""
 import importlib.util
 import logging
 
 import pytest
 
-if importlib.util.find_spec("libtpu") is None:  # the `tpu` extra: not in `test` (it makes CPU programs noisy)
-    pytest.skip("libtpu is not installed, so nothing can be compiled for TPU here; install the tpu extra "
-                "(pip install -c constraints.txt -e '.[test,tpu]')", allow_module_level=True)
+if importlib.util.find_spec("libtpu") is None:  # a test dependency: missing is an error, not a skip
+    raise ImportError("libtpu is not importable, so nothing can be compiled for TPU here; install the test extra "
+                      "(pip install -c constraints.txt -e '.[test]')")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
