@@ -269,18 +269,23 @@ def run_refine(args, pipe, prompts, think_cfg) -> int:
     summary = []
     try:
         for i, prompt in enumerate(prompts):
-            _phase(f"prompt {i + 1}/{len(prompts)}: {'compiling (first call), ' if i == 0 else ''}drawing, then up "
-                   f"to {args.refine} reflect-and-redraw round(s) ...")
-            rounds = refine(pipe, prompt, _record_for(args, prompt), args.refine, gate=gate, reward_fn=reward_fn,
-                            threshold=args.threshold, think=args.think, height=args.height, width=args.width,
-                            seed=args.seed + i, num_timesteps=args.num_steps, shift=args.shift,
-                            think_sampler=think_cfg, reflection=args.reflection_prompt or REFLECTION_PROMPT)
-            for k, rd in enumerate(rounds):
+            _phase(f"prompt {i + 1}/{len(prompts)}: {'compiling (first call), ' if i == 0 else ''}drawing ...")
+
+            def on_round(k, rd, i=i, prompt=prompt):
                 path = paths.join(args.out, f"{i:04d}_round{k}.png")
                 paths.save_image(path, Image.fromarray(rd.image))
-                print(f"[{i} round {k}] score={rd.score:.4f} satisfied={rd.satisfied} text={rd.text!r} -> {path}")
+                print(f"[{i} round {k}] score={rd.score:.4f} satisfied={rd.satisfied} text={rd.text!r} -> {path}",
+                      flush=True)
                 summary.append(dict(prompt=prompt, round=k, score=rd.score, satisfied=rd.satisfied, text=rd.text,
                                     image=path, gate=gate + (" (evaluator-gated protocol)" if gate == "oracle" else "")))
+                if not rd.satisfied and k < args.refine:
+                    _phase(f"prompt {i + 1}/{len(prompts)}: round {k + 1}/{args.refine}: "
+                           f"{'compiling (first redraw), ' if i == 0 and k == 0 else ''}reflecting and redrawing ...")
+
+            refine(pipe, prompt, _record_for(args, prompt), args.refine, gate=gate, reward_fn=reward_fn,
+                   threshold=args.threshold, think=args.think, height=args.height, width=args.width,
+                   seed=args.seed + i, num_timesteps=args.num_steps, shift=args.shift,
+                   think_sampler=think_cfg, reflection=args.reflection_prompt or REFLECTION_PROMPT, on_round=on_round)
     finally:
         if reward_fn is not None:
             reward_fn.close()
@@ -382,7 +387,7 @@ def main(argv=None) -> int:
     cache_dir = compile_cache.setup(args.compilation_cache)
     resolve_prompt_flags(args)
     file_prompts = check_args(args)
-    distributed.maybe_initialize()
+    distributed.setup()
     overrides = dict(param_dtype=args.dtype, dtype=args.dtype) if args.dtype else {}
     if args.think_system_prompt:  # wins over the release's recorded prompt
         overrides["think_system_prompt"] = args.think_system_prompt

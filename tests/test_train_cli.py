@@ -1,8 +1,7 @@
 """`python -m alphagrpo_jax.train` as a user runs it (a tiny run of the toy recipe on the tiny golden model): the
-output is quiet and readable (no TPU probing noise when libtpu is absent, the config as plain YAML, log lines on
+output is quiet and readable (no TPU probing noise although libtpu is installed, the config as plain YAML, log lines on
 lines of their own beside the progress bar) and TensorBoard gets the sample grids, think texts, config and hparams
 in `<workdir>/tensorboard/`. Slow (a subprocess compiles the trainer); tests/test_metrics.py covers the parts fast."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -35,9 +34,8 @@ def test_tiny_train_run_output_and_tensorboard(tmp_path):
     assert r.returncode == 0, out[-3000:]
     assert "!!python" not in out and "_locked" not in out
     assert re.search(r"^reward:\n", r.stdout, re.M) and "  weights:\n" in r.stdout  # the config print, plain YAML
-    if importlib.util.find_spec("libtpu") is None:  # with libtpu installed (the tpu extra) probing may print
-        noisy = [line for line in out.splitlines() if "libtpu" in line or "TPU" in line]
-        assert not noisy, noisy[:3]
+    noisy = [line for line in out.splitlines() if "libtpu" in line or "TPU" in line]  # libtpu is installed (test extra)
+    assert not noisy, noisy[:3]
     evals = [m.start() for m in re.finditer(r"\d{4}-\d\d-\d\d [\d:,]+ INFO alphagrpo_jax.train: eval step", r.stderr)]
     assert len(evals) == 2  # steps 0 and 1
     for at in evals:

@@ -14,6 +14,7 @@ Gates (what "satisfies" means):
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -95,8 +96,10 @@ def refine(pipe, prompt: str, record, rounds: int, *, gate: str = "self", reward
            think: bool = True, height: int, width: int, seed: int = 0, num_timesteps: int | None = None,
            shift: float | None = None, t2i_cfg: dict | None = None, edit_cfg: dict | None = None,
            think_sampler: text_lib.TextSamplerConfig | None = None,
-           reflection: str = REFLECTION_PROMPT) -> list[RefineRound]:
+           reflection: str = REFLECTION_PROMPT,
+           on_round: Callable[[int, RefineRound], None] | None = None) -> list[RefineRound]:
     """The initial draw plus up to `rounds` reflect-and-redraw rounds, stopping once the gate is satisfied.
+    `on_round(k, round)`: called as each round (0: the initial draw) is judged, before the next one starts.
     `reflection`: the reflection prompt's template (sampling/prompts.py); the system prompt is the model's.
     `num_timesteps`, `shift` and the guidance keywords not in `t2i_cfg` / `edit_cfg` (None / missing): the
     pipeline's defaults (redraws: with pipeline.EDIT_GUIDANCE)."""
@@ -106,7 +109,9 @@ def refine(pipe, prompt: str, record, rounds: int, *, gate: str = "self", reward
     common = dict(height=height, width=width, think_sampler=think_sampler, **schedule)
     g = pipe.generate_images([prompt], think=think, seed=seed, **common, **t2i_cfg)[0]
     score, ok = judge(pipe, g.image, prompt, record, gate, reward_fn, threshold)
+    report = on_round or (lambda k, rd: None)
     out = [RefineRound(g.image, g.think, score, ok)]
+    report(0, out[0])
     text_item = pipe._text
     for r in range(rounds):
         if out[-1].satisfied:
@@ -116,4 +121,5 @@ def refine(pipe, prompt: str, record, rounds: int, *, gate: str = "self", reward
         g = pipe.generate_from_items([cond], [tu], [iu], think=True, seed=seed + 1 + r, **common, **edit_cfg)[0]
         score, ok = judge(pipe, g.image, prompt, record, gate, reward_fn, threshold)
         out.append(RefineRound(g.image, g.think, score, ok))
+        report(r + 1, out[-1])
     return out

@@ -9,7 +9,8 @@ from alphagrpo_jax import cli
 
 def main(config) -> None:
     del config
-    state = {"process_index": jax.process_index(), "process_count": jax.process_count(), "devices": jax.device_count()}
+    state = {"process_index": jax.process_index(), "process_count": jax.process_count(), "devices": jax.device_count(),
+             "platform": jax.devices()[0].platform}
     print("startup:" + json.dumps(state), flush=True)
 
 

@@ -45,7 +45,11 @@ KW = dict(think=False, height=32, width=32, num_timesteps=3, think_sampler=TextS
 
 def test_dvreward_gate_stops_when_satisfied(pipe):
     v = ScriptedVerifier([(0.2, 0.1), (0.5, 0.4), (0.95, 0.9), (0.99, 0.99)])
-    rounds = srr.refine(pipe, "a red circle", RECORD, 5, gate="dvreward", reward_fn=v, threshold=0.9, **KW)
+    seen = []  # (round, verifier calls so far): each round is reported as soon as it is judged
+    rounds = srr.refine(pipe, "a red circle", RECORD, 5, gate="dvreward", reward_fn=v, threshold=0.9,
+                        on_round=lambda k, rd: seen.append((k, v.calls, rd)), **KW)
+    assert [(k, calls) for k, calls, _ in seen] == [(0, 1), (1, 2), (2, 3)]
+    assert [rd for _, _, rd in seen] == rounds
     assert [r.score for r in rounds] == pytest.approx([0.2, 0.5, 0.95])
     assert [r.satisfied for r in rounds] == [False, False, True] and v.calls == 3
     assert rounds[0].text is None and all(isinstance(r.text, str) for r in rounds[1:])  # reflections
