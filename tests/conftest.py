@@ -28,6 +28,12 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
+# The 8 simulated devices need a larger XLA:CPU thread pool than a 2-core machine gets, or chains of collectives
+# deadlock (parallel/distributed.size_cpu_pool; every program does the same at start). Children inherit it.
+from alphagrpo_jax.parallel import distributed  # noqa: E402
+
+distributed.size_cpu_pool()
+
 import pathlib  # noqa: E402
 
 import jax  # noqa: E402
