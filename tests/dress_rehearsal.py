@@ -9,9 +9,11 @@ reference's gradient normalisation (divisor = units x (window + 1)), LoRA A draw
 advantage population independent of the preset's prompts per round, the behaviour prompts recorded in the run's
 config, every file on gs:// (nothing written locally), preemption exit code 75 and an exact resume.
 
+The tests live here once; `tests/test_dress_rehearsal_rt2i.py` and `tests/test_dress_rehearsal_srr.py` import them
+with their own `rehearsal` fixture (one file per config, so the two run on different pytest-xdist workers).
 Same run from a shell (with a GCS bucket and a verifier endpoint of your own):
 
-    python -m alphagrpo_jax.train --config configs/bagel_7b_rt2i.py:cpu-8 $(python -m tests.test_dress_rehearsal)
+    python -m alphagrpo_jax.train --config configs/bagel_7b_rt2i.py:cpu-8 $(python -m tests.dress_rehearsal)
 """
 import json
 import os
@@ -37,7 +39,8 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
     return [f"--config.model.release={GOLDENS}", f"--config.workdir={workdir}",
             f"--config.data.train_prompts={data}/train.jsonl", f"--config.data.eval_prompts={data}/eval.jsonl",
             f"--config.reward.endpoints=('{endpoint}',)",
-            "--config.total_steps=3", "--config.checkpoint.every=1",
+            # 2 rounds of the preset's 4 prompts per step: one advantage population (8 prompts) a step, not 4
+            "--config.total_steps=3", "--config.rollout.rounds_per_step=2", "--config.checkpoint.every=1",
             "--config.rollout.height=32", "--config.rollout.width=32", "--config.rollout.text.max_new_tokens=8",
             "--config.task.srr.stage1_timesteps=6", "--config.task.srr.num_timesteps=12",
             "--config.task.srr.sde_window_range=(0,6)",
@@ -87,14 +90,11 @@ def verifier():
         yield server.url
 
 
-# SRR is `slow`: its run on this mesh can hang in an XLA CPU collective inside the SRR rollout (docs/scaling.md).
-@pytest.fixture(scope="module", params=["rt2i", pytest.param("srr", marks=pytest.mark.slow)])
-def rehearsal(request, gcs, verifier, tmp_path_factory):
+def run_rehearsal(kind, gcs, verifier, tmp_path_factory):
     """(kind, workdir, export folder, [(exit code, output) of train, train again, export], folder the programs ran
-    in) for one 7B config."""
+    in) for one 7B config (`kind`: rt2i or srr)."""
     from alphagrpo_jax.toy.prompt_files import write_prompt_files
 
-    kind = request.param
     root = gcs.new_bucket(f"dress-{kind}")
     files = write_prompt_files(paths.join(root, "data"), None, 1, seed=0)
     data = paths.dirname(files["train"])
