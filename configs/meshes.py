@@ -66,7 +66,7 @@ MESHES: dict[str, dict] = {
         why="one host, NVLink: fsdp over the 8 GPUs; the reference's 8 prompts per round (14 samples per "
             "141 GB GPU)"),
     # Not hardware to train on: 8 (simulated) CPU devices in v5p-64's axis shape (data 1, fsdp, tensor 2), for the
-    # dress rehearsal of the 7B configs on a tiny release (tests/test_dress_rehearsal.py). 4 prompts per round, so
+    # dress rehearsal of the 7B configs on a tiny release (tests/dress_rehearsal.py). 4 prompts per round, so
     # an advantage population (advantage.population = 8 prompts) spans two rounds.
     "cpu-8": dict(
         chips=8, slices=1, hbm_gib=0.0, topology="v5p:2x2x2", platform="cpu",

@@ -73,7 +73,14 @@ def pytest_configure(config):
 
 # The longest files, longest first (measured, docs/results/): run first, so that with `-n 2 --dist loadfile` the
 # two workers end together instead of one waiting for a long file collected last.
-LONGEST_FIRST = ()
+LONGEST_FIRST = (
+    "tests/test_dress_rehearsal_srr.py", "tests/test_dress_rehearsal_rt2i.py", "tests/test_generate.py",
+    "tests/test_train_srr.py", "tests/sampling/test_generation_parity.py", "tests/rl/test_learning.py",
+    "tests/sampling/test_pipeline.py", "tests/test_gcs_e2e.py", "tests/parallel/test_multiprocess.py",
+    "tests/tools/test_compile_check.py", "tests/rl/test_grad_scale.py", "tests/test_sft.py", "tests/rl/test_masters.py",
+    "tests/test_train.py", "tests/reliability/test_kill_anywhere.py", "tests/reliability/test_preemption.py",
+    "tests/sampling/test_srr.py", "tests/evaluation/test_evaluate.py", "tests/rl/test_lora.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
