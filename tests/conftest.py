@@ -32,12 +32,6 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
-# The 8 simulated devices need a larger XLA:CPU thread pool than a 2-core machine gets, or chains of collectives
-# deadlock (parallel/distributed.size_cpu_pool; every program does the same at start). Children inherit it.
-from alphagrpo_jax.parallel import distributed  # noqa: E402
-
-distributed.size_cpu_pool()
-
 import pathlib  # noqa: E402
 
 import jax  # noqa: E402
@@ -74,7 +68,7 @@ def pytest_configure(config):
 # The longest files, longest first (measured, docs/results/): run first, so that with `-n 2 --dist loadfile` the
 # two workers end together instead of one waiting for a long file collected last.
 LONGEST_FIRST = (
-    "tests/test_dress_rehearsal_srr.py", "tests/test_dress_rehearsal_rt2i.py", "tests/test_generate.py",
+    "tests/test_dress_rehearsal_rt2i.py", "tests/test_generate.py",
     "tests/test_train_srr.py", "tests/sampling/test_generation_parity.py", "tests/rl/test_learning.py",
     "tests/sampling/test_pipeline.py", "tests/test_gcs_e2e.py", "tests/parallel/test_multiprocess.py",
     "tests/tools/test_compile_check.py", "tests/rl/test_grad_scale.py", "tests/test_sft.py", "tests/rl/test_masters.py",

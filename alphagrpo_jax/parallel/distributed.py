@@ -7,14 +7,12 @@ or an explicit `ALPHAGRPO_DISTRIBUTED=1`. A single host never calls it (it fails
 process index, which starts one): `jax.distributed.initialize` refuses to run after that. It also keeps JAX from
 probing for a TPU on a host that has none: with libtpu installed (the `test` and `tpu` extras) that probe prints
 libtpu's start-up errors ("unexpected worker hostname", "No jellyfish device found") on every CPU or GPU machine.
-And with simulated CPU devices it sizes XLA:CPU's thread pool so that collectives cannot deadlock (`size_cpu_pool`).
 """
 from __future__ import annotations
 
 import glob
 import logging
 import os
-import re
 
 import jax
 
@@ -88,40 +86,8 @@ def skip_absent_tpu() -> bool:
     return True
 
 
-def simulated_cpu_devices(env=None) -> int:
-    """The simulated CPU device count: jax_num_cpu_devices when set (> 0), else XLA_FLAGS's
-    `--xla_force_host_platform_device_count=N`, else 1."""
-    env = os.environ if env is None else env
-    if jax.config.jax_num_cpu_devices > 0:
-        return jax.config.jax_num_cpu_devices
-    found = re.findall(r"--xla_force_host_platform_device_count=(\d+)", env.get("XLA_FLAGS", ""))
-    return int(found[-1]) if found else 1
-
-
-def size_cpu_pool(env=None) -> int | None:
-    """With N > 1 simulated CPU devices and PJRT_NPROC unset, sets PJRT_NPROC = max(cores, 4 N) before the CPU
-    client starts. Returns the value it set, or None.
-
-    Why: XLA:CPU's client pool has max(cores, N) threads. They both admit executions (blocking in a per-device
-    semaphore once a device has 32 queued) and run the partitions of a collective, which must all run at once.
-    With N threads, a host that runs ~40 multi-device programs ahead (on 2 cores: any stretch of eager ops or
-    small programs without a sync) fills the pool with threads waiting for admission while the running
-    collective's other partitions wait for a thread: a deadlock (tests/parallel/test_cpu_pool.py). Each
-    dispatching thread blocks at most N pool threads, so 4 N leaves room for the collective and a second
-    dispatcher. Real accelerators are unaffected (each device has its own streams)."""
-    env = os.environ if env is None else env
-    devices = simulated_cpu_devices(env)
-    if devices <= 1 or env.get("PJRT_NPROC") or env.get("NPROC"):
-        return None
-    threads = max(os.cpu_count() or 1, 4 * devices)
-    env["PJRT_NPROC"] = str(threads)
-    return threads
-
-
 def setup() -> bool:
-    """Program start-up, before any JAX call: no libtpu probe on a host without TPU chips, a deadlock-free CPU
-    thread pool for simulated devices, and the distributed runtime if the job is multi-process. Returns True if
-    the runtime was initialised."""
+    """Program start-up, before any JAX call: no libtpu probe on a host without TPU chips, and the distributed
+    runtime if the job is multi-process. Returns True if the runtime was initialised."""
     skip_absent_tpu()
-    size_cpu_pool()
     return maybe_initialize()
