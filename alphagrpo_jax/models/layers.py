@@ -127,20 +127,59 @@ def create_stacked(make_layer, num_layers: int, rngs: nnx.Rngs) -> nnx.Module:
     return prepend_axis(make(rngs), "layers")
 
 
+# 16-bit floats XLA:CPU does not slice natively: its float normalization turns a dynamic-slice of a bf16 array
+# into convert(f32) -> slice -> convert(bf16), and loop-invariant code motion then hoists the convert of the
+# whole layer stack out of the scan: every call converted all weights (both experts) and the KV cache to f32.
+_BITS = {jnp.dtype(jnp.bfloat16): jnp.uint16, jnp.dtype(jnp.float16): jnp.uint16}
+
+
+def to_bits(a: jax.Array) -> jax.Array | None:
+    """The raw bits (uint16) of a 16-bit float array, or None for other dtypes. Not differentiable: pair it
+    with `from_bits`, which takes the array's gradient from the float original."""
+    dt = _BITS.get(jnp.dtype(a.dtype))
+    return None if dt is None else jax.lax.bitcast_convert_type(a, dt)
+
+
+@jax.custom_vjp
+def from_bits(real: jax.Array, bits: jax.Array) -> jax.Array:
+    """`real`'s value read from its `bits` (to_bits of a slice of the same array); gradients go to `real`.
+
+    The forward never reads `real`, so slicing it is dead code (removed) unless something differentiates."""
+    return jax.lax.bitcast_convert_type(bits, real.dtype)
+
+
+def _from_bits_fwd(real, bits):
+    return from_bits(real, bits), None
+
+
+def _from_bits_bwd(_, ct):
+    return ct, None
+
+
+from_bits.defvjp(_from_bits_fwd, _from_bits_bwd)
+
+
 def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
     """Runs `body(layer, carry, x) -> (carry, y)` over the stacked layers with `lax.scan`.
 
     `xs` (optional pytree with a leading layer axis, e.g. a KV cache) is scanned alongside the params.
-    `remat` names a policy in REMAT_POLICIES ("none" = no rematerialisation).
+    `remat` names a policy in REMAT_POLICIES ("none" = no rematerialisation). 16-bit float params and xs are
+    sliced per layer as their raw bits (`to_bits`/`from_bits`), so bf16 weights reach the matmuls as bf16
+    without an f32 copy of the stack; values and gradients are those of the plain scan.
     """
     if remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
     graphdef, state = nnx.split(stacked)
+    bits = jax.tree.map(to_bits, (state, xs))
+
+    def unbits(real, b):
+        return real if b is None else from_bits(real, b)
 
     def step(c, inp):
-        layer_state, x = inp
+        real, b = inp
+        layer_state, x = jax.tree.map(unbits, real, b, is_leaf=lambda t: t is None)
         return body(nnx.merge(graphdef, layer_state), c, x)
 
     if REMAT_POLICIES[remat] is not None:
         step = jax.checkpoint(step, policy=REMAT_POLICIES[remat], prevent_cse=False)
-    return jax.lax.scan(step, carry, (state, xs))
+    return jax.lax.scan(step, carry, ((state, xs), bits))

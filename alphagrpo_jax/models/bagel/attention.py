@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from alphagrpo_jax.models import layers
 from alphagrpo_jax.parallel import rules as rules_lib
 
 CAUSAL, FULL, NOISE = 0, 1, 2
@@ -164,6 +165,49 @@ def write_cache(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Arr
         return jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (off,) + (0,) * (c.ndim - 1))
 
     return jax.vmap(one)(cache, new, offsets)
+
+
+def _write_rows(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:
+    """One dynamic-update-slice per row of cache [L, B, S, ...] (in place in XLA for a static B)."""
+    for b in range(cache.shape[1]):
+        start = (0, b, offsets[b]) + (0,) * (cache.ndim - 3)
+        cache = jax.lax.dynamic_update_slice(cache, new[:, b:b + 1].astype(cache.dtype), start)
+    return cache
+
+
+@jax.custom_vjp
+def write_cache_layers(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:
+    """Writes new [L, B, Lq, ...] into the layer-stacked cache [L, B, S, ...] at per-row offsets [B] (same
+    contract as `write_cache`), once for all layers.
+
+    XLA:CPU rewrites a whole 16-bit cache (to f32 and back) for every dynamic-update-slice into it, so: one row
+    -> the update is written as raw bits (in place); one token per row (decoding) -> one fused select over the
+    cache; otherwise (batched prefill) per-row updates."""
+    bits = layers.to_bits(cache)
+    new = new.astype(cache.dtype)
+    if bits is None:
+        return _write_rows(cache, new, offsets)
+    if cache.shape[1] == 1:
+        return jax.lax.bitcast_convert_type(_write_rows(bits, layers.to_bits(new), offsets), cache.dtype)
+    if new.shape[2] == 1:
+        hit = jnp.arange(cache.shape[2])[None, :] == offsets[:, None]  # [B, S]
+        return jnp.where(hit.reshape((1,) + hit.shape + (1,) * (cache.ndim - 3)), new, cache)
+    return _write_rows(cache, new, offsets)
+
+
+def _write_cache_layers_fwd(cache, new, offsets):
+    return write_cache_layers(cache, new, offsets), (offsets, new.shape, new.dtype)
+
+
+def _write_cache_layers_bwd(res, ct):
+    offsets, shape, dtype = res
+    lq = shape[2]
+    d_new = jnp.stack([jax.lax.dynamic_slice_in_dim(ct[:, b], offsets[b], lq, axis=1) for b in range(shape[1])], 1)
+    d_cache = _write_rows(ct, jnp.zeros(shape, ct.dtype), offsets)
+    return d_cache, d_new.astype(dtype), None
+
+
+write_cache_layers.defvjp(_write_cache_layers_fwd, _write_cache_layers_bwd)
 
 
 # ------------------------------------------------------------------------------------------------ dispatch

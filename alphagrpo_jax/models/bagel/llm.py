@@ -316,9 +316,8 @@ class LanguageModel(nnx.Module):
         def body(layer, h, layer_cache):
             h_out, (k, v) = layer(h, cos, sin, routing, mask, layer_cache, impl=impl)
             ys = {}
-            if write_cache:
-                ys["k"] = attn_lib.write_cache(layer_cache[0], k, cache.length)
-                ys["v"] = attn_lib.write_cache(layer_cache[1], v, cache.length)
+            if write_cache:  # the block's own K/V; written into the cache after the scan
+                ys["k"], ys["v"] = k, v
             if return_layer_outputs:
                 ys["out"] = h_out
             return h_out, ys
@@ -328,7 +327,8 @@ class LanguageModel(nnx.Module):
         hidden = routing.apply(h, lambda t, e: self.norm(t, e))
         new_cache = None
         if write_cache:
-            new_cache = KVCache(ys["k"], ys["v"], cache.length + mask.q_len)
+            new_cache = KVCache(attn_lib.write_cache_layers(cache.k, ys["k"], cache.length),
+                                attn_lib.write_cache_layers(cache.v, ys["v"], cache.length), cache.length + mask.q_len)
         return hidden, new_cache, ys.get("out")
 
 
