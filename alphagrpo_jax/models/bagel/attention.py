@@ -196,11 +196,12 @@ def write_cache_layers(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> 
 
 
 def _write_cache_layers_fwd(cache, new, offsets):
-    return write_cache_layers(cache, new, offsets), (offsets, new.shape, new.dtype)
+    return write_cache_layers(cache, new, offsets), (offsets, jnp.zeros((0,) + new.shape, new.dtype))
 
 
 def _write_cache_layers_bwd(res, ct):
-    offsets, shape, dtype = res
+    offsets, like = res  # like: a zero-size array carrying new's shape and dtype
+    shape, dtype = like.shape[1:], like.dtype
     lq = shape[2]
     d_new = jnp.stack([jax.lax.dynamic_slice_in_dim(ct[:, b], offsets[b], lq, axis=1) for b in range(shape[1])], 1)
     d_cache = _write_rows(ct, jnp.zeros(shape, ct.dtype), offsets)
