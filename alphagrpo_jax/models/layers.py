@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.state import param, prepend_axis
 
 Axes = tuple[str | None, ...]
@@ -127,59 +128,81 @@ def create_stacked(make_layer, num_layers: int, rngs: nnx.Rngs) -> nnx.Module:
     return prepend_axis(make(rngs), "layers")
 
 
-# 16-bit floats XLA:CPU does not slice natively: its float normalization turns a dynamic-slice of a bf16 array
-# into convert(f32) -> slice -> convert(bf16), and loop-invariant code motion then hoists the convert of the
-# whole layer stack out of the scan: every call converted all weights (both experts) and the KV cache to f32.
+# XLA:CPU's float normalization turns a dynamic-slice of a 16-bit float array into convert(f32) -> slice ->
+# convert back; inside a loop, loop-invariant code motion then hoists the convert of the whole array out:
+# a layer scan over bf16 weights converted every layer's weights (both experts) and the KV cache to f32 on
+# every call. `scan_layers` and attention.write_cache_layers avoid it on CPU.
 _BITS = {jnp.dtype(jnp.bfloat16): jnp.uint16, jnp.dtype(jnp.float16): jnp.uint16}
 
 
+def program_platform() -> str:
+    """The platform the program being traced is for: the active rules mesh's devices (an AOT topology mesh
+    counts), else the default backend."""
+    ctx = rules_lib.current()
+    if ctx is not None:
+        return ctx[0].devices.flat[0].platform
+    return jax.default_backend()
+
+
+def is_16bit_float(a) -> bool:
+    return jnp.dtype(a.dtype) in _BITS
+
+
 def to_bits(a: jax.Array) -> jax.Array | None:
-    """The raw bits (uint16) of a 16-bit float array, or None for other dtypes. Not differentiable: pair it
-    with `from_bits`, which takes the array's gradient from the float original."""
+    """The raw bits (uint16) of a 16-bit float array in a CPU program, else None (other dtypes; TPU and GPU
+    handle 16-bit floats natively). Not differentiable."""
     dt = _BITS.get(jnp.dtype(a.dtype))
-    return None if dt is None else jax.lax.bitcast_convert_type(a, dt)
+    return None if dt is None or program_platform() != "cpu" else jax.lax.bitcast_convert_type(a, dt)
 
 
 @jax.custom_vjp
-def from_bits(real: jax.Array, bits: jax.Array) -> jax.Array:
-    """`real`'s value read from its `bits` (to_bits of a slice of the same array); gradients go to `real`.
-
-    The forward never reads `real`, so slicing it is dead code (removed) unless something differentiates."""
-    return jax.lax.bitcast_convert_type(bits, real.dtype)
-
-
-def _from_bits_fwd(real, bits):
-    return from_bits(real, bits), None
+def attach(real: jax.Array, value: jax.Array) -> jax.Array:
+    """`value` and `real` are equal, computed two ways: an undifferentiated program uses `value` (so computing
+    `real` is dead code), a differentiated one uses `real` and sends the gradient there (inside a scan, a
+    sliced input is kept for the backward without a copy; a value computed in the body would be stacked)."""
+    return value
 
 
-def _from_bits_bwd(_, ct):
+def _attach_fwd(real, value):
+    return real, None
+
+
+def _attach_bwd(_, ct):
     return ct, None
 
 
-from_bits.defvjp(_from_bits_fwd, _from_bits_bwd)
+attach.defvjp(_attach_fwd, _attach_bwd)
 
 
 def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
     """Runs `body(layer, carry, x) -> (carry, y)` over the stacked layers with `lax.scan`.
 
     `xs` (optional pytree with a leading layer axis, e.g. a KV cache) is scanned alongside the params.
-    `remat` names a policy in REMAT_POLICIES ("none" = no rematerialisation). 16-bit float params and xs are
-    sliced per layer as their raw bits (`to_bits`/`from_bits`), so bf16 weights reach the matmuls as bf16
-    without an f32 copy of the stack; values and gradients are those of the plain scan.
+    `remat` names a policy in REMAT_POLICIES ("none" = no rematerialisation).
+
+    In a CPU program, 16-bit float params and xs travel whole in the loop carry behind an optimization
+    barrier and each layer slices its own from there, so XLA cannot hoist an f32 copy of the stack out of the
+    loop (see `_BITS`). A differentiated program uses the scanned originals instead (`attach`): values and
+    gradients are those of the plain scan.
     """
     if remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
     graphdef, state = nnx.split(stacked)
-    bits = jax.tree.map(to_bits, (state, xs))
+    cpu = program_platform() == "cpu"
+    whole = jax.tree.map(lambda a: jax.lax.stop_gradient(a) if cpu and is_16bit_float(a) else None, (state, xs))
+    n = jax.tree.leaves(state)[0].shape[0]
 
-    def unbits(real, b):
-        return real if b is None else from_bits(real, b)
+    def pick(real, w, i):
+        return real if w is None else attach(real, jax.lax.dynamic_index_in_dim(w, i, 0, keepdims=False))
 
     def step(c, inp):
-        real, b = inp
-        layer_state, x = jax.tree.map(unbits, real, b, is_leaf=lambda t: t is None)
-        return body(nnx.merge(graphdef, layer_state), c, x)
+        (h, w), ((layer_real, x_real), i) = c, inp
+        w = jax.lax.optimization_barrier(w)
+        layer_state, x = jax.tree.map(lambda r, ww: pick(r, ww, i), (layer_real, x_real), w)
+        h, y = body(nnx.merge(graphdef, layer_state), h, x)
+        return (h, w), y
 
     if REMAT_POLICIES[remat] is not None:
         step = jax.checkpoint(step, policy=REMAT_POLICIES[remat], prevent_cse=False)
-    return jax.lax.scan(step, carry, ((state, xs), bits))
+    (h, _), ys = jax.lax.scan(step, (carry, whole), ((state, xs), jnp.arange(n)))
+    return h, ys

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 from flax import struct
 
 from alphagrpo_jax.models import layers
-from alphagrpo_jax.parallel import rules as rules_lib
 
 CAUSAL, FULL, NOISE = 0, 1, 2
 MODES = {"causal": CAUSAL, "full": FULL, "noise": NOISE}
@@ -180,11 +179,13 @@ def write_cache_layers(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> 
     """Writes new [L, B, Lq, ...] into the layer-stacked cache [L, B, S, ...] at per-row offsets [B] (same
     contract as `write_cache`), once for all layers.
 
-    XLA:CPU rewrites a whole 16-bit cache (to f32 and back) for every dynamic-update-slice into it, so: one row
-    -> the update is written as raw bits (in place); one token per row (decoding) -> one fused select over the
-    cache; otherwise (batched prefill) per-row updates."""
+    XLA:CPU rewrites a whole 16-bit cache (to f32 and back) for every dynamic-update-slice into it, so on CPU:
+    one row -> the update is written as raw bits (in place); one token per row (decoding) -> one fused select
+    over the cache; otherwise per-row updates. Other platforms: `write_cache` per layer."""
     bits = layers.to_bits(cache)
     new = new.astype(cache.dtype)
+    if layers.program_platform() != "cpu":  # TPU/GPU: the per-layer scatter, as sharded programs expect
+        return jax.vmap(write_cache, in_axes=(0, 0, None))(cache, new, offsets)
     if bits is None:
         return _write_rows(cache, new, offsets)
     if cache.shape[1] == 1:
@@ -232,13 +233,7 @@ def dense_mask(mask, cache_size: int, q_size: int) -> jax.Array:
     return mask.dense(cache_size, q_size)
 
 
-def program_platform() -> str:
-    """The platform the program being traced is for: the active rules mesh's devices (an AOT topology mesh
-    counts), else the default backend."""
-    ctx = rules_lib.current()
-    if ctx is not None:
-        return ctx[0].devices.flat[0].platform
-    return jax.default_backend()
+program_platform = layers.program_platform
 
 
 def unsupported(q, k, v, mask, cache_k=None) -> str | None:
