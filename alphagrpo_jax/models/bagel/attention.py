@@ -179,13 +179,12 @@ def write_cache_layers(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> 
     """Writes new [L, B, Lq, ...] into the layer-stacked cache [L, B, S, ...] at per-row offsets [B] (same
     contract as `write_cache`), once for all layers.
 
-    XLA:CPU rewrites a whole 16-bit cache (to f32 and back) for every dynamic-update-slice into it, so on CPU:
-    one row -> the update is written as raw bits (in place); one token per row (decoding) -> one fused select
-    over the cache; otherwise per-row updates. Other platforms: `write_cache` per layer."""
+    The CPU formulation (LanguageModel writes per layer inside its scan elsewhere): XLA:CPU rewrites a whole
+    16-bit cache (to f32 and back) for every dynamic-update-slice into it, so one row -> the update is written
+    as raw bits (in place); one token per row (decoding) -> one fused select over the cache; otherwise per-row
+    updates."""
     bits = layers.to_bits(cache)
     new = new.astype(cache.dtype)
-    if layers.program_platform() != "cpu":  # TPU/GPU: the per-layer scatter, as sharded programs expect
-        return jax.vmap(write_cache, in_axes=(0, 0, None))(cache, new, offsets)
     if bits is None:
         return _write_rows(cache, new, offsets)
     if cache.shape[1] == 1:
