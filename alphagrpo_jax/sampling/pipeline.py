@@ -19,7 +19,6 @@ from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.models.bagel.release import Release
 from alphagrpo_jax.models.bagel.vae import decode_latent_tokens
 from alphagrpo_jax.sampling import context as ctx_lib
-from alphagrpo_jax.sampling import generation_config
 from alphagrpo_jax.sampling import image as image_lib
 from alphagrpo_jax.sampling import text as text_lib
 from alphagrpo_jax.sampling.cfg import CFGConfig
@@ -61,12 +60,12 @@ class Pipeline:
 
     def slots(self, *groups: tuple[Sequence[Sequence[ctx_lib.Item]], int]) -> int:
         """KV slots per sample for contexts built from (samples, decoded new tokens) groups: `cache_size` when
-        set, else what the longest needs (generation_config.cache_size_for, as `generate` sizes it), so a
+        set, else what the longest needs (context.cache_size_for, as `generate` sizes it), so a
         call's contexts share one shape. A cache larger than the context only costs (every layer attends over
         all slots)."""
         if self.cache_size is not None:
             return self.cache_size
-        return max(generation_config.cache_size_for(s, self.cfg, n) for s, n in groups if s)
+        return max(ctx_lib.cache_size_for(s, self.cfg, n) for s, n in groups if s)
 
     def build(self, samples: Sequence[Sequence[ctx_lib.Item]], key, size: int | None = None) -> ctx_lib.Context:
         """A context of `size` slots per sample (default: `slots` for `samples` alone)."""

@@ -61,12 +61,12 @@ def test_cli_writes_png(tmp_path):
 def test_default_cache_is_what_the_context_needs_and_gives_the_same_image(pipe):
     """cache_size=None sizes every context of a call to the longest one's need (generate's rule); the image
     equals that of a larger fixed cache (extra slots are masked)."""
-    from alphagrpo_jax.sampling import context as ctx_lib, generation_config
+    from alphagrpo_jax.sampling import context as ctx_lib
     auto = Pipeline(pipe.release)
     cond = [[auto._text("a red cube")]]
-    need = generation_config.cache_size_for(cond, auto.cfg, 0)
+    need = ctx_lib.cache_size_for(cond, auto.cfg, 0)
     assert auto.slots((cond, 0), ([[]], 0)) == need
-    assert auto.slots((cond, 7)) == generation_config.cache_size_for(cond, auto.cfg, 7) > need
+    assert auto.slots((cond, 7)) == ctx_lib.cache_size_for(cond, auto.cfg, 7) > need
     assert auto.build(cond, None).cache.size == need
     assert Pipeline(pipe.release, cache_size=320).slots((cond, 0)) == 320
     kw = dict(height=32, width=32, num_timesteps=4, seed=1)
