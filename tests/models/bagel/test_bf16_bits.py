@@ -1,5 +1,6 @@
-"""bf16 fast paths: the layer scan reads 16-bit weights/caches as raw bits and the KV cache is written once per
-call; values and gradients equal the plain formulations. Release folders without tokenizer files."""
+"""bf16 fast paths on CPU: the layer scan slices 16-bit stacks from its carry (no f32 copy of the stack) and the
+KV cache is written once per call; values and gradients equal the plain formulations. Release folders without
+tokenizer files."""
 import os
 
 import jax
