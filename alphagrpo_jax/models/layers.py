@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.state import param, prepend_axis
 
 Axes = tuple[str | None, ...]
@@ -127,20 +128,81 @@ def create_stacked(make_layer, num_layers: int, rngs: nnx.Rngs) -> nnx.Module:
     return prepend_axis(make(rngs), "layers")
 
 
+# XLA:CPU's float normalization turns a dynamic-slice of a 16-bit float array into convert(f32) -> slice ->
+# convert back; inside a loop, loop-invariant code motion then hoists the convert of the whole array out:
+# a layer scan over bf16 weights converted every layer's weights (both experts) and the KV cache to f32 on
+# every call. `scan_layers` and attention.write_cache_layers avoid it on CPU.
+_BITS = {jnp.dtype(jnp.bfloat16): jnp.uint16, jnp.dtype(jnp.float16): jnp.uint16}
+
+
+def program_platform() -> str:
+    """The platform the program being traced is for: the active rules mesh's devices (an AOT topology mesh
+    counts), else the default backend."""
+    ctx = rules_lib.current()
+    if ctx is not None:
+        return ctx[0].devices.flat[0].platform
+    return jax.default_backend()
+
+
+def is_16bit_float(a) -> bool:
+    return jnp.dtype(a.dtype) in _BITS
+
+
+def to_bits(a: jax.Array) -> jax.Array | None:
+    """The raw bits (uint16) of a 16-bit float array in a CPU program, else None (other dtypes; TPU and GPU
+    handle 16-bit floats natively). Not differentiable."""
+    dt = _BITS.get(jnp.dtype(a.dtype))
+    return None if dt is None or program_platform() != "cpu" else jax.lax.bitcast_convert_type(a, dt)
+
+
+@jax.custom_vjp
+def attach(real: jax.Array, value: jax.Array) -> jax.Array:
+    """`value` and `real` are equal, computed two ways: an undifferentiated program uses `value` (so computing
+    `real` is dead code), a differentiated one uses `real` and sends the gradient there (inside a scan, a
+    sliced input is kept for the backward without a copy; a value computed in the body would be stacked)."""
+    return value
+
+
+def _attach_fwd(real, value):
+    return real, None
+
+
+def _attach_bwd(_, ct):
+    return ct, None
+
+
+attach.defvjp(_attach_fwd, _attach_bwd)
+
+
 def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
     """Runs `body(layer, carry, x) -> (carry, y)` over the stacked layers with `lax.scan`.
 
     `xs` (optional pytree with a leading layer axis, e.g. a KV cache) is scanned alongside the params.
     `remat` names a policy in REMAT_POLICIES ("none" = no rematerialisation).
+
+    In a CPU program, 16-bit float params and xs travel whole in the loop carry behind an optimization
+    barrier and each layer slices its own from there, so XLA cannot hoist an f32 copy of the stack out of the
+    loop (see `_BITS`). A differentiated program uses the scanned originals instead (`attach`): values and
+    gradients are those of the plain scan.
     """
     if remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
     graphdef, state = nnx.split(stacked)
+    cpu = program_platform() == "cpu"
+    whole = jax.tree.map(lambda a: jax.lax.stop_gradient(a) if cpu and is_16bit_float(a) else None, (state, xs))
+    n = jax.tree.leaves(state)[0].shape[0]
+
+    def pick(real, w, i):
+        return real if w is None else attach(real, jax.lax.dynamic_index_in_dim(w, i, 0, keepdims=False))
 
     def step(c, inp):
-        layer_state, x = inp
-        return body(nnx.merge(graphdef, layer_state), c, x)
+        (h, w), ((layer_real, x_real), i) = c, inp
+        w = jax.lax.optimization_barrier(w)
+        layer_state, x = jax.tree.map(lambda r, ww: pick(r, ww, i), (layer_real, x_real), w)
+        h, y = body(nnx.merge(graphdef, layer_state), h, x)
+        return (h, w), y
 
     if REMAT_POLICIES[remat] is not None:
         step = jax.checkpoint(step, policy=REMAT_POLICIES[remat], prevent_cse=False)
-    return jax.lax.scan(step, carry, (state, xs))
+    (h, _), ys = jax.lax.scan(step, (carry, whole), ((state, xs), jnp.arange(n)))
+    return h, ys

@@ -9,7 +9,6 @@ the SDE window and its log-probs.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ import numpy as np
 from flax import struct
 
 from alphagrpo_jax import metrics
-from alphagrpo_jax.models.bagel.vae import to_uint8, unpatchify_latent
+from alphagrpo_jax.models.bagel.vae import decode_latent_tokens
 from alphagrpo_jax.parallel import hostdata
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import image as image_lib
@@ -142,6 +141,4 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
     return RolloutResult(rollout, images, texts, [prompts[i] for i in repeat[rows]], repeat[rows], rows)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def decode_images(vae, latents, gh: int, gw: int, p: int, c: int):
-    return to_uint8(vae.decode(unpatchify_latent(latents, gh, gw, p, c)))
+decode_images = decode_latent_tokens  # latent tokens -> uint8 pixels, jitted (models/bagel/vae.py)

@@ -121,6 +121,13 @@ def _prefill(model, ctx: Context, batch: packed_forward.PackedBatch, rope_advanc
     return Context(cache, ctx.rope + rope_advance)
 
 
+def cache_size_for(samples: Sequence[Sequence[Item]], cfg: BagelConfig, new_tokens: int, bucket: int = 16) -> int:
+    """KV slots a context needs: the longest row's items (packed in `bucket`s, as `build` does) plus
+    `new_tokens` decoded text tokens (and their delimiters), rounded up to `bucket`."""
+    longest = max(sum(packing.item_length(it, cfg) for it in s) for s in samples)
+    return packing.round_up(packing.round_up(longest, bucket) + (new_tokens + 2 if new_tokens else 0), bucket)
+
+
 def build(model, vae, samples: Sequence[Sequence[Item]], cache_size: int, key: jax.Array | None = None,
           ctx: Context | None = None, bucket: int = 16) -> Context:
     """Prefills `samples` (one item list per row) into a new context of `cache_size` slots, or appends them to

@@ -17,7 +17,7 @@ import numpy as np
 
 from alphagrpo_jax import paths
 from alphagrpo_jax.errors import UsageError
-from alphagrpo_jax.models.bagel import image_transform, packing
+from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling.prompts import REFLECTION_PROMPT, VLM_THINK_SYSTEM_PROMPT, think_system_prompt
 
@@ -97,13 +97,6 @@ def check_size(cfg, height: int, width: int, where: str = "--height/--width") ->
                          f"release's max_latent_size {m} (at most {m * d}x{m * d} px)")
 
 
-def cache_size_for(samples, cfg, new_tokens: int, bucket: int = 16) -> int:
-    """KV slots a context needs: the longest row's items (packed in `bucket`s, as context.build does) plus
-    `new_tokens` decoded text tokens (and their delimiters), rounded up to `bucket`."""
-    longest = max(sum(packing.item_length(it, cfg) for it in s) for s in samples)
-    return packing.round_up(packing.round_up(longest, bucket) + (new_tokens + 2 if new_tokens else 0), bucket)
-
-
 def context_cache_size(pipe, prompts, *, think: bool, think_tokens: int, image=None, understand_tokens=None,
                        refine_size=None, reflection: str = REFLECTION_PROMPT) -> int:
     """KV slots the longest context of a generate call needs: [system] [input image] [prompt] + think tokens;
@@ -115,13 +108,13 @@ def context_cache_size(pipe, prompts, *, think: bool, think_tokens: int, image=N
     if understand_tokens is not None:
         vit = ctx_lib.VitImage(pipe.vit_transform(image_transform.to_rgb(image)))
         system = [text(VLM_THINK_SYSTEM_PROMPT)] if think else []
-        return cache_size_for([system + [vit, text(p)] for p in prompts], cfg, understand_tokens)
+        return ctx_lib.cache_size_for([system + [vit, text(p)] for p in prompts], cfg, understand_tokens)
     system = [text(think_system_prompt(cfg))] if think else []
     img_items = pipe.condition_items(image)[0] if image is not None else []
-    need = cache_size_for([system + img_items + [text(p)] for p in prompts], cfg, think_tokens if think else 0)
+    need = ctx_lib.cache_size_for([system + img_items + [text(p)] for p in prompts], cfg, think_tokens if think else 0)
     if refine_size is not None:
         blank = np.zeros((*refine_size, 3), np.uint8)
         rows = [srr_items(text, p, blank, pipe.vae_transform, pipe.vit_transform, think_system_prompt(cfg),
                           reflection)[0] for p in prompts]
-        need = max(need, cache_size_for(rows, cfg, think_tokens))
+        need = max(need, ctx_lib.cache_size_for(rows, cfg, think_tokens))
     return need

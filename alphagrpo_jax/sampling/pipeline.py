@@ -17,7 +17,7 @@ from PIL import Image
 
 from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.models.bagel.release import Release
-from alphagrpo_jax.models.bagel.vae import to_uint8, unpatchify_latent
+from alphagrpo_jax.models.bagel.vae import decode_latent_tokens
 from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import image as image_lib
 from alphagrpo_jax.sampling import text as text_lib
@@ -40,7 +40,7 @@ class Generation:
 @dataclasses.dataclass
 class Pipeline:
     release: Release
-    cache_size: int = 4096
+    cache_size: int | None = None  # KV slots per sample; None = what each call's contexts need (see `build`)
     vae_transform: image_transform.ImageTransform = image_transform.VAE_TRANSFORM
     vit_transform: image_transform.ImageTransform = image_transform.VIT_TRANSFORM
 
@@ -58,15 +58,25 @@ class Pipeline:
         return (ctx_lib.condition_image(image_transform.to_pixels(vae_img), self.vit_transform(vae_img)),
                 (vae_img.height, vae_img.width))
 
-    def build(self, samples: Sequence[Sequence[ctx_lib.Item]], key) -> ctx_lib.Context:
+    def slots(self, *groups: tuple[Sequence[Sequence[ctx_lib.Item]], int]) -> int:
+        """KV slots per sample for contexts built from (samples, decoded new tokens) groups: `cache_size` when
+        set, else what the longest needs (context.cache_size_for, as `generate` sizes it), so a
+        call's contexts share one shape. A cache larger than the context only costs (every layer attends over
+        all slots)."""
+        if self.cache_size is not None:
+            return self.cache_size
+        return max(ctx_lib.cache_size_for(s, self.cfg, n) for s, n in groups if s)
+
+    def build(self, samples: Sequence[Sequence[ctx_lib.Item]], key, size: int | None = None) -> ctx_lib.Context:
+        """A context of `size` slots per sample (default: `slots` for `samples` alone)."""
         r = self.release
-        return ctx_lib.build(r.model, r.vae, samples, self.cache_size, key)
+        return ctx_lib.build(r.model, r.vae, samples, size or self.slots((samples, 0)), key)
 
     def decode_images(self, latents: jax.Array, h: int, w: int) -> np.ndarray:
+        """Latent tokens [B, h*w/d^2, D] -> uint8 pixels [B, h, w, 3] (one jitted program per size)."""
         c = self.cfg
-        z = unpatchify_latent(latents, h // c.latent_downsample, w // c.latent_downsample, c.latent_patch_size,
-                              c.vae.z_channels)
-        return np.asarray(to_uint8(self.release.vae.decode(z)))
+        return np.asarray(decode_latent_tokens(self.release.vae, latents, h // c.latent_downsample,
+                                               w // c.latent_downsample, c.latent_patch_size, c.vae.z_channels))
 
     def generate_images(self, prompts: Sequence[str], *, think: bool = False,
                         images: Sequence[Image.Image | None] | None = None, height: int = 1024, width: int = 1024,
@@ -116,16 +126,17 @@ class Pipeline:
         row_keys = None if row_seeds is None else jax.vmap(lambda s: jax.random.split(jax.random.key(s), 4))(
             jnp.asarray(row_seeds, jnp.uint32))  # [n, 4]: each row's (ctx, think, noise, sde) keys
         guidance = CFGConfig(cfg_text, cfg_img, tuple(cfg_interval), renorm_type, renorm_min)
-        ctx = self.build(cond, k_ctx)
+        text_config = think_sampler or text_lib.TextSamplerConfig(max_new_tokens=1024, temperature=0.3)
+        size = self.slots((cond, text_config.max_new_tokens if think else 0), (text_unc, 0), (img_unc, 0))
+        ctx = self.build(cond, k_ctx, size)
         think_out = None
         if think:
-            text_config = think_sampler or text_lib.TextSamplerConfig(max_new_tokens=1024, temperature=0.3)
             keys = jax.random.split(k_think, n) if row_keys is None else \
                 jax.vmap(lambda k: jax.random.split(k, 1)[0])(row_keys[:, 1])
             ctx, think_out = text_lib.decode(self.release.model, ctx, keys, text_config)
         branches = image_lib.Branches(
-            ctx, self.build(text_unc, k_ctx) if guidance.uses_text_branch else None,
-            self.build(img_unc, k_ctx) if guidance.uses_img_branch else None)
+            ctx, self.build(text_unc, k_ctx, size) if guidance.uses_text_branch else None,
+            self.build(img_unc, k_ctx, size) if guidance.uses_img_branch else None)
         c = self.cfg
         gh, gw = height // c.latent_downsample, width // c.latent_downsample
         if gh * c.latent_downsample != height or gw * c.latent_downsample != width:
@@ -159,7 +170,7 @@ class Pipeline:
         system = [self._text(VLM_THINK_SYSTEM_PROMPT)] if think else []
         samples = [system + [ctx_lib.VitImage(self.vit_transform(image_transform.to_rgb(im)))] + [self._text(q)]
                    for im, q in zip(images, questions)]
-        ctx = self.build(samples, jax.random.key(seed))
+        ctx = self.build(samples, jax.random.key(seed), self.slots((samples, max_new_tokens)))
         text_config = text_lib.TextSamplerConfig(max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature)
         keys = jax.random.split(jax.random.key(seed), len(samples))
         _, out = text_lib.decode(self.release.model, ctx, keys, text_config)

@@ -56,3 +56,36 @@ def test_cli_writes_png(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert Image.open(out).size == (32, 32)
     assert "[think 0]" in r.stdout and "denoising" in r.stderr
+
+
+def test_default_cache_is_what_the_context_needs_and_gives_the_same_image(pipe):
+    """cache_size=None sizes every context of a call to the longest one's need (generate's rule); the image
+    equals that of a larger fixed cache (extra slots are masked)."""
+    from alphagrpo_jax.sampling import context as ctx_lib
+    auto = Pipeline(pipe.release)
+    cond = [[auto._text("a red cube")]]
+    need = ctx_lib.cache_size_for(cond, auto.cfg, 0)
+    assert auto.slots((cond, 0), ([[]], 0)) == need
+    assert auto.slots((cond, 7)) == ctx_lib.cache_size_for(cond, auto.cfg, 7) > need
+    assert auto.build(cond, None).cache.size == need
+    assert Pipeline(pipe.release, cache_size=320).slots((cond, 0)) == 320
+    kw = dict(height=32, width=32, num_timesteps=4, seed=1)
+    a, b = auto.generate_image("a red cube", **kw).image, pipe.generate_image("a red cube", **kw).image
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # masked slots add exact zeros; sum order may differ
+    assert isinstance(auto.build(cond, None), ctx_lib.Context)
+
+
+def test_decode_images_jitted_equals_op_by_op(pipe):
+    import jax
+    import jax.numpy as jnp
+    from alphagrpo_jax.models.bagel.vae import to_uint8, unpatchify_latent
+    c = pipe.cfg
+    h, w = 2 * c.latent_downsample, 3 * c.latent_downsample
+    lat = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, c.patch_latent_dim)), jnp.float32)
+    with jax.disable_jit():
+        z = unpatchify_latent(lat, 2, 3, c.latent_patch_size, c.vae.z_channels)
+        eager = np.asarray(to_uint8(pipe.release.vae.decode(z)))
+    got = pipe.decode_images(lat, h, w)
+    assert got.shape == (2, h, w, 3) and got.dtype == np.uint8
+    # jit may fuse differently than op-by-op: uint8 levels agree to within one
+    assert np.abs(got.astype(int) - eager.astype(int)).max() <= 1

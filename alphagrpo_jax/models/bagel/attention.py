@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from alphagrpo_jax.parallel import rules as rules_lib
+from alphagrpo_jax.models import layers
 
 CAUSAL, FULL, NOISE = 0, 1, 2
 MODES = {"causal": CAUSAL, "full": FULL, "noise": NOISE}
@@ -166,6 +166,51 @@ def write_cache(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Arr
     return jax.vmap(one)(cache, new, offsets)
 
 
+def _write_rows(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:
+    """One dynamic-update-slice per row of cache [L, B, S, ...] (in place in XLA for a static B)."""
+    for b in range(cache.shape[1]):
+        start = (0, b, offsets[b]) + (0,) * (cache.ndim - 3)
+        cache = jax.lax.dynamic_update_slice(cache, new[:, b:b + 1].astype(cache.dtype), start)
+    return cache
+
+
+@jax.custom_vjp
+def write_cache_layers(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> jax.Array:
+    """Writes new [L, B, Lq, ...] into the layer-stacked cache [L, B, S, ...] at per-row offsets [B] (same
+    contract as `write_cache`), once for all layers.
+
+    The CPU formulation (LanguageModel writes per layer inside its scan elsewhere): XLA:CPU rewrites a whole
+    16-bit cache (to f32 and back) for every dynamic-update-slice into it, so one row -> the update is written
+    as raw bits (in place); one token per row (decoding) -> one fused select over the cache; otherwise per-row
+    updates."""
+    bits = layers.to_bits(cache)
+    new = new.astype(cache.dtype)
+    if bits is None:
+        return _write_rows(cache, new, offsets)
+    if cache.shape[1] == 1:
+        return jax.lax.bitcast_convert_type(_write_rows(bits, layers.to_bits(new), offsets), cache.dtype)
+    if new.shape[2] == 1:
+        hit = jnp.arange(cache.shape[2])[None, :] == offsets[:, None]  # [B, S]
+        return jnp.where(hit.reshape((1,) + hit.shape + (1,) * (cache.ndim - 3)), new, cache)
+    return _write_rows(cache, new, offsets)
+
+
+def _write_cache_layers_fwd(cache, new, offsets):
+    return write_cache_layers(cache, new, offsets), (offsets, jnp.zeros((0,) + new.shape, new.dtype))
+
+
+def _write_cache_layers_bwd(res, ct):
+    offsets, like = res  # like: a zero-size array carrying new's shape and dtype
+    shape, dtype = like.shape[1:], like.dtype
+    lq = shape[2]
+    d_new = jnp.stack([jax.lax.dynamic_slice_in_dim(ct[:, b], offsets[b], lq, axis=1) for b in range(shape[1])], 1)
+    d_cache = _write_rows(ct, jnp.zeros(shape, ct.dtype), offsets)
+    return d_cache, d_new.astype(dtype), None
+
+
+write_cache_layers.defvjp(_write_cache_layers_fwd, _write_cache_layers_bwd)
+
+
 # ------------------------------------------------------------------------------------------------ dispatch
 
 def keys_and_values(k, v, mask, cache_k=None, cache_v=None) -> tuple[jax.Array, jax.Array]:
@@ -187,13 +232,7 @@ def dense_mask(mask, cache_size: int, q_size: int) -> jax.Array:
     return mask.dense(cache_size, q_size)
 
 
-def program_platform() -> str:
-    """The platform the program being traced is for: the active rules mesh's devices (an AOT topology mesh
-    counts), else the default backend."""
-    ctx = rules_lib.current()
-    if ctx is not None:
-        return ctx[0].devices.flat[0].platform
-    return jax.default_backend()
+program_platform = layers.program_platform
 
 
 def unsupported(q, k, v, mask, cache_k=None) -> str | None:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from alphagrpo_jax.models import layers
 from alphagrpo_jax.models.bagel import attention as attn_lib, weight_map as wm
 from alphagrpo_jax.models.bagel.config import BagelConfig
 from alphagrpo_jax.models.layers import create_stacked, matmul, rms_norm, scan_layers
@@ -312,11 +313,16 @@ class LanguageModel(nnx.Module):
         cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)
         x = constrain(x.astype(jnp.dtype(self.cfg.dtype)), ("batch", "length", "act_embed"))
         impl = self.cfg.attention
+        # CPU: the block's K/V leave the scan and are written once (attn_lib.write_cache_layers); elsewhere each
+        # layer writes its cache slice inside the scan (in place on TPU/GPU; the AOT memory tables assume it).
+        write_after = layers.program_platform() == "cpu"
 
         def body(layer, h, layer_cache):
             h_out, (k, v) = layer(h, cos, sin, routing, mask, layer_cache, impl=impl)
             ys = {}
-            if write_cache:
+            if write_cache and write_after:
+                ys["k"], ys["v"] = k, v
+            elif write_cache:
                 ys["k"] = attn_lib.write_cache(layer_cache[0], k, cache.length)
                 ys["v"] = attn_lib.write_cache(layer_cache[1], v, cache.length)
             if return_layer_outputs:
@@ -328,7 +334,11 @@ class LanguageModel(nnx.Module):
         hidden = routing.apply(h, lambda t, e: self.norm(t, e))
         new_cache = None
         if write_cache:
-            new_cache = KVCache(ys["k"], ys["v"], cache.length + mask.q_len)
+            k, v = ys["k"], ys["v"]
+            if write_after:
+                k = attn_lib.write_cache_layers(cache.k, k, cache.length)
+                v = attn_lib.write_cache_layers(cache.v, v, cache.length)
+            new_cache = KVCache(k, v, cache.length + mask.q_len)
         return hidden, new_cache, ys.get("out")
 
 

@@ -3,6 +3,9 @@
     ema.safetensors, llm_config.json, vit_config.json, [bagel_config.json], ae.safetensors (FLUX kind),
     tokenizer files (vocab.json, merges.txt, tokenizer_config.json or tokenizer.json)
 
+Without tokenizer files the release still loads for image-only work: its `tokenizer` is a MissingTokenizer
+that raises the one-line TokenizerError on first text use.
+
 The folder may be local or on gs:// (alphagrpo_jax/paths.py): weights are read tensor by tensor either way.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ from alphagrpo_jax import paths
 from alphagrpo_jax import hub
 from alphagrpo_jax.models.bagel import checkpoint, config as config_lib, model as model_lib, vae as vae_lib
 from alphagrpo_jax.models.bagel.pixel_ae import PixelAutoEncoder
-from alphagrpo_jax.models.bagel.tokenizer import load_tokenizer
+from alphagrpo_jax.models.bagel.tokenizer import MissingTokenizer, load_tokenizer, missing_files
 from alphagrpo_jax.models.bagel.vae import AutoEncoder
 from alphagrpo_jax.parallel import rules as rules_lib
 
@@ -54,4 +57,6 @@ def load_release(path: str, mesh: Mesh, rules=rules_lib.DEFAULT_RULES, **overrid
     graphdef, state = checkpoint.load_state(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), model_lib.weight_map(cfg),
                                             paths.join(path, "ema.safetensors"), mesh, rules)
     model = nnx.merge(graphdef, state)
-    return Release(cfg, model, load_autoencoder(path, cfg, mesh, rules), load_tokenizer(path, cfg.tokens))
+    missing = missing_files(path)
+    tokenizer = MissingTokenizer(missing) if missing is not None else load_tokenizer(path, cfg.tokens)
+    return Release(cfg, model, load_autoencoder(path, cfg, mesh, rules), tokenizer)

@@ -63,6 +63,33 @@ class BagelTokenizer:
                               clean_up_tokenization_spaces=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class MissingTokenizer:
+    """Stands in for the tokenizer of a release folder without tokenizer files (image-only work: latents,
+    the VAE, token ids given directly). Any text use raises the TokenizerError `load_tokenizer` would have."""
+    message: str
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise TokenizerError(self.message)
+
+    def __len__(self) -> int:
+        raise TokenizerError(self.message)
+
+
+def missing_files(folder: str) -> str | None:
+    """Why `folder` holds no tokenizer files (a one-line TokenizerError message), or None when it does."""
+    if not paths.isdir(folder):
+        return f"tokenizer folder {folder!r} does not exist"
+    has = lambda *names: all(paths.exists(paths.join(folder, n)) for n in names)  # noqa: E731
+    if not has("tokenizer.json") and not has("vocab.json", "merges.txt"):
+        missing = [n for n in ("vocab.json", "merges.txt") if not has(n)]
+        return (f"{folder}: missing {' and '.join(missing)}; expected the release's tokenizer files "
+                f"(tokenizer.json, or vocab.json + merges.txt)")
+    return None
+
+
 def load_tokenizer(folder: str | os.PathLike, token_ids: TokenIds) -> BagelTokenizer:
     """Loads `folder` (tokenizer.json or vocab.json + merges.txt, plus tokenizer_config.json) without network.
 
@@ -70,13 +97,9 @@ def load_tokenizer(folder: str | os.PathLike, token_ids: TokenIds) -> BagelToken
     configured in `token_ids`.
     """
     folder = os.fspath(folder)
-    if not paths.isdir(folder):
-        raise TokenizerError(f"tokenizer folder {folder!r} does not exist")
-    has = lambda *names: all(paths.exists(paths.join(folder, n)) for n in names)  # noqa: E731
-    if not has("tokenizer.json") and not has("vocab.json", "merges.txt"):
-        missing = [n for n in ("vocab.json", "merges.txt") if not has(n)]
-        raise TokenizerError(f"{folder}: missing {' and '.join(missing)}; expected the release's tokenizer files "
-                             f"(tokenizer.json, or vocab.json + merges.txt)")
+    missing = missing_files(folder)
+    if missing is not None:
+        raise TokenizerError(missing)
     local = paths.local_copy(folder, skip_suffixes=(".safetensors",))  # gs://: its small files, fetched
     # transformers is used for tokenizers only; its start-up notice about missing PyTorch is noise here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

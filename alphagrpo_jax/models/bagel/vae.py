@@ -9,6 +9,8 @@ NNX paths mirror the FLUX names (`encoder.down.{i}.block.{j}.norm1.weight` lives
 """
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping
 
 import jax
@@ -278,6 +280,13 @@ def unpatchify_latent(tokens: jax.Array, h: int, w: int, p: int = 2, c: int | No
         raise ValueError(f"unpatchify_latent: tokens {tokens.shape} do not match h*w={h * w}, p*p*C={p * p * c}")
     t = tokens.reshape(b, h, w, p, p, c).transpose(0, 1, 3, 2, 4, 5)
     return t.reshape(b, h * p, w * p, c)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def decode_latent_tokens(vae, tokens: jax.Array, h: int, w: int, p: int, c: int) -> jax.Array:
+    """Latent tokens [B, h*w, p*p*C] -> uint8 pixels [B, H, W, 3] through `vae.decode`, as one program (one
+    compile per size): op-by-op dispatch of the decoder costs ~1.4x on CPU."""
+    return to_uint8(vae.decode(unpatchify_latent(tokens, h, w, p, c)))
 
 
 # ------------------------------------------------------------------------------------------ ae.safetensors

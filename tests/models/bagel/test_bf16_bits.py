@@ -1,0 +1,87 @@
+"""bf16 fast paths on CPU: the layer scan slices 16-bit stacks from its carry (no f32 copy of the stack) and the
+KV cache is written once per call; values and gradients equal the plain formulations. Release folders without
+tokenizer files."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from alphagrpo_jax.models import layers
+from alphagrpo_jax.models.bagel import attention, release
+from alphagrpo_jax.models.bagel.tokenizer import TokenizerError
+from alphagrpo_jax.parallel import mesh as mesh_lib
+from tests.models.bagel.parity_utils import GOLDENS
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs):
+        self.w = nnx.Param(jax.random.normal(rngs.params(), (2, 8, 8), jnp.bfloat16))
+        self.scale = nnx.Param(jnp.ones((8,), jnp.float32))
+
+
+def test_scan_layers_values_and_grads_equal_a_plain_scan():
+    stacked = layers.create_stacked(Block, 3, nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (4, 8), jnp.bfloat16)
+    xs = jax.random.normal(jax.random.key(2), (3, 4, 8), jnp.bfloat16)
+
+    def body(layer, h, x):
+        h = layers.matmul(h + x, layer.w[1], "bi,io->bo").astype(jnp.bfloat16) * layer.scale[...].astype(h.dtype)
+        return h, h
+
+    def ours(state, xs):
+        return layers.scan_layers(nnx.merge(graphdef, state), body, x, xs)
+
+    def plain(state, xs):
+        return jax.lax.scan(lambda c, inp: body(nnx.merge(layer_def, inp[0]), c, inp[1]), x, (state, xs))
+
+    graphdef, state = nnx.split(stacked)
+    layer_def = nnx.graphdef(jax.tree.map(lambda a: a[0], stacked))
+    for a, b in zip(jax.tree.leaves(jax.jit(ours)(state, xs)), jax.tree.leaves(jax.jit(plain)(state, xs))):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    loss = lambda f: lambda s, xs: jnp.sum(f(s, xs)[0].astype(jnp.float32) ** 2)  # noqa: E731
+    g1 = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(state, xs)
+    g2 = jax.jit(jax.grad(loss(plain), argnums=(0, 1)))(state, xs)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        assert a.dtype == b.dtype and np.any(np.asarray(b, np.float32) != 0)
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("batch,lq", [(1, 3), (3, 1), (3, 2)])
+def test_write_cache_layers_equals_per_layer_writes(dtype, batch, lq):
+    rng = np.random.default_rng(0)
+    cache = jnp.asarray(rng.normal(size=(2, batch, 6, 2, 4)), dtype)
+    new = jnp.asarray(rng.normal(size=(2, batch, lq, 2, 4)), dtype)
+    offsets = jnp.asarray(rng.integers(0, 6 - lq + 1, batch), jnp.int32)
+    want = jnp.stack([attention.write_cache(cache[i], new[i], offsets) for i in range(2)])
+    got = jax.jit(attention.write_cache_layers)(cache, new, offsets)
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+    weights = jnp.asarray(rng.normal(size=cache.shape), jnp.float32)
+
+    def loss(write):
+        return lambda c, n: jnp.sum(write(c, n).astype(jnp.float32) * weights)
+
+    g1 = jax.grad(loss(lambda c, n: attention.write_cache_layers(c, n, offsets)), argnums=(0, 1))(cache, new)
+    g2 = jax.grad(loss(lambda c, n: jnp.stack([attention.write_cache(c[i], n[i], offsets) for i in range(2)])),
+                  argnums=(0, 1))(cache, new)
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def test_release_without_tokenizer_loads_for_image_work_and_text_use_fails_in_one_line(tmp_path):
+    for name in os.listdir(GOLDENS):
+        if not name.endswith((".npz", ".png")) and name not in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+            os.symlink(GOLDENS / name, tmp_path / name)
+    rel = release.load_release(str(tmp_path), mesh_lib.make_mesh({"fsdp": -1}), param_dtype="float32",
+                               dtype="float32")
+    c = rel.cfg
+    z = jnp.zeros((1, 4, 4, c.vae.z_channels))
+    assert np.isfinite(np.asarray(rel.vae.decode(z))).all()
+    with pytest.raises(TokenizerError, match=rf"^{tmp_path}: missing vocab.json and merges.txt; expected") as e:
+        rel.tokenizer.encode("a red cube")
+    assert "\n" not in str(e.value)
+    with pytest.raises(TokenizerError):
+        len(rel.tokenizer)
