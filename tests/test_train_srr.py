@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from alphagrpo_jax import train
+from alphagrpo_jax import plugins, train
 from alphagrpo_jax.rl.config import loss_config, rollout_config
 from alphagrpo_jax.rl.tasks.srr import SRR
 from alphagrpo_jax.sampling.prompts import GEN_THINK_SYSTEM_PROMPT
@@ -42,6 +42,7 @@ def tiny_srr_config(workdir, steps, variant=None):
                                             (bagel_7b_srr, "mixed")])
 def test_configs_build(module, variant):
     c = module.get_config(variant)
+    plugins.load(c)  # the toy config's transforms come from its plug-in, as in every program
     loss_config(c)
     task = SRR.from_config(c, rollout_config(c, "plan, then draw"))
     s2 = task.rollout_config
