@@ -45,6 +45,7 @@ from PIL import Image
 
 from alphagrpo_jax import checks, compile_cache, errors, paths, plugins
 from alphagrpo_jax.errors import UsageError
+from alphagrpo_jax.generate_refine import run_refine
 from alphagrpo_jax.metrics import progress
 from alphagrpo_jax.models.bagel import config as config_lib, release
 from alphagrpo_jax.models.bagel.image_transform import TRANSFORMS
@@ -53,12 +54,11 @@ from alphagrpo_jax.reward.components import COMPONENTS
 from alphagrpo_jax.reward.decomposers import DECOMPOSERS
 from alphagrpo_jax.reward.health import check_endpoint
 from alphagrpo_jax.reward.records import RecordError, read_records
-from alphagrpo_jax.reward.service import build_reward_fn, reward_config
+from alphagrpo_jax.reward.service import reward_config
 from alphagrpo_jax.sampling import generation_config as gen_lib
 from alphagrpo_jax.sampling.pipeline import Pipeline
 from alphagrpo_jax.sampling.prompts import (REFLECTION_PROMPT, PromptError, check_reflection_template,
                                             prompt_text)
-from alphagrpo_jax.sampling.srr import refine
 from alphagrpo_jax.sampling.text import TextSamplerConfig
 
 
@@ -236,63 +236,6 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def _record_for(args, prompt):
-    if args.questions:
-        return DECOMPOSERS[args.questions](prompt)
-    if not args.records:
-        raise UsageError("--refine needs the prompt's decomposed questions: --records FILE or --questions NAME")
-    for rec in read_records(args.records):
-        if rec.prompt == prompt:
-            return rec
-    raise UsageError(f"--records {args.records}: no question set for prompt {prompt!r}")
-
-
-def _reward_fn(args):
-    if not (args.gate == "dvreward" or args.oracle_gate):
-        return None
-    cfg = reward_config()
-    if args.verifier_component:
-        cfg.weights = {"dvreward": 0.0, "think_format": 0.0, args.verifier_component: 1.0}
-    elif args.verifier_endpoint:
-        cfg.endpoints, cfg.model = (args.verifier_endpoint,), args.verifier_model
-        cfg.weights = {"dvreward": 1.0, "think_format": 0.0}
-    else:
-        raise UsageError("the dvreward/oracle gate needs --verifier-endpoint URL or --verifier-component NAME")
-    cfg.verifier_system_prompt = args.verifier_system_prompt
-    return build_reward_fn(cfg)
-
-
-def run_refine(args, pipe, prompts, think_cfg) -> int:
-    paths.makedirs(args.out)
-    reward_fn = _reward_fn(args)
-    gate = "oracle" if args.oracle_gate else args.gate
-    summary = []
-    try:
-        for i, prompt in enumerate(prompts):
-            _phase(f"prompt {i + 1}/{len(prompts)}: {'compiling (first call), ' if i == 0 else ''}drawing ...")
-
-            def on_round(k, rd, i=i, prompt=prompt):
-                path = paths.join(args.out, f"{i:04d}_round{k}.png")
-                paths.save_image(path, Image.fromarray(rd.image))
-                print(f"[{i} round {k}] score={rd.score:.4f} satisfied={rd.satisfied} text={rd.text!r} -> {path}",
-                      flush=True)
-                summary.append(dict(prompt=prompt, round=k, score=rd.score, satisfied=rd.satisfied, text=rd.text,
-                                    image=path, gate=gate + (" (evaluator-gated protocol)" if gate == "oracle" else "")))
-                if not rd.satisfied and k < args.refine:
-                    _phase(f"prompt {i + 1}/{len(prompts)}: round {k + 1}/{args.refine}: "
-                           f"{'compiling (first redraw), ' if i == 0 and k == 0 else ''}reflecting and redrawing ...")
-
-            refine(pipe, prompt, _record_for(args, prompt), args.refine, gate=gate, reward_fn=reward_fn,
-                   threshold=args.threshold, think=args.think, height=args.height, width=args.width,
-                   seed=args.seed + i, num_timesteps=args.num_steps, shift=args.shift,
-                   think_sampler=think_cfg, reflection=args.reflection_prompt or REFLECTION_PROMPT, on_round=on_round)
-    finally:
-        if reward_fn is not None:
-            reward_fn.close()
-    paths.write_text(paths.join(args.out, "refine.jsonl"), "".join(json.dumps(row) + "\n" for row in summary))
-    return 0
-
-
 def resolve_prompt_flags(args) -> None:
     """--think-system-prompt / --reflection-prompt / --verifier-system-prompt: file:PATH -> the file's text
     (a one-line exit before any model loads when a file is missing or the template lacks {prompt})."""
@@ -410,7 +353,7 @@ def main(argv=None) -> int:
         return 0
     think_cfg = TextSamplerConfig(max_new_tokens=args.think_tokens, temperature=args.think_temperature)
     if args.refine:
-        return run_refine(args, pipe, prompts, think_cfg)
+        return run_refine(args, pipe, prompts, think_cfg, _phase)
     return run_generate(args, pipe, prompts, image, think_cfg)
 
 
