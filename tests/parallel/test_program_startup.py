@@ -56,7 +56,7 @@ def test_two_processes_start_the_distributed_runtime_through_the_cli():
 def test_a_host_without_tpu_starts_quietly_with_libtpu_installed():
     """As a user's shell runs the quick start (JAX_PLATFORMS unset): the host has no TPU chip, so start-up keeps JAX
     from starting libtpu, whose probe prints errors on every CPU machine where the test/tpu extra installed it."""
-    if distributed.tpu_chips() or any(os.path.exists(f) for f in distributed.GPU_DEVICE_FILES):
+    if not distributed.cpu_only_host(None):
         pytest.skip("this host has an accelerator: JAX's own platform search is kept")
     proc = _start(1, JAX_PLATFORMS=None)
     out, _ = proc.communicate(timeout=300)
