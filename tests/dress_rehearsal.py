@@ -42,8 +42,12 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
             # 2 rounds of the preset's 4 prompts per step: one advantage population (8 prompts) a step, not 4
             "--config.total_steps=3", "--config.rollout.rounds_per_step=2", "--config.checkpoint.every=1",
             "--config.rollout.height=32", "--config.rollout.width=32", "--config.rollout.text.max_new_tokens=8",
-            "--config.task.srr.stage1_timesteps=6", "--config.task.srr.num_timesteps=12",
-            "--config.task.srr.sde_window_range=(0,6)",
+            # schedules of 6 steps with a 2-step SDE window: a divisor of 1 x (2 + 1) tells the reference's
+            # normalisation from a mean over the step's 2 rounds
+            "--config.rollout.image.num_timesteps=6", "--config.rollout.image.sde_window=2",
+            "--config.rollout.image.sde_window_range=(0,5)",
+            "--config.task.srr.stage1_timesteps=4", "--config.task.srr.num_timesteps=6",
+            "--config.task.srr.sde_window=2", "--config.task.srr.sde_window_range=(0,5)",
             # 'bagel' resizes the first draw to >= 512 px, beyond the release; the toy plug-in registers 'toy'
             "--config.plugins=('alphagrpo_jax.toy.plugin',)", "--config.task.srr.transforms=toy",
             "--config.eval.every=3", "--config.eval.num_prompts=4", "--config.eval.batch_size=4",
@@ -145,7 +149,7 @@ def test_gradient_normalisation_and_population_as_the_reference(rehearsal):
     window = c["rollout"]["image"]["sde_window"] if kind == "rt2i" else c["task"]["srr"]["sde_window"]
     units = c["rollout"]["prompts_per_round"] * c["rollout"]["rounds_per_step"] // c["advantage"]["population"]
     for r in (r for r in _rows(paths.join(workdir, "metrics.jsonl")) if "reward/mean" in r):
-        assert r["grad/divisor"] == units * (window + 1), r  # RT2I 4 x 11, SRR 4 x 6
+        assert r["grad/divisor"] == units * (window + 1), r  # 1 x 3 with the overrides above
         assert r["adv/population"] == c["advantage"]["population"] * c["rollout"]["group_size"], r
         assert np.isfinite(r["grad_norm"]) and r["rounds_used"] >= 1
 
@@ -185,4 +189,5 @@ def test_exported_release_loads_from_gs(rehearsal):
 
 
 if __name__ == "__main__":  # prints the overrides for a shell run (see the module docstring)
-    print(" ".join(overrides("gs://YOUR_BUCKET/dress_rt2i", "gs://YOUR_BUCKET/data", "http://127.0.0.1:8000/v1")))
+    print(" ".join(overrides("gs://YOUR_BUCKET/dress_rt2i", "gs://YOUR_BUCKET/data/prompts",
+                             "http://127.0.0.1:8000/v1")))

@@ -9,6 +9,8 @@ read the shards on its own devices. The rollout/reward loop therefore needs thre
   without moving anything between hosts in the usual layout.
 - `allgather_rows` / `allgather_items`: assemble per-process results (rewards, texts, per-sample info) on every
   process.
+- `cpu_barrier(tree)`: waits for `tree` on XLA:CPU with several devices (nothing elsewhere), to bound how far the
+  host runs ahead of a multi-device CPU run (see its docstring).
 
 Single-process runs take the same code paths, which reduce to copies.
 """
@@ -99,6 +101,19 @@ def read_block(x) -> np.ndarray:
             if rows[0] <= r <= rows[-1]:
                 out[r - rows[0]] = data[j]
     return out
+
+
+def cpu_barrier(tree):
+    """Blocks until `tree` is computed when this process runs XLA:CPU with more than one device; returns `tree`.
+
+    XLA:CPU runs every partition of a multi-device program on one pool of max(cores, devices) threads, and the
+    same threads wait to admit new executions once a device has 32 queued. A host that runs tens of programs ahead
+    (eager ops after a long prefill) can leave a collective's partitions without a thread: the run deadlocks
+    (seen with 8 simulated devices on 2 cores; docs/scaling.md). Code that dispatches chains of programs calls
+    this at its phase ends. TPUs and GPUs keep running ahead."""
+    if jax.default_backend() == "cpu" and jax.local_device_count() > 1:
+        jax.block_until_ready(tree)
+    return tree
 
 
 def zeros(shape: tuple[int, ...], dtype, sharding) -> jax.Array:

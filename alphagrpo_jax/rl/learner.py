@@ -123,6 +123,9 @@ def cast_to(tree, dtypes: tuple):
     return jax.tree.unflatten(treedef, [x if x.dtype == d else x.astype(d) for x, d in zip(leaves, dtypes)])
 
 
+_cast_to_jit = jax.jit(cast_to, static_argnums=1)
+
+
 class Learner:
     """Holds graphdef + (fp32 master trainable, frozen) state and the optimizer; `grads` per round, `apply` per
     step.
@@ -164,8 +167,10 @@ class Learner:
     def model(self):
         """The policy with the masters cast to the model's dtypes (cached until `trainable` changes)."""
         if self._model[0] is not self.trainable:
-            self._model = (self.trainable, nnx.merge(self.graphdef, cast_to(self.trainable, self.compute_dtypes),
-                                                     self.frozen))
+            cast = self.trainable
+            if any(x.dtype != d for x, d in zip(jax.tree.leaves(cast), self.compute_dtypes)):
+                cast = _cast_to_jit(cast, self.compute_dtypes)  # one program, not one per leaf
+            self._model = (self.trainable, nnx.merge(self.graphdef, cast, self.frozen))
         return self._model[1]
 
     @staticmethod

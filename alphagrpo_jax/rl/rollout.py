@@ -9,6 +9,7 @@ the SDE window and its log-probs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -105,19 +106,17 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
     repeat = np.repeat(np.arange(p), g)  # numpy: the same constant on every process
 
     def build(items):  # G copies of each prompt's context share one prefill
-        return ctx_lib.build(model, vae, items, rollout_config.cache_size, k_ctx).take(repeat)
+        return hostdata.cpu_barrier(ctx_lib.build(model, vae, items, rollout_config.cache_size, k_ctx).take(repeat))
 
     with metrics.phase("rollout_text") as sync:  # prefill + think decoding
         ctx = build(cond_items)
         # Copies: `decode` donates the context, and these two must outlive it.
-        prompt_len, prompt_rope = jnp.copy(ctx.cache.length), jnp.copy(ctx.rope)
+        prompt_len, prompt_rope = _copy((ctx.cache.length, ctx.rope))
         if rollout_config.think:
             ctx, dec = text_lib.decode(model, ctx, jax.random.split(k_text, b), rollout_config.text)
         else:
-            t = rollout_config.text.max_new_tokens
-            dec = text_lib.DecodeOutput(jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t)),
-                                        jnp.zeros((b,), jnp.int32), jnp.zeros((b,), bool))
-        sync(dec)
+            dec = _no_text(b, rollout_config.text.max_new_tokens)
+        sync(hostdata.cpu_barrier(dec))
     with metrics.phase("rollout_image"):  # CFG branch prefills + the flow sampler + VAE decode
         sampler_config = rollout_config.image
         uncond = build(text_uncond_items) if sampler_config.cfg.uses_text_branch else None
@@ -127,7 +126,7 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
         pos = image_lib.grid_positions(gh, gw, model_config.max_latent_size, b)
         x = jax.random.normal(k_noise, (b, gh * gw, model_config.patch_latent_dim), jnp.float32)
         out = image_lib.sample(model, image_lib.Branches(ctx, uncond, img_uncond), x, pos, k_sde,
-                               jnp.int32(window_start), sampler_config)
+                               np.int32(window_start), sampler_config)
         rows = hostdata.process_block(b)
         images = hostdata.read_block(decode_images(vae, out.latents, gh, gw, model_config.latent_patch_size,
                                                    model_config.vae.z_channels))
@@ -139,6 +138,18 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
         ids, lens = hostdata.read_block(dec.tokens), hostdata.read_block(dec.lengths)
         texts = [tokenizer.decode([t for t in ids[i, : lens[i]].tolist() if t != eos]) for i in range(len(rows))]
     return RolloutResult(rollout, images, texts, [prompts[i] for i in repeat[rows]], repeat[rows], rows)
+
+
+@jax.jit
+def _copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _no_text(b: int, t: int) -> text_lib.DecodeOutput:
+    """The decode output of a rollout without think text: no tokens."""
+    return text_lib.DecodeOutput(jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t)), jnp.zeros((b,), jnp.int32),
+                                 jnp.zeros((b,), bool))
 
 
 decode_images = decode_latent_tokens  # latent tokens -> uint8 pixels, jitted (models/bagel/vae.py)

@@ -64,10 +64,8 @@ class Context:
 
     def take(self, idx) -> "Context":
         """Rows `idx` (e.g. np.repeat(arange(B), G) for G copies of each prompt; host numpy, so it is the same
-        constant on every process)."""
-        c = self.cache
-        return Context(KVCache(jnp.take(c.k, idx, axis=1), jnp.take(c.v, idx, axis=1), c.length[idx]),
-                       self.rope[idx])
+        constant on every process). One program."""
+        return _take(self, np.asarray(idx, np.int32))
 
     @staticmethod
     def concat(ctxs: Sequence["Context"]) -> "Context":
@@ -76,6 +74,12 @@ class Context:
                                jnp.concatenate([c.cache.v for c in ctxs], axis=1),
                                jnp.concatenate([c.cache.length for c in ctxs])),
                        jnp.concatenate([c.rope for c in ctxs]))
+
+
+@jax.jit
+def _take(ctx: Context, idx) -> Context:
+    c = ctx.cache
+    return Context(KVCache(jnp.take(c.k, idx, axis=1), jnp.take(c.v, idx, axis=1), c.length[idx]), ctx.rope[idx])
 
 
 def encode_vae_images(vae, images: Sequence[VaeImage], key: jax.Array, cfg: BagelConfig) -> list[np.ndarray]:
@@ -146,4 +150,4 @@ def build(model, vae, samples: Sequence[Sequence[Item]], cache_size: int, key: j
             raise ContextError("VaeImage items need the autoencoder and a PRNG key (posterior sampling)")
         tokens = {id(it): t for it, t in zip(vae_items, encode_vae_images(vae, vae_items, key, cfg))}
     block = packing.pack([[s] for s in samples], cfg, hostdata.to_host(ctx.rope), tokens, bucket=bucket)
-    return prefill(model, ctx, block)
+    return hostdata.cpu_barrier(prefill(model, ctx, block))
