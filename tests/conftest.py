@@ -12,9 +12,12 @@ if "xla_cpu_collective_call_terminate_timeout_seconds" not in _flags:
     _flags += (" --xla_cpu_collective_call_terminate_timeout_seconds=600"
                " --xla_cpu_collective_timeout_seconds=600")
 # Unoptimised CPU code generation: the suite's time is mostly XLA compiling tiny programs, and LLVM's optimisation
-# passes are about a third of a compile; the same programs, same semantics (docs/testing.md).
+# passes are about a third of a compile; with XLA:CPU's older elemental emitters instead of its fusion emitters
+# the rest halves again. The same programs, same semantics (docs/testing.md).
 if "xla_backend_optimization_level" not in _flags:
     _flags += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "xla_cpu_use_fusion_emitters" not in _flags:
+    _flags += " --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = _flags.strip()
 
 # One persistent JAX compilation cache for the whole run, subprocesses included (they inherit the environment):
@@ -68,9 +71,9 @@ def pytest_configure(config):
 # The longest files, longest first (measured, docs/results/): run first, so that with `-n 2 --dist loadfile` the
 # two workers end together instead of one waiting for a long file collected last.
 LONGEST_FIRST = (
-    "tests/test_dress_rehearsal_rt2i.py", "tests/test_generate.py",
-    "tests/test_train_srr.py", "tests/sampling/test_generation_parity.py", "tests/rl/test_learning.py",
-    "tests/sampling/test_pipeline.py", "tests/test_gcs_e2e.py", "tests/parallel/test_multiprocess.py",
+    "tests/test_dress_rehearsal_srr.py", "tests/parallel/test_multiprocess.py", "tests/test_dress_rehearsal_rt2i.py",
+    "tests/rl/test_learning.py", "tests/test_generate.py", "tests/sampling/test_pipeline.py",
+    "tests/test_train_srr.py", "tests/sampling/test_generation_parity.py", "tests/test_gcs_e2e.py",
     "tests/tools/test_compile_check.py", "tests/rl/test_grad_scale.py", "tests/test_sft.py", "tests/rl/test_masters.py",
     "tests/test_train.py", "tests/reliability/test_kill_anywhere.py", "tests/reliability/test_preemption.py",
     "tests/sampling/test_srr.py", "tests/evaluation/test_evaluate.py", "tests/rl/test_lora.py",

@@ -30,10 +30,10 @@ def _start(workdir: pathlib.Path, devices: int, task: str, **env) -> subprocess.
     # Not the session's compilation cache (tests/conftest.py): no other test compiles these programs (4 devices a
     # process, unoptimised code generation).
     e = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV + ("JAX_COMPILATION_CACHE_DIR",)}
-    # Unoptimised CPU code generation: the three processes compile everything in about half the time.
-    e.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-             "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
-             "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600",
+    # The session's XLA flags (tests/conftest.py: fast unoptimised code generation, long collective timeouts)
+    # with this process's device count.
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    e.update(JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join([f"--xla_force_host_platform_device_count={devices}", *flags]),
              **env)
     return subprocess.Popen([sys.executable, "-m", "tests.parallel.multiprocess_worker", str(workdir), task],
                             cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
