@@ -19,6 +19,11 @@ if "xla_backend_optimization_level" not in _flags:
 if "xla_cpu_use_fusion_emitters" not in _flags:
     _flags += " --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = _flags.strip()
+# XLA:CPU runs a partition's independent collectives concurrently on its client pool of max(cores, devices)
+# threads, and the 8 partitions may enter them in different orders: with 8 threads on 2 cores that deadlocked a
+# dress rehearsal's held-out eval (an all-to-all and an all-reduce of one program, each half joined). Four threads
+# per device leave room for that (docs/scaling.md).
+os.environ.setdefault("PJRT_NPROC", "32")
 
 # One persistent JAX compilation cache for the whole run, subprocesses included (they inherit the environment):
 # the end-to-end tests share one tiny config family, so a program compiled by one test (or one trainer process)

@@ -48,6 +48,8 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
             "--config.rollout.image.sde_window_range=(0,5)",
             "--config.task.srr.stage1_timesteps=4", "--config.task.srr.num_timesteps=6",
             "--config.task.srr.sde_window=2", "--config.task.srr.sde_window_range=(0,5)",
+            # KV slots for 32 px contexts (the 7B configs size theirs for 512 px images and 1024 think tokens)
+            "--config.rollout.cache_size=384",
             # 'bagel' resizes the first draw to >= 512 px, beyond the release; the toy plug-in registers 'toy'
             "--config.plugins=('alphagrpo_jax.toy.plugin',)", "--config.task.srr.transforms=toy",
             "--config.eval.every=3", "--config.eval.num_prompts=4", "--config.eval.batch_size=4",
