@@ -106,7 +106,7 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
     repeat = np.repeat(np.arange(p), g)  # numpy: the same constant on every process
 
     def build(items):  # G copies of each prompt's context share one prefill
-        return hostdata.cpu_barrier(ctx_lib.build(model, vae, items, rollout_config.cache_size, k_ctx).take(repeat))
+        return ctx_lib.build(model, vae, items, rollout_config.cache_size, k_ctx).take(repeat)
 
     with metrics.phase("rollout_text") as sync:  # prefill + think decoding
         ctx = build(cond_items)
