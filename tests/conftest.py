@@ -54,7 +54,7 @@ GOLDENS = pathlib.Path(__file__).parent / "goldens" / "bagel_tiny_a"
 # (tests/test_train.py's TINY) so they share programs through the compilation cache.
 E2E = (
     "tests/test_train.py", "tests/test_train_srr.py::test_trainer_runs", "tests/test_gcs_e2e.py",
-    "tests/test_sft.py", "tests/test_dress_rehearsal_rt2i.py", "tests/test_dress_rehearsal_srr.py",
+    "tests/test_sft.py", "tests/test_dress_rehearsal.py",
     "tests/test_cli.py", "tests/test_run_config.py",
     "tests/rl/test_learning.py", "tests/rl/test_srr_learning.py", "tests/rl/test_learner.py",
     "tests/rl/test_masters.py", "tests/rl/test_grad_scale.py::test_reference_normalisation",
@@ -76,7 +76,7 @@ def pytest_configure(config):
 # The longest files, longest first (measured, docs/results/): run first, so that with `-n 2 --dist loadfile` the
 # two workers end together instead of one waiting for a long file collected last.
 LONGEST_FIRST = (
-    "tests/test_dress_rehearsal_srr.py", "tests/parallel/test_multiprocess.py", "tests/test_dress_rehearsal_rt2i.py",
+    "tests/test_dress_rehearsal.py", "tests/parallel/test_multiprocess.py",
     "tests/rl/test_learning.py", "tests/test_generate.py", "tests/sampling/test_pipeline.py",
     "tests/test_train_srr.py", "tests/sampling/test_generation_parity.py", "tests/test_gcs_e2e.py",
     "tests/tools/test_compile_check.py", "tests/rl/test_grad_scale.py", "tests/test_sft.py", "tests/rl/test_masters.py",

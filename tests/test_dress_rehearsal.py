@@ -1,19 +1,20 @@
-"""Dress rehearsal of the 7B recipe: `configs/bagel_7b_rt2i.py` and `configs/bagel_7b_srr.py` run from the command
-line as on a pod, unchanged except for a tiny release (the golden tiny release), tiny image size and step counts,
-the `cpu-8` mesh preset (v5p-64's axis shape on the 8 simulated CPU devices), the toy verifier served over HTTP
-as the DVReward endpoint, and a workdir in a local GCS server. Two optimizer steps, SIGTERM, resume, one more
-step, export from the run's recorded config, and the exported release loads back from gs://.
+"""Dress rehearsal of the 7B recipe: `configs/bagel_7b_srr.py:mixed` (RT2I and SRR rounds alternate) and then
+`configs/bagel_7b_rt2i.py` run from the command line as on a pod, unchanged except for a tiny release (the golden
+tiny release), tiny image size, group and step counts, the `cpu-8` mesh preset (v5p-64's axis shape on the 8
+simulated CPU devices), the toy verifier served over HTTP as the DVReward endpoint, and a workdir in a local GCS
+server. Two optimizer steps, SIGTERM, resume, one more step, export from the run's recorded config, and the
+exported release loads back from gs://.
 
 It checks what only shows at this scale: fp32 trainable masters and optimizer state under a bf16 model, the
 reference's gradient normalisation (divisor = units x (window + 1)), LoRA A drawn with std 1/rank, the
 advantage population independent of the preset's prompts per round, the behaviour prompts recorded in the run's
 config, every file on gs:// (nothing written locally), preemption exit code 75 and an exact resume.
 
-The tests live here once; `tests/test_dress_rehearsal_rt2i.py` and `tests/test_dress_rehearsal_srr.py` import them
-with their own `rehearsal` fixture (one file per config, so the two run on different pytest-xdist workers).
+Both configs run in one module, SRR first, on one compilation cache: the RT2I config's programs are those of the
+mixed run's RT2I rounds and evaluation, so its three processes load them instead of compiling.
 Same run from a shell (with a GCS bucket and a verifier endpoint of your own):
 
-    python -m alphagrpo_jax.train --config configs/bagel_7b_rt2i.py:cpu-8 $(python -m tests.dress_rehearsal)
+    python -m alphagrpo_jax.train --config configs/bagel_7b_rt2i.py:cpu-8 $(python -m tests.test_dress_rehearsal)
 """
 import json
 import os
@@ -30,7 +31,7 @@ from alphagrpo_jax import paths
 from tests.models.bagel.parity_utils import GOLDENS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"rt2i": "configs/bagel_7b_rt2i.py:cpu-8", "srr": "configs/bagel_7b_srr.py:cpu-8"}
+CONFIGS = {"srr": "configs/bagel_7b_srr.py:mixed,cpu-8", "rt2i": "configs/bagel_7b_rt2i.py:cpu-8"}  # run order
 VERIFIER_MODEL = "Qwen/Qwen3-VL-30B-A3B-Instruct"  # the 7B configs' reward.model, served by the toy verifier
 
 
@@ -41,9 +42,10 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
             f"--config.reward.endpoints=('{endpoint}',)",
             # 2 rounds of the preset's 4 prompts per step: one advantage population (8 prompts) a step, not 4
             "--config.total_steps=3", "--config.rollout.rounds_per_step=2", "--config.checkpoint.every=1",
+            "--config.rollout.group_size=2",  # a round of 8 samples, 2 per batch shard
             "--config.rollout.height=32", "--config.rollout.width=32", "--config.rollout.text.max_new_tokens=8",
-            # schedules of 6 steps with a 2-step SDE window: a divisor of 1 x (2 + 1) tells the reference's
-            # normalisation from a mean over the step's 2 rounds
+            # schedules of 6 steps with a 2-step SDE window: a divisor of units x (2 + 1) (RT2I 1 x 3, mixed 2 x 3)
+            # tells the reference's normalisation from a mean over the step's rounds
             "--config.rollout.image.num_timesteps=6", "--config.rollout.image.sde_window=2",
             "--config.rollout.image.sde_window_range=(0,5)",
             "--config.task.srr.stage1_timesteps=4", "--config.task.srr.num_timesteps=6",
@@ -96,19 +98,28 @@ def verifier():
         yield server.url
 
 
-def run_rehearsal(kind, gcs, verifier, tmp_path_factory):
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def rehearsal(request, gcs, verifier, jax_cache, tmp_path_factory):
     """(kind, workdir, export folder, [(exit code, output) of train, train again, export], folder the programs ran
-    in) for one 7B config (`kind`: rt2i or srr)."""
+    in) for one 7B config (`kind`: srr (its mixed variant) or rt2i)."""
+    kind = request.param
     from alphagrpo_jax.toy.prompt_files import write_prompt_files
 
     root = gcs.new_bucket(f"dress-{kind}")
     files = write_prompt_files(paths.join(root, "data"), None, 1, seed=0)
     data = paths.dirname(files["train"])
     cwd = tmp_path_factory.mktemp("cwd")  # the programs run here: nothing may land in it
-    env = _env(str(tmp_path_factory.mktemp("jax_cache")))
+    env = _env(jax_cache)
     logs = tmp_path_factory.mktemp("logs")
     workdir, release = paths.join(root, kind), paths.join(root, f"{kind}_release")
     args = overrides(workdir, data, verifier)
+    if kind == "srr":  # a mixed step's 4 rounds: 2 RT2I rounds of 4 prompts make one advantage population of 8
+        args.append("--config.rollout.rounds_per_step=4")
     runs = [_train(kind, args, cwd, env, preempt_in_step=2), _train(kind, args, cwd, env)]
     done = subprocess.run([sys.executable, "-m", "alphagrpo_jax.export", f"--workdir={workdir}", f"--out={release}"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -151,7 +162,7 @@ def test_gradient_normalisation_and_population_as_the_reference(rehearsal):
     window = c["rollout"]["image"]["sde_window"] if kind == "rt2i" else c["task"]["srr"]["sde_window"]
     units = c["rollout"]["prompts_per_round"] * c["rollout"]["rounds_per_step"] // c["advantage"]["population"]
     for r in (r for r in _rows(paths.join(workdir, "metrics.jsonl")) if "reward/mean" in r):
-        assert r["grad/divisor"] == units * (window + 1), r  # 1 x 3 with the overrides above
+        assert r["grad/divisor"] == units * (window + 1), r  # RT2I 1 x 3, mixed 2 x 3 with the overrides above
         assert r["adv/population"] == c["advantage"]["population"] * c["rollout"]["group_size"], r
         assert np.isfinite(r["grad_norm"]) and r["rounds_used"] >= 1
 
