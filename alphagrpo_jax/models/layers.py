@@ -5,6 +5,8 @@ computed in fp32, and results are cast to the activation dtype `dtype`.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Sequence
 
 import jax
@@ -174,6 +176,72 @@ def _attach_bwd(_, ct):
 attach.defvjp(_attach_fwd, _attach_bwd)
 
 
+_RAW = {jnp.dtype(jnp.bfloat16): jnp.uint16, jnp.dtype(jnp.float16): jnp.uint16, jnp.dtype(jnp.float32): jnp.uint32}
+# Size thresholds of the CPU copy avoidance below (per slice / per layer): the toy and tiny models' weights are
+# under both, small_100m's (a 768 x 2048 expert kernel: 3-6 MB; a layer: 25-50 MB) and 7B's over.
+RAW_TAKE_MIN_BYTES = 256 << 10
+
+
+def _nbytes(tree) -> int:
+    return sum(a.size * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
+
+
+
+def take(a: jax.Array, i: int) -> jax.Array:
+    """a[i] for a static i (a layer of a stack, an expert's weight). In a CPU program the slice is taken of the
+    raw bits: XLA:CPU then hoists it out of an enclosing loop when `a` is loop-invariant, where a float slice is
+    copied again on every pass (a decode loop copied each layer's expert weights per token) and a 16-bit one is
+    also converted to f32. Same values; a differentiated program takes the float slice (`attach`). Slices under
+    RAW_TAKE_MIN_BYTES are taken plainly (their copies are cheap, and the raw form costs tracing and compile
+    time in every program)."""
+    dt = _RAW.get(jnp.dtype(a.dtype))
+    if dt is None or program_platform() != "cpu" or _nbytes(a) < a.shape[0] * RAW_TAKE_MIN_BYTES:
+        return a[i]
+    return attach(a[i], jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(jax.lax.stop_gradient(a), dt)[i],
+                                                     a.dtype))
+
+
+_PRESLICED = contextvars.ContextVar("presliced_layers", default=())
+# Layers under this are left to the scan: copying them per pass costs less than compiling the loop body with
+# every layer inlined.
+PRESLICE_MIN_BYTES = 4 << 20
+
+
+@contextlib.contextmanager
+def presliced(*stacked: nnx.Module):
+    """Copies each layer of the stacked modules out of its stack here, once; inside the block, `scan_layers`
+    over one of them runs the layers one by one on those copies instead of scanning the stack.
+
+    For the body of an undifferentiated loop traced inside the block (a decode loop): XLA:CPU materialises a
+    scanned layer's slice of the stack on every pass (the copy cost more than the matmuls of a one-token
+    step), and does not hoist those copies out of the loop itself. Costs one more copy of the layers' weights
+    while the program runs. A no-op in TPU and GPU programs (they read a layer's slice in place) and for
+    layers under PRESLICE_MIN_BYTES.
+    """
+    entries = []
+    for module in stacked:
+        graphdef, state = nnx.split(module)
+        n = jax.tree.leaves(state)[0].shape[0]
+        if program_platform() != "cpu" or _nbytes(state) < n * PRESLICE_MIN_BYTES:
+            continue
+        copies = [jax.tree.map(lambda a, i=i: take(a, i), state) for i in range(n)]
+        # Behind a barrier: XLA would otherwise sink the slices back into the loop body (fusible-op sinking).
+        entries.append((module, graphdef, jax.lax.optimization_barrier(copies)))
+    token = _PRESLICED.set(_PRESLICED.get() + tuple(entries))
+    try:
+        yield
+    finally:
+        _PRESLICED.reset(token)
+
+
+def _run_presliced(graphdef, layer_states, body, carry, xs):
+    ys = []
+    for i, layer_state in enumerate(layer_states):
+        carry, y = body(nnx.merge(graphdef, layer_state), carry, jax.tree.map(lambda a: take(a, i), xs))
+        ys.append(y)
+    return carry, jax.tree.map(lambda *t: jnp.stack(t), *ys)
+
+
 def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
     """Runs `body(layer, carry, x) -> (carry, y)` over the stacked layers with `lax.scan`.
 
@@ -183,10 +251,14 @@ def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
     In a CPU program, 16-bit float params and xs travel whole in the loop carry behind an optimization
     barrier and each layer slices its own from there, so XLA cannot hoist an f32 copy of the stack out of the
     loop (see `_BITS`). A differentiated program uses the scanned originals instead (`attach`): values and
-    gradients are those of the plain scan.
+    gradients are those of the plain scan. Inside `presliced(stacked)`, the layers run one by one on the copies
+    made there.
     """
     if remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
+    for module, graphdef, layer_states in _PRESLICED.get():
+        if module is stacked:
+            return _run_presliced(graphdef, layer_states, body, carry, xs)
     graphdef, state = nnx.split(stacked)
     cpu = program_platform() == "cpu"
     whole = jax.tree.map(lambda a: jax.lax.stop_gradient(a) if cpu and is_16bit_float(a) else None, (state, xs))

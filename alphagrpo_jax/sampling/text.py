@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from alphagrpo_jax.models import layers
 from alphagrpo_jax.models.bagel.attention import CacheMask
 from alphagrpo_jax.models.bagel.llm import Routing
 from alphagrpo_jax.sampling.context import Context
@@ -123,7 +124,8 @@ def decode(model, ctx: Context, keys: jax.Array, cfg: TextSamplerConfig) -> tupl
                     eos=eos | (can_sample & (tok == tok_ids.eos)), closed=closed | fed_eos,
                     last=jnp.where(can_sample, tok, st["last"]))
 
-    st = jax.lax.while_loop(cond, body, init)
+    with layers.presliced(model.language_model.layers):  # CPU: each layer's weights copied once, not per token
+        st = jax.lax.while_loop(cond, body, init)
     return st["ctx"], DecodeOutput(st["tokens"], st["logp"], st["n"], ~st["eos"])
 
 

@@ -18,7 +18,7 @@ from flax import nnx, struct
 from alphagrpo_jax.models import layers
 from alphagrpo_jax.models.bagel import attention as attn_lib, weight_map as wm
 from alphagrpo_jax.models.bagel.config import BagelConfig
-from alphagrpo_jax.models.layers import create_stacked, matmul, rms_norm, scan_layers
+from alphagrpo_jax.models.layers import create_stacked, matmul, rms_norm, scan_layers, take
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.rules import constrain
 from alphagrpo_jax.parallel.state import param
@@ -159,12 +159,13 @@ class ExpertDense(nnx.Module):
         letters = "mnopqrstuvw"
         n_in, n_out = len(self.in_shape), len(self.out_shape)
         ins, outs = letters[:n_in], letters[n_in:n_in + n_out]
-        y = matmul(x, self.kernel[expert], f"...{ins},{ins}{outs}->...{outs}", dtype=jnp.float32)
+        y = matmul(x, take(self.kernel[...], expert), f"...{ins},{ins}{outs}->...{outs}", dtype=jnp.float32)
         if self.bias is not None:
-            y = y + self.bias[expert].astype(jnp.float32)
+            y = y + take(self.bias[...], expert).astype(jnp.float32)
         if self.lora_a is not None:
-            h = matmul(x, self.lora_a[expert], f"...{ins},{ins}z->...z")
-            y = y + self.lora_scale * matmul(h, self.lora_b[expert], f"...z,z{outs}->...{outs}", dtype=jnp.float32)
+            h = matmul(x, take(self.lora_a[...], expert), f"...{ins},{ins}z->...z")
+            y = y + self.lora_scale * matmul(h, take(self.lora_b[...], expert), f"...z,z{outs}->...{outs}",
+                                             dtype=jnp.float32)
         return y.astype(dtype or x.dtype)
 
 
@@ -176,7 +177,7 @@ class ExpertNorm(nnx.Module):
         self.weight = param(jnp.ones((2, dim), param_dtype), ("expert", axis_name))
 
     def __call__(self, x: jax.Array, expert: int) -> jax.Array:
-        return rms_norm(x, self.weight[expert], self.eps)
+        return rms_norm(x, take(self.weight[...], expert), self.eps)
 
 
 def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:

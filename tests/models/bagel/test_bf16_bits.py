@@ -1,6 +1,7 @@
-"""bf16 fast paths on CPU: the layer scan slices 16-bit stacks from its carry (no f32 copy of the stack) and the
-KV cache is written once per call; values and gradients equal the plain formulations. Release folders without
-tokenizer files."""
+"""Fast paths on CPU: the layer scan slices 16-bit stacks from its carry (no f32 copy of the stack), static slices
+of weights are taken as raw bits (`layers.take`), a decode loop runs on layer copies made once
+(`layers.presliced`), and the KV cache is written once per call; values and gradients equal the plain
+formulations. Release folders without tokenizer files."""
 import os
 
 import jax
@@ -47,6 +48,56 @@ def test_scan_layers_values_and_grads_equal_a_plain_scan():
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         assert a.dtype == b.dtype and np.any(np.asarray(b, np.float32) != 0)
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32", "int32"])
+def test_take_values_and_grads_equal_indexing(dtype, monkeypatch):
+    monkeypatch.setattr(layers, "RAW_TAKE_MIN_BYTES", 0)  # the raw-bits slice for these small arrays too
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 4)) * 4, dtype)
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda a: layers.take(a, 1))(a)), np.asarray(a[1]))
+    if dtype != "int32":
+        loss = lambda f: lambda a: jnp.sum(f(a).astype(jnp.float32) ** 2)  # noqa: E731
+        g1 = jax.jit(jax.grad(loss(lambda a: layers.take(a, 1))))(a)
+        g2 = jax.jit(jax.grad(loss(lambda a: a[1])))(a)
+        assert g1.dtype == g2.dtype and np.any(np.asarray(g2, np.float32) != 0)
+        np.testing.assert_array_equal(np.asarray(g1, np.float32), np.asarray(g2, np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_presliced_layers_in_a_loop_equal_the_scan(dtype, monkeypatch):
+    monkeypatch.setattr(layers, "PRESLICE_MIN_BYTES", 0)  # these layers are far below the sizes that get copies
+    monkeypatch.setattr(layers, "RAW_TAKE_MIN_BYTES", 0)
+    stacked = layers.create_stacked(Block, 3, nnx.Rngs(0))
+    graphdef, state = nnx.split(stacked)
+    state = jax.tree.map(lambda a: a.astype(dtype), state)
+    x = jax.random.normal(jax.random.key(1), (4, 8), dtype)
+    xs = jax.random.normal(jax.random.key(2), (3, 4, 8), dtype)
+
+    def body(layer, h, x):
+        h = layers.matmul(h + x, layers.take(layer.w[...], 1), "bi,io->bo").astype(dtype) * layer.scale[...]
+        return h.astype(dtype), h.astype(dtype)
+
+    def run(state, xs, presliced):
+        m = nnx.merge(graphdef, state)
+
+        def step(_, carry):
+            h, _ = layers.scan_layers(m, body, carry[0], xs)
+            return h, carry[1] + 1
+
+        if not presliced:
+            return jax.lax.fori_loop(0, 3, step, (x, 0))
+        with layers.presliced(m):
+            assert [e[0] for e in layers._PRESLICED.get()] == [m]  # the loop below runs on the copies
+            return jax.lax.fori_loop(0, 3, step, (x, 0))
+
+    got = jax.jit(lambda s, xs: run(s, xs, True))(state, xs)
+    want = jax.jit(lambda s, xs: run(s, xs, False))(state, xs)
+    assert got[0].dtype == want[0].dtype and np.any(np.asarray(want[0], np.float32) != 0)
+    np.testing.assert_array_equal(np.asarray(got[0], np.float32), np.asarray(want[0], np.float32))
+    assert layers._PRESLICED.get() == ()  # outside the block the module scans again
+    monkeypatch.setattr(layers, "PRESLICE_MIN_BYTES", 4 << 20)
+    with layers.presliced(nnx.merge(graphdef, state)):  # layers under the threshold are not copied
+        assert layers._PRESLICED.get() == ()
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
