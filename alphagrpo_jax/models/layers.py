@@ -135,6 +135,7 @@ def create_stacked(make_layer, num_layers: int, rngs: nnx.Rngs) -> nnx.Module:
 # a layer scan over bf16 weights converted every layer's weights (both experts) and the KV cache to f32 on
 # every call. `scan_layers` and attention.write_cache_layers avoid it on CPU.
 _BITS = {jnp.dtype(jnp.bfloat16): jnp.uint16, jnp.dtype(jnp.float16): jnp.uint16}
+_RAW = {**_BITS, jnp.dtype(jnp.float32): jnp.uint32}  # `take`: f32 slices too (copied per loop pass otherwise)
 
 
 def program_platform() -> str:
@@ -176,7 +177,6 @@ def _attach_bwd(_, ct):
 attach.defvjp(_attach_fwd, _attach_bwd)
 
 
-_RAW = {jnp.dtype(jnp.bfloat16): jnp.uint16, jnp.dtype(jnp.float16): jnp.uint16, jnp.dtype(jnp.float32): jnp.uint32}
 # Size thresholds of the CPU copy avoidance below (per slice / per layer): the toy and tiny models' weights are
 # under both, small_100m's (a 768 x 2048 expert kernel: 3-6 MB; a layer: 25-50 MB) and 7B's over.
 RAW_TAKE_MIN_BYTES = 256 << 10
@@ -184,7 +184,6 @@ RAW_TAKE_MIN_BYTES = 256 << 10
 
 def _nbytes(tree) -> int:
     return sum(a.size * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
-
 
 
 def take(a: jax.Array, i: int) -> jax.Array:
