@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Sequence
 
 import jax
@@ -24,10 +25,20 @@ def to_dtype(name_or_dtype) -> jnp.dtype:
 
 
 def matmul(x: jax.Array, w: jax.Array, spec: str, dtype=None) -> jax.Array:
-    """einsum with fp32 accumulation; output cast to `dtype` (default: x.dtype)."""
-    out = jnp.einsum(spec, x.astype(w.dtype) if x.dtype != w.dtype else x, w,
-                     preferred_element_type=jnp.float32)
-    return out.astype(dtype or x.dtype)
+    """einsum with fp32 accumulation; output cast to `dtype` (default: x.dtype).
+
+    A CPU program multiplying a single row (`spec` "...<in>,<in><out>->...<out>", every leading dim of x 1) by a
+    large 16-bit `w` computes two rows and keeps the first: XLA:CPU hands a one-row dot to its own kernel, which
+    reads `w` as f32, and a two-row one to YNNPACK, which reads it as bf16 (a decode step at batch 1)."""
+    out_dtype = dtype or x.dtype
+    x = x.astype(w.dtype) if x.dtype != w.dtype else x
+    n_in = len(spec.split(",")[0]) - 3  # contracted dims of x after "..."
+    if (spec.startswith("...") and 0 < n_in < x.ndim and x.size == math.prod(x.shape[-n_in:])
+            and is_16bit_float(w) and _nbytes(w) >= RAW_TAKE_MIN_BYTES and program_platform() == "cpu"):
+        row = x.reshape((1,) + x.shape[-n_in:])
+        out = jnp.einsum(spec, jnp.concatenate([row, row]), w, preferred_element_type=jnp.float32)[:1]
+        return out.reshape(x.shape[:-n_in] + out.shape[1:]).astype(out_dtype)
+    return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32).astype(out_dtype)
 
 
 class Dense(nnx.Module):

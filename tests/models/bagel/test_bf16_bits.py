@@ -136,3 +136,19 @@ def test_release_without_tokenizer_loads_for_image_work_and_text_use_fails_in_on
     assert "\n" not in str(e.value)
     with pytest.raises(TokenizerError):
         len(rel.tokenizer)
+
+
+@pytest.mark.parametrize("spec, x_shape, w_shape", [("...i,io->...o", (1, 1, 16), (16, 24)),
+                                                     ("...hd,hdo->...o", (1, 1, 4, 4), (4, 4, 24)),
+                                                     ("...i,io->...o", (3, 1, 16), (16, 24))])
+def test_one_row_matmul_equals_the_einsum(spec, x_shape, w_shape, monkeypatch):
+    """The two-row form of a one-row bf16 matmul on CPU (YNNPACK reads bf16) gives the einsum's values."""
+    monkeypatch.setattr(layers, "RAW_TAKE_MIN_BYTES", 0)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=w_shape), jnp.bfloat16)
+    got = jax.jit(lambda x, w: layers.matmul(x, w, spec, dtype=jnp.float32))(x, w)
+    want = np.einsum(spec, np.asarray(x, np.float64), np.asarray(w, np.float64))
+    assert got.shape == want.shape and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    assert layers.matmul(x, w, spec).dtype == jnp.bfloat16  # default output dtype: x's
