@@ -1,4 +1,4 @@
-"""Dress rehearsal of the 7B recipe: `configs/bagel_7b_srr.py:mixed` (RT2I and SRR rounds alternate) and then
+"""Dress rehearsal of the 7B recipe: `configs/bagel_7b_srr.py:mixed` (RT2I and SRR rounds alternate) and, `slow`,
 `configs/bagel_7b_rt2i.py` run from the command line as on a pod, unchanged except for a tiny release (the golden
 tiny release), tiny image size, group and step counts, the `cpu-8` mesh preset (v5p-64's axis shape on the 8
 simulated CPU devices), the toy verifier served over HTTP as the DVReward endpoint, and a workdir in a local GCS
@@ -10,8 +10,10 @@ reference's gradient normalisation (divisor = units x (window + 1)), LoRA A draw
 advantage population independent of the preset's prompts per round, the behaviour prompts recorded in the run's
 config, every file on gs:// (nothing written locally), preemption exit code 75 and an exact resume.
 
-Both configs run in one module, SRR first, on one compilation cache: the RT2I config's programs are those of the
-mixed run's RT2I rounds and evaluation, so its three processes load them instead of compiling.
+The default run rehearses the mixed config only: with the rehearsal's overrides the RT2I config is the mixed one
+without its SRR rounds (test_rt2i_config_is_the_mixed_run_without_srr_rounds), so the mixed run's RT2I rounds and
+evaluation run the RT2I config's programs. The RT2I config's own rehearsal is `slow`; `-m "not slow or slow"` runs
+both in one module, SRR first, on one compilation cache, so the RT2I config's three processes load its programs.
 Same run from a shell (with a GCS bucket and a verifier endpoint of your own):
 
     python -m alphagrpo_jax.train --config configs/bagel_7b_rt2i.py:cpu-8 $(python -m tests.test_dress_rehearsal)
@@ -103,7 +105,29 @@ def jax_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("jax_cache"))
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
+def _flat(config) -> dict:
+    def walk(d, prefix):
+        for k, v in d.items():
+            yield from walk(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+    return dict(walk(config.to_dict(), ""))
+
+
+def test_rt2i_config_is_the_mixed_run_without_srr_rounds():
+    """Why the RT2I config's rehearsal may be `slow`: with the rehearsal's overrides, configs/bagel_7b_rt2i.py is
+    configs/bagel_7b_srr.py:mixed with the SRR rounds taken out (rounds alternate, so the mixed step's 4 rounds
+    hold the RT2I config's 2), key for key."""
+    from alphagrpo_jax import cli
+
+    args = overrides("gs://bucket/run", "gs://bucket/data", "http://127.0.0.1:1/v1")
+    mixed = _flat(cli.load_config(os.path.join(REPO, CONFIGS["srr"]), args + ["--config.rollout.rounds_per_step=4"]))
+    rt2i = _flat(cli.load_config(os.path.join(REPO, CONFIGS["rt2i"]), args))
+    assert mixed["task.kinds"] == ("rt2i", "srr") and rt2i["task.kinds"] == ("rt2i",)
+    assert mixed["rollout.rounds_per_step"] == 2 * rt2i["rollout.rounds_per_step"]
+    assert mixed.keys() == rt2i.keys()
+    assert {k for k in mixed if mixed[k] != rt2i[k]} == {"task.kinds", "rollout.rounds_per_step"}
+
+
+@pytest.fixture(scope="module", params=["srr", pytest.param("rt2i", marks=pytest.mark.slow)])
 def rehearsal(request, gcs, verifier, jax_cache, tmp_path_factory):
     """(kind, workdir, export folder, [(exit code, output) of train, train again, export], folder the programs ran
     in) for one 7B config (`kind`: srr (its mixed variant) or rt2i)."""
