@@ -17,12 +17,12 @@ from tests.test_train import tiny_flags
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(module, config, workdir, flags, devices=1):
-    """`python -m alphagrpo_jax.<module>` (flags: "--config.k=v" strings) on `devices` CPU devices, logging to files
-    in `workdir`."""
+def _run(module, config, workdir, flags):
+    """`python -m alphagrpo_jax.<module>` (flags: "--config.k=v" strings), logging to files in `workdir`."""
     cmd = [sys.executable, "-m", f"alphagrpo_jax.{module}", "--config", os.path.join(ROOT, "configs", config), *flags]
-    # 8 devices: the session's XLA_FLAGS (tests/conftest.py), so the tiny family's programs load from the cache.
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", **({} if devices == 8 else {"XLA_FLAGS": ""})}
+    # The session's environment (tests/conftest.py): 8 devices, its fast XLA flags and its compilation cache, so
+    # the tiny family's programs load from the cache.
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
     out, err = (open(os.path.join(workdir, n), "a") for n in ("stdout.txt", "stderr.txt"))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err)
 
@@ -31,7 +31,7 @@ def _grpo(workdir, steps):
     """The GRPO CLI on tests/test_train.py's tiny family (one round per step), a checkpoint every step, an eval only
     at step 0."""
     return _run("train", "toy_rt2i.py", workdir, tiny_flags(workdir, steps, {
-        "rollout.rounds_per_step": 1, "advantage.population": 2, "eval.every": 1000}), devices=8)
+        "rollout.rounds_per_step": 1, "advantage.population": 2, "eval.every": 1000}))
 
 
 def _rows(workdir):
