@@ -60,6 +60,12 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
             "--config.eval.num_timesteps=4"]
 
 
+def config_overrides(kind: str, workdir: str, data: str, endpoint: str) -> list[str]:
+    """`overrides` for CONFIGS[kind]; a mixed step's 4 rounds: 2 RT2I rounds of 4 prompts make one advantage
+    population of 8."""
+    return overrides(workdir, data, endpoint) + (["--config.rollout.rounds_per_step=4"] if kind == "srr" else [])
+
+
 def _env(cache: str) -> dict:
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
                JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
@@ -105,23 +111,15 @@ def jax_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("jax_cache"))
 
 
-def _flat(config) -> dict:
-    def walk(d, prefix):
-        for k, v in d.items():
-            yield from walk(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
-    return dict(walk(config.to_dict(), ""))
-
-
 def test_rt2i_config_is_the_mixed_run_without_srr_rounds():
     """Why the RT2I config's rehearsal may be `slow`: with the rehearsal's overrides, configs/bagel_7b_rt2i.py is
     configs/bagel_7b_srr.py:mixed with the SRR rounds taken out (rounds alternate, so the mixed step's 4 rounds
     hold the RT2I config's 2), key for key."""
-    from alphagrpo_jax import cli
+    from alphagrpo_jax import cli, run_config
 
-    args = overrides("gs://bucket/run", "gs://bucket/data", "http://127.0.0.1:1/v1")
-    mixed = _flat(cli.load_config(os.path.join(REPO, CONFIGS["srr"]), args + ["--config.rollout.rounds_per_step=4"]))
-    rt2i = _flat(cli.load_config(os.path.join(REPO, CONFIGS["rt2i"]), args))
-    assert mixed["task.kinds"] == ("rt2i", "srr") and rt2i["task.kinds"] == ("rt2i",)
+    mixed, rt2i = (run_config.flatten(cli.load_config(os.path.join(REPO, CONFIGS[kind]), config_overrides(
+        kind, "gs://bucket/run", "gs://bucket/data", "http://127.0.0.1:1/v1"))) for kind in ("srr", "rt2i"))
+    assert mixed["task.kinds"] == ["rt2i", "srr"] and rt2i["task.kinds"] == ["rt2i"]
     assert mixed["rollout.rounds_per_step"] == 2 * rt2i["rollout.rounds_per_step"]
     assert mixed.keys() == rt2i.keys()
     assert {k for k in mixed if mixed[k] != rt2i[k]} == {"task.kinds", "rollout.rounds_per_step"}
@@ -141,9 +139,7 @@ def rehearsal(request, gcs, verifier, jax_cache, tmp_path_factory):
     env = _env(jax_cache)
     logs = tmp_path_factory.mktemp("logs")
     workdir, release = paths.join(root, kind), paths.join(root, f"{kind}_release")
-    args = overrides(workdir, data, verifier)
-    if kind == "srr":  # a mixed step's 4 rounds: 2 RT2I rounds of 4 prompts make one advantage population of 8
-        args.append("--config.rollout.rounds_per_step=4")
+    args = config_overrides(kind, workdir, data, verifier)
     runs = [_train(kind, args, cwd, env, preempt_in_step=2), _train(kind, args, cwd, env)]
     done = subprocess.run([sys.executable, "-m", "alphagrpo_jax.export", f"--workdir={workdir}", f"--out={release}"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
