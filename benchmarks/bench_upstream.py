@@ -53,8 +53,7 @@ from alphagrpo_jax.sampling.pipeline import Pipeline
 import upstream_workloads as W
 import xla_profile
 from common import REPO, matmul_peak_flops
-
-PROMPT, NEW_TOKENS, LATENTS = W.PROMPT, W.NEW_TOKENS, W.LATENTS
+from upstream_workloads import LATENTS, NEW_TOKENS, PROMPT
 
 
 
@@ -134,18 +133,18 @@ def workloads(rel, args):
         return jax.tree.map(lambda a: jnp.repeat(a, b, axis=a.ndim - 4 if a.ndim == 5 else 0), cache)
 
     out = {W.PREFILL: (lambda: jax.block_until_ready(prefill(state, KVCache.zeros(cfg, 1, PROMPT), ids)),
-                           llm_flops(cfg, PROMPT, PROMPT / 2))}
+                       llm_flops(cfg, PROMPT, PROMPT / 2))}
     for b in (1, 16):
         ctx0 = ctx_lib.Context(prompt_cache(b, NEW_TOKENS), jnp.full((b,), PROMPT, jnp.int32))
         out[W.decode_name(b)] = (lambda ctx0=ctx0: jax.block_until_ready(decode(state, ctx0)),
-                                        llm_flops(cfg, b * NEW_TOKENS, PROMPT + NEW_TOKENS / 2))
+                                 llm_flops(cfg, b * NEW_TOKENS, PROMPT + NEW_TOKENS / 2))
     dim = cfg.patch_latent_dim
     for b in (1, 2):
         cache = prompt_cache(b, 0)
         x = jnp.asarray(rng.normal(size=(b, LATENTS, dim)), jnp.float32)
         t = jnp.full((b,), 0.5, jnp.float32)
         out[W.gen_name(b)] = (lambda cache=cache, x=x, t=t: jax.block_until_ready(gen_step(state, cache, x, t)),
-                                        llm_flops(cfg, b * (LATENTS + 2), PROMPT + LATENTS + 2))
+                              llm_flops(cfg, b * (LATENTS + 2), PROMPT + LATENTS + 2))
     pipe = Pipeline(rel)
     side = W.t2i_side(args.size, cfg.max_latent_size, cfg.latent_downsample)
     prompt = [ctx_lib.Text(tuple(int(i) for i in rng.integers(5, vocab, W.T2I_PROMPT)))]

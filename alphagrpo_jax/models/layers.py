@@ -188,8 +188,9 @@ def _attach_bwd(_, ct):
 attach.defvjp(_attach_fwd, _attach_bwd)
 
 
-# Size thresholds of the CPU copy avoidance below (per slice / per layer): the toy and tiny models' weights are
-# under both, small_100m's (a 768 x 2048 expert kernel: 3-6 MB; a layer: 25-50 MB) and 7B's over.
+# Size thresholds of the CPU copy avoidance below (per slice / per layer; the slice threshold also gates
+# `matmul`'s two-row form): the toy and tiny models' weights are under both, small_100m's (a 768 x 2048 expert
+# kernel: 3-6 MB; a layer: 25-50 MB) and 7B's over.
 RAW_TAKE_MIN_BYTES = 256 << 10
 
 
