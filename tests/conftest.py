@@ -58,7 +58,7 @@ E2E = (
     "tests/test_cli.py", "tests/test_run_config.py",
     "tests/rl/test_learning.py", "tests/rl/test_srr_learning.py", "tests/rl/test_learner.py",
     "tests/rl/test_masters.py", "tests/rl/test_grad_scale.py::test_reference_normalisation",
-    "tests/rl/test_component_eval.py::test_variants_match_the_trainers_evals",
+    "tests/test_component_eval.py::test_variants_match_the_trainers_evals",
     "tests/parallel/test_multiprocess.py", "tests/reliability/test_kill_anywhere.py",
     "tests/reliability/test_preemption.py", "tests/reliability/test_nonfinite.py::test_trainer",
     "tests/reliability/test_catalogue.py::test_entry_points", "tests/reliability/test_checkpoint_integrity.py",

@@ -1,7 +1,8 @@
 """Creating NNX state already sharded, and helpers for stacked (scanned) parameters."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import collections
+from collections.abc import Callable, Hashable
 
 import jax
 from flax import nnx
@@ -25,9 +26,23 @@ def prepend_axis(tree, name: str):
     return tree
 
 
-def abstract_state(make_module: Callable[[], nnx.Module]):
-    """(graphdef, abstract State) without allocating anything."""
-    return nnx.split(nnx.eval_shape(make_module))
+_ABSTRACT: collections.OrderedDict = collections.OrderedDict()  # key -> (graphdef, abstract State)
+_ABSTRACT_SIZE = 16
+
+
+def abstract_state(make_module: Callable[[], nnx.Module], key: Hashable | None = None):
+    """(graphdef, abstract State) without allocating anything. `key`: hashable and equal exactly when
+    `make_module` builds the same structure (e.g. ("bagel", its config)); the traced construction is then kept
+    and reused (loading a release again traces nothing), and each call still gets Variables of its own."""
+    if key is None:
+        return nnx.split(nnx.eval_shape(make_module))
+    if key not in _ABSTRACT:
+        _ABSTRACT[key] = nnx.split(nnx.eval_shape(make_module))
+        if len(_ABSTRACT) > _ABSTRACT_SIZE:
+            _ABSTRACT.popitem(last=False)
+    _ABSTRACT.move_to_end(key)
+    graphdef, state = _ABSTRACT[key]
+    return graphdef, jax.tree.map(lambda x: x, state)  # new Variables around the same ShapeDtypeStructs
 
 
 def create_sharded(make_module: Callable[[], nnx.Module], mesh: Mesh, rules=rules_lib.DEFAULT_RULES):

@@ -158,8 +158,8 @@ class Learner:
         """The jitted (grad, apply) steps (also lowered ahead of time by tools/compile_rt2i.py). `shardings` /
         `opt_shardings`: of the fp32 masters and their optimizer state; `compute_dtypes`: Learner.compute_dtypes."""
         # Fixed output shardings: the state comes back exactly as it went in, so no step recompiles.
-        grad = jax.jit(functools.partial(Learner._grad_fn, graphdef, loss_config, needs_ref, tuple(compute_dtypes)),
-                       out_shardings=(shardings, None), static_argnames=("sampler_config",))
+        leaves, treedef = jax.tree.flatten(shardings)
+        grad = _jit_grad(graphdef, loss_config, needs_ref, tuple(compute_dtypes), treedef, tuple(leaves))
         apply = jax.jit(functools.partial(Learner._apply_fn, tx), donate_argnums=(0, 1),
                         out_shardings=(shardings, opt_shardings, None))
         return grad, apply
@@ -213,6 +213,15 @@ class Learner:
         self.trainable, self.opt_state, gnorm = self._apply(self.trainable, self.opt_state, grad_sum,
                                                             np.float32(divisor))
         return gnorm
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_grad(graphdef, loss_config, needs_ref, compute_dtypes, shardings_treedef, shardings_leaves):
+    """The jitted Learner._grad_fn, one per (model structure, losses, shardings): a learner rebuilt in the same
+    process (a resumed or repeated run) reuses its traced and compiled programs."""
+    return jax.jit(functools.partial(Learner._grad_fn, graphdef, loss_config, needs_ref, compute_dtypes),
+                   out_shardings=(jax.tree.unflatten(shardings_treedef, shardings_leaves), None),
+                   static_argnames=("sampler_config",))
 
 
 def optimizer_shardings(tx: optax.GradientTransformation, trainable):

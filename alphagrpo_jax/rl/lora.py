@@ -10,6 +10,8 @@ exact; component_eval switches one expert's adapters off the same way).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,7 @@ from jax.sharding import Mesh
 from alphagrpo_jax.models.bagel import model as model_lib
 from alphagrpo_jax.models.bagel.llm import GEN, UND, ExpertDense
 from alphagrpo_jax.parallel import rules as rules_lib
+from alphagrpo_jax.parallel import state as state_lib
 
 
 # name -> std of A's Gaussian init given (rank, fan_in)
@@ -35,27 +38,39 @@ def add_lora(base: model_lib.Bagel, rank: int, alpha: float, targets: tuple[str,
         raise ValueError(f"train.lora_init must be one of {sorted(LORA_INITS)}, got {init!r}")
     a_std = LORA_INITS[init]
     cfg = base.cfg.replace(lora_rank=rank, lora_alpha=alpha, lora_targets=tuple(targets))
-    abstract = nnx.eval_shape(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
+    graphdef, state = state_lib.abstract_state(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), key=("bagel", cfg))
+    abstract = nnx.merge(graphdef, state)
     shardings = dict(nnx.to_flat_state(rules_lib.state_shardings(state, mesh, rules)))
     base_flat = dict(nnx.to_flat_state(nnx.state(base)))
     fan_in = {path: int(np.prod(m.in_shape)) for path, m in nnx.iter_modules(abstract) if isinstance(m, ExpertDense)}
+    adapters = {}  # flat index -> (variable, shape, dtype, std of A or None for B, sharding)
     for i, (path, var) in enumerate(nnx.to_flat_state(state)):
         if path in base_flat:
             var.set_value(base_flat[path].get_value())
             continue
+        if path[-1] not in ("lora_a", "lora_b"):
+            raise ValueError(f"{'/'.join(map(str, path))}: not in the base model and not a LoRA adapter")
         v = var.get_value()
         sharding = shardings[path] if not hasattr(shardings[path], "get_value") else shardings[path].get_value()
-        if path[-1] == "lora_a":
-            std = a_std(rank, fan_in[path[:-1]])
-            init = jax.jit(lambda k, s=v.shape, d=v.dtype, sd=std: (jax.random.normal(k, s, jnp.float32) * sd).astype(d),
-                           out_shardings=sharding)
-            var.set_value(init(jax.random.fold_in(key, i)))
-        elif path[-1] == "lora_b":
-            var.set_value(jax.jit(lambda s=v.shape, d=v.dtype: jnp.zeros(s, d), out_shardings=sharding)())
-        else:
-            raise ValueError(f"{'/'.join(map(str, path))}: not in the base model and not a LoRA adapter")
+        std = a_std(rank, fan_in[path[:-1]]) if path[-1] == "lora_a" else None
+        adapters[i] = (var, tuple(v.shape), jnp.dtype(v.dtype), std, sharding)
+    specs = tuple((i, shape, dtype, std) for i, (_, shape, dtype, std, _) in adapters.items())
+    values = _adapter_init(specs, tuple(sh for *_, sh in adapters.values()))(key)
+    for (var, *_), value in zip(adapters.values(), values):
+        var.set_value(value)
     return nnx.merge(graphdef, state)
+
+
+@functools.lru_cache(maxsize=8)
+def _adapter_init(specs: tuple, shardings: tuple):
+    """One jitted program: key -> the adapters of `specs` ((flat index, shape, dtype, std of A or None for B = 0)),
+    each in its sharding. A's entries are N(0, std^2) drawn with fold_in(key, flat index). Cached by the model's
+    structure: rebuilding the same model (a resumed or repeated run in one process) traces nothing."""
+    def init(key):
+        return tuple(jnp.zeros(shape, dtype) if std is None else
+                     (jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32) * std).astype(dtype)
+                     for i, shape, dtype, std in specs)
+    return jax.jit(init, out_shardings=shardings)
 
 
 def keep_experts(state, experts: tuple[int, ...] = ()):
@@ -87,7 +102,7 @@ def disable_lora(model: model_lib.Bagel) -> model_lib.Bagel:
 def merge_lora(model: model_lib.Bagel) -> model_lib.Bagel:
     """A LoRA-free Bagel with W + scale * A @ B folded into every adapted kernel (for export)."""
     cfg = model.cfg.replace(lora_rank=0, lora_alpha=0.0)
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: model_lib.Bagel(cfg, nnx.Rngs(0))))
+    graphdef, state = state_lib.abstract_state(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), key=("bagel", cfg))
     flat = dict(nnx.to_flat_state(nnx.state(model)))
     scale = model.cfg.lora_scale
     for path, var in nnx.to_flat_state(state):

@@ -2,6 +2,7 @@
 one backward per trained image step and one for the think text of each of its rounds of `population` prompts,
 each divided by the accumulation count), on one stored round of the tiny model; the population and the
 reference's accumulation count are the same for every mesh preset of the 7B configs."""
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -29,31 +30,36 @@ def _config(population, normalization, prompts_per_round, rounds_per_step=1):
         rollout=dict(prompts_per_round=prompts_per_round, rounds_per_step=rounds_per_step)))
 
 
+def _policy(graphdef, compute_dtypes, tr, frozen):
+    return nnx.merge(graphdef, learner_lib.cast_to(tr, compute_dtypes), frozen)
+
+
+# Module-level, with the round and the divisor as arguments: both populations' runs share the programs.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(jax.grad, argnums=2)
+def _image_step_loss(graphdef, compute_dtypes, tr, frozen, r, j, adv, valid, accum):
+    lps, _ = learner_lib.image_log_probs(_policy(graphdef, compute_dtypes, tr, frozen), r, RCFG.image)
+    lp_j, old_j = jax.lax.dynamic_slice_in_dim(lps, j, 1, 1), jax.lax.dynamic_slice_in_dim(r.image_logp, j, 1, 1)
+    return losses.flow_grpo(lp_j, old_j, adv, valid, clip_eps=LOSS.image_clip_eps)[0] / accum
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(jax.grad, argnums=2)
+def _text_loss(graphdef, compute_dtypes, tr, frozen, r, adv, valid, accum):
+    lp = learner_lib.think_log_probs(_policy(graphdef, compute_dtypes, tr, frozen), r, LOSS.text_temperature)
+    mask = jnp.arange(r.think_ids.shape[1])[None] < r.think_len[:, None]
+    w = RCFG.image.sde_window
+    return losses.gspo(lp, r.think_logp, adv, mask, valid)[0] * w * LOSS.text_loss_weight / accum
+
+
 def _reference_grad(learner, r, rewards, population, group):
     """numpy transcription of the reference: per reference round u (population prompts), advantages
     (r - group mean) / (std over u + 1e-4); backward(L_j(u) / accum) for each window step j and
     backward(W * text_loss_weight * L_text(u) / accum); accum = rounds x (W + 1); gradients add up."""
     w = RCFG.image.sde_window
     units = rewards.shape[0] // population
-    accum = units * (w + 1)
-
-    def model_of(tr):
-        return nnx.merge(learner.graphdef, learner_lib.cast_to(tr, learner.compute_dtypes), learner.frozen)
-
-    @jax.jit
-    @jax.grad
-    def image_step_loss(tr, j, adv, valid):
-        lps, _ = learner_lib.image_log_probs(model_of(tr), r, RCFG.image)
-        lp_j, old_j = jax.lax.dynamic_slice_in_dim(lps, j, 1, 1), jax.lax.dynamic_slice_in_dim(r.image_logp, j, 1, 1)
-        return losses.flow_grpo(lp_j, old_j, adv, valid, clip_eps=LOSS.image_clip_eps)[0] / accum
-
-    @jax.jit
-    @jax.grad
-    def text_loss(tr, adv, valid):
-        lp = learner_lib.think_log_probs(model_of(tr), r, LOSS.text_temperature)
-        mask = jnp.arange(r.think_ids.shape[1])[None] < r.think_len[:, None]
-        return losses.gspo(lp, r.think_logp, adv, mask, valid)[0] * w * LOSS.text_loss_weight / accum
-
+    accum = np.float32(units * (w + 1))
+    model = (learner.graphdef, learner.compute_dtypes, learner.trainable, learner.frozen, r)
     total = None
     for u in range(units):
         rows = slice(u * population * group, (u + 1) * population * group)
@@ -62,8 +68,8 @@ def _reference_grad(learner, r, rewards, population, group):
         valid = np.zeros(rewards.size, np.float32)
         adv[rows] = ((ru - ru.mean(axis=1, keepdims=True)) / (ru.std() + 1e-4)).reshape(-1)
         valid[rows] = 1.0
-        calls = [image_step_loss(learner.trainable, j, adv, valid) for j in range(w)]
-        calls.append(text_loss(learner.trainable, adv, valid))
+        calls = [_image_step_loss(*model, j, adv, valid, accum) for j in range(w)]
+        calls.append(_text_loss(*model, adv, valid, accum))
         for g in calls:
             g = [np.asarray(x, np.float64) for x in jax.tree.leaves(g)]
             total = g if total is None else [a + b for a, b in zip(total, g)]

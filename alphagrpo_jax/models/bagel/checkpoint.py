@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 from alphagrpo_jax.models.bagel import safetensors_io
 from alphagrpo_jax.models.bagel.weight_map import TensorMap
 from alphagrpo_jax.parallel import rules as rules_lib
+from alphagrpo_jax.parallel import state as state_lib
 
 
 class CheckpointError(ValueError):
@@ -69,8 +70,10 @@ def check_maps(maps: Sequence[TensorMap], abstract_state, f: safetensors_io.Safe
         raise CheckpointError(f"{f.path}: checkpoint does not match the model:\n  " + "\n  ".join(problems))
 
 
-def _assemble(m: TensorMap, f: safetensors_io.SafetensorsFile, shape, dtype, sharding: NamedSharding) -> jax.Array:
-    """One of our arrays, reading only the stacked (layer, expert) slices this process's devices hold."""
+def _assemble(m: TensorMap, f: safetensors_io.SafetensorsFile, shape, dtype,
+              sharding: NamedSharding) -> tuple[jax.Array, list[tuple[int, ...]]]:
+    """One of our arrays, reading only the stacked (layer, expert) slices this process's devices hold; and the
+    indices of those slices (into `m.keys`)."""
     lead = m.keys.shape
     needed: set[tuple[int, ...]] = set()
     for idx in sharding.addressable_devices_indices_map(shape).values():
@@ -78,38 +81,52 @@ def _assemble(m: TensorMap, f: safetensors_io.SafetensorsFile, shape, dtype, sha
     buf = np.empty(shape, dtype)  # untouched pages cost nothing: only the needed slices are filled
     for k in sorted(needed):
         buf[k] = m.to_ours(f[str(m.keys[k])]).astype(dtype)
-    arr = jax.make_array_from_callback(shape, sharding, lambda idx: buf[idx])
-    if jnp.issubdtype(arr.dtype, jnp.inexact) and not bool(_all_finite(arr)):
-        bad = next((str(m.keys[k]) for k in sorted(needed)
-                    if not np.isfinite(np.asarray(f[str(m.keys[k])], np.float32)).all()), _path_str(m.path))
-        raise CheckpointError(f"{f.path}: tensor {bad!r} holds non-finite values (NaN or inf); expected finite "
-                              "weights (a damaged or diverged release)")
-    return arr
+    return jax.make_array_from_callback(shape, sharding, lambda idx: buf[idx]), sorted(needed)
 
 
 @jax.jit
-def _all_finite(x) -> jax.Array:
-    return jnp.all(jnp.isfinite(x))
+def _finite(arrays) -> jax.Array:
+    """[len(arrays)] bool: each array holds only finite values (one program for a whole release)."""
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
+
+
+def _check_finite(f: safetensors_io.SafetensorsFile, loaded) -> None:
+    """`loaded`: [(TensorMap, array, slice indices)] of the floating-point arrays; raises on the first map whose
+    array holds a NaN or an infinity, naming its first such release tensor."""
+    if not loaded:
+        return
+    for ok, (m, _, needed) in zip(np.asarray(_finite([arr for _, arr, _ in loaded])), loaded):
+        if not ok:
+            bad = next((str(m.keys[k]) for k in needed
+                        if not np.isfinite(np.asarray(f[str(m.keys[k])], np.float32)).all()), _path_str(m.path))
+            raise CheckpointError(f"{f.path}: tensor {bad!r} holds non-finite values (NaN or inf); expected finite "
+                                  "weights (a damaged or diverged release)")
 
 
 def load_state(make_module: Callable[[], nnx.Module], maps: Sequence[TensorMap], path: str, mesh: Mesh,
-               rules=rules_lib.DEFAULT_RULES, progress: Callable | None = None):
-    """Builds (graphdef, state) of `make_module()` with every array read from the safetensors file `path`."""
+               rules=rules_lib.DEFAULT_RULES, progress: Callable | None = None, key=None):
+    """Builds (graphdef, state) of `make_module()` with every array read from the safetensors file `path`.
+    `key`: the module's structure key (parallel.state.abstract_state)."""
     f = safetensors_io.SafetensorsFile(path)
     safetensors_io.verify_checksum(path)
-    graphdef, abstract = nnx.split(nnx.eval_shape(make_module))
+    graphdef, abstract = state_lib.abstract_state(make_module, key)
     check_maps(maps, abstract, f)
     shardings = rules_lib.state_shardings(abstract, mesh, rules)
     flat_abs = dict(nnx.to_flat_state(abstract))
     flat_sh = dict(jax.tree_util.tree_flatten_with_path(
         shardings, is_leaf=lambda x: isinstance(x, NamedSharding))[0])
     sh_by_path = {tuple(getattr(p, "key", p) for p in k): v for k, v in flat_sh.items()}
+    inexact = []
     for i, m in enumerate(maps):
         var = flat_abs[m.path]
         v = var.get_value()
-        var.set_value(_assemble(m, f, tuple(v.shape), np.dtype(v.dtype), sh_by_path[m.path]))
+        arr, needed = _assemble(m, f, tuple(v.shape), np.dtype(v.dtype), sh_by_path[m.path])
+        var.set_value(arr)
+        if jnp.issubdtype(arr.dtype, jnp.inexact):
+            inexact.append((m, arr, needed))
         if progress:
             progress(i + 1, len(maps), _path_str(m.path))
+    _check_finite(f, inexact)
     return graphdef, abstract
 
 

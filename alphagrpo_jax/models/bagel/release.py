@@ -43,7 +43,8 @@ def load_autoencoder(path: str, cfg: config_lib.BagelConfig, mesh: Mesh, rules=r
     if cfg.vae.kind == "pixel":
         return make_autoencoder(cfg)
     graphdef, state = checkpoint.load_state(lambda: make_autoencoder(cfg), vae_lib.weight_map(cfg.vae),
-                                            paths.join(path, "ae.safetensors"), mesh, rules)
+                                            paths.join(path, "ae.safetensors"), mesh, rules,
+                                            key=("autoencoder", cfg.vae))
     return nnx.merge(graphdef, state)
 
 
@@ -55,7 +56,7 @@ def load_release(path: str, mesh: Mesh, rules=rules_lib.DEFAULT_RULES, **overrid
         raise checkpoint.CheckpointError(f"{path}: release folder not found")
     cfg = config_lib.from_release_dir(path, **overrides)
     graphdef, state = checkpoint.load_state(lambda: model_lib.Bagel(cfg, nnx.Rngs(0)), model_lib.weight_map(cfg),
-                                            paths.join(path, "ema.safetensors"), mesh, rules)
+                                            paths.join(path, "ema.safetensors"), mesh, rules, key=("bagel", cfg))
     model = nnx.merge(graphdef, state)
     missing = missing_files(path)
     tokenizer = MissingTokenizer(missing) if missing is not None else load_tokenizer(path, cfg.tokens)
