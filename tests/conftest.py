@@ -76,12 +76,13 @@ def pytest_configure(config):
 # The longest files, longest first (measured, docs/results/): run first, so that with `-n 2 --dist loadfile` the
 # two workers end together instead of one waiting for a long file collected last.
 LONGEST_FIRST = (
-    "tests/test_dress_rehearsal.py", "tests/parallel/test_multiprocess.py",
-    "tests/rl/test_learning.py", "tests/test_generate.py", "tests/sampling/test_pipeline.py",
-    "tests/test_train_srr.py", "tests/sampling/test_generation_parity.py", "tests/test_gcs_e2e.py",
-    "tests/tools/test_compile_check.py", "tests/rl/test_grad_scale.py", "tests/test_sft.py", "tests/rl/test_masters.py",
-    "tests/test_train.py", "tests/reliability/test_kill_anywhere.py", "tests/reliability/test_preemption.py",
-    "tests/sampling/test_srr.py", "tests/evaluation/test_evaluate.py", "tests/rl/test_lora.py",
+    "tests/test_dress_rehearsal.py", "tests/parallel/test_multiprocess.py", "tests/rl/test_learning.py",
+    "tests/test_gcs_e2e.py", "tests/test_sft.py", "tests/test_generate.py", "tests/reliability/test_kill_anywhere.py",
+    "tests/reliability/test_preemption.py", "tests/test_train_srr.py", "tests/tools/test_compile_check.py",
+    "tests/rl/test_grad_scale.py", "tests/reliability/test_catalogue.py", "tests/evaluation/test_evaluate.py",
+    "tests/sampling/test_pipeline.py", "tests/sampling/test_generation_parity.py",
+    "tests/models/bagel/test_llm_parity.py", "tests/test_train.py", "tests/rl/test_learner.py",
+    "tests/test_component_eval.py", "tests/models/bagel/test_packed_parity.py", "tests/sampling/test_srr.py",
 )
 
 
