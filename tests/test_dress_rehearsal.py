@@ -2,8 +2,8 @@
 `configs/bagel_7b_rt2i.py` run from the command line as on a pod, unchanged except for a tiny release (the golden
 tiny release), tiny image size, group and step counts, the `cpu-8` mesh preset (v5p-64's axis shape on the 8
 simulated CPU devices), the toy verifier served over HTTP as the DVReward endpoint, and a workdir in a local GCS
-server. One optimizer step, SIGTERM, resume, one more step, export from the run's recorded config, and the
-exported release loads back from gs://.
+server. SIGTERM during the first optimizer step (which finishes and is saved), resume, the second step, export
+from the run's recorded config, and the exported release loads back from gs://.
 
 It checks what only shows at this scale: fp32 trainable masters and optimizer state under a bf16 model, the
 reference's gradient normalisation (divisor = units x (window + 1)), LoRA A drawn with std 1/rank, the
