@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -80,12 +81,17 @@ def _train(kind, args, cwd, env, preempt=False):
     rollout, which compiles, takes tens of seconds after it)."""
     cmd = [sys.executable, "-m", "alphagrpo_jax.train", "--config", os.path.join(REPO, CONFIGS[kind]), *args]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(1800, proc.kill)  # a hung run fails (killed: exit code -9), it does not hang CI
+    watchdog.start()
     lines = []
-    for line in proc.stdout:  # a run that ends without the eval fails the exit-code check
-        lines.append(line)
-        if preempt and "alphagrpo_jax.train: eval step 0: " in line:
-            proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=1800)
+    try:
+        for line in proc.stdout:  # a run that ends without the eval fails the exit-code check
+            lines.append(line)
+            if preempt and "alphagrpo_jax.train: eval step 0: " in line:
+                proc.send_signal(signal.SIGTERM)
+        proc.wait()
+    finally:
+        watchdog.cancel()
     return proc.returncode, "".join(lines)
 
 
