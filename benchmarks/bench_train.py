@@ -27,9 +27,9 @@ the trainer's mesh and sharding rules.
        F_fwd = sum_{j in SDE window} k_j * B * [ (N + 2) * (llm_flops_per_token(cfg, S + N + 2) + lora)
                                                   + N * heads ]
        model FLOPs    = 3 * F_fwd                 (forward + backward, the MFU convention)
-       executed FLOPs = (3 + 1 + m) * F_fwd       (+1: `image_log_probs` jax.checkpoints each window step, so
-                                                   its forward is recomputed in the backward pass; m = 1 when
-                                                   the model's layer remat policy is not "none", else 0)
+       executed FLOPs = (3 + 2 m) * F_fwd         (m = 1 when the model's remat policy is not "none", else 0:
+                                                   `image_log_probs` then jax.checkpoints each window step, and
+                                                   the layers recompute their forward once more inside it)
 
    B = prompts x group; N latent tokens (+2: vision start/end, routed to the und expert); k_j = number of CFG
    branches (cond + text-uncond [+ img-uncond]) when step j's t is inside the CFG interval, else 1 (outside it
@@ -181,7 +181,7 @@ def image_grad_flops(cfg, rollout, sampler_config) -> tuple[float, int, list[int
     fwd = sum(k * b * ((n + 2) * per_query + n * heads) for k in ks)
     if cfg.remat == "experts":
         raise ValueError("bench_train: the executed-FLOP count has no term for remat 'experts' (a partial recompute)")
-    return fwd, 3 + 1 + (cfg.remat != "none"), ks
+    return fwd, 3 + 2 * (cfg.remat != "none"), ks
 
 
 # ------------------------------------------------------------------------------------------------ run

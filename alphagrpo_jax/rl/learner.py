@@ -51,16 +51,21 @@ def think_log_probs(model, r: Rollout, temperature: float) -> jax.Array:
 
 
 def image_log_probs(model, r: Rollout, sampler_config: image_lib.ImageSamplerConfig):
-    """Log-probs [B, W] and SDE means [B, W, N, 64] of the stored window transitions (rematerialised per step)."""
+    """Log-probs [B, W] and SDE means [B, W, N, 64] of the stored window transitions. Each window step is
+    rematerialised in the backward pass unless the model's remat policy is "none" (then its activations are
+    kept, as the layers' are: one forward less per step)."""
     branches = jax.tree.map(jax.lax.stop_gradient, r.branches)
 
-    @jax.checkpoint
     def one(_, j):
         i = r.window_start + j
         x, x_next = jnp.take(r.trajectory, i, axis=1), jnp.take(r.trajectory, i + 1, axis=1)
         return None, image_lib.step_log_prob(model, branches, x, x_next, i, r.latent_pos, sampler_config)
 
-    _, (lps, means) = jax.lax.scan(one, None, jnp.arange(sampler_config.sde_window))
+    if model.cfg.remat == "none":
+        outs = [one(None, j)[1] for j in range(sampler_config.sde_window)]
+        lps, means = (jnp.stack(a) for a in zip(*outs))
+    else:
+        _, (lps, means) = jax.lax.scan(jax.checkpoint(one), None, jnp.arange(sampler_config.sde_window))
     return lps.T, means.swapaxes(0, 1)
 
 

@@ -121,6 +121,9 @@ def rollout_from_items(model, vae, tokenizer, prompts, cond_items, text_uncond_i
         sampler_config = rollout_config.image
         uncond = build(text_uncond_items) if sampler_config.cfg.uses_text_branch else None
         img_uncond = build(img_uncond_items) if sampler_config.cfg.uses_img_branch else None
+        # The image queries and the learner attend over the live cache slots only (a power-of-two bucket).
+        live = ctx_lib.live_size([c for c in (ctx, uncond, img_uncond) if c is not None])
+        ctx, uncond, img_uncond = (None if c is None else ctx_lib.trim(c, live) for c in (ctx, uncond, img_uncond))
         down = model_config.latent_downsample
         gh, gw = rollout_config.height // down, rollout_config.width // down
         pos = image_lib.grid_positions(gh, gw, model_config.max_latent_size, b)

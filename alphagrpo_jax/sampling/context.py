@@ -125,6 +125,28 @@ def _prefill(model, ctx: Context, batch: packed_forward.PackedBatch, rope_advanc
     return Context(cache, ctx.rope + rope_advance)
 
 
+def live_size(ctxs: Sequence[Context], smallest: int = 128) -> int:
+    """The smallest cache size of the form smallest * 2^k (at most the caches' size) that holds every row of
+    `ctxs`: contexts `trim`med to it attend over about their live slots, in few distinct shapes (each new one
+    compiles its programs once)."""
+    need = max(int(hostdata.to_host(c.cache.length).max()) for c in ctxs)
+    live = smallest
+    while live < need:
+        live *= 2
+    return min(live, min(c.cache.size for c in ctxs))
+
+
+def trim(ctx: Context, size: int) -> Context:
+    """`ctx` with only the first `size` cache slots (the caller checks that every row's length fits)."""
+    return ctx if size >= ctx.cache.size else _trim(ctx, size)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _trim(ctx: Context, size: int) -> Context:
+    c = ctx.cache
+    return Context(KVCache(c.k[:, :, :size], c.v[:, :, :size], c.length), ctx.rope)
+
+
 def cache_size_for(samples: Sequence[Sequence[Item]], cfg: BagelConfig, new_tokens: int, bucket: int = 16) -> int:
     """KV slots a context needs: the longest row's items (packed in `bucket`s, as `build` does) plus
     `new_tokens` decoded text tokens (and their delimiters), rounded up to `bucket`."""

@@ -19,6 +19,7 @@ from alphagrpo_jax.rl import advantages, lora
 from alphagrpo_jax.rl.config import loss_config
 from alphagrpo_jax.rl.learner import Learner, LossConfig, add_grads
 from alphagrpo_jax.rl.rollout import RolloutConfig, rollout_rt2i
+from alphagrpo_jax.sampling import context as ctx_lib
 from alphagrpo_jax.sampling import image as image_lib
 from alphagrpo_jax.sampling import text as text_lib
 from alphagrpo_jax.sampling.cfg import CFGConfig
@@ -56,6 +57,10 @@ def test_rollout_shapes_and_on_policy_ratio():
         r = res.rollout
         assert res.images.shape == (8, 32, 32, 3) and len(res.think_texts) == 8
         assert r.trajectory.shape == (8, 6, 4, 64) and r.image_logp.shape == (8, 2)
+        # The stored contexts hold the live cache slots only (the learner attends over those).
+        live = ctx_lib.live_size([r.ctx, r.text_uncond])
+        assert r.ctx.cache.size == r.text_uncond.cache.size == live <= RCFG.cache_size
+        assert live < RCFG.cache_size or int(jnp.max(r.ctx.cache.length)) > RCFG.cache_size // 2
         np.testing.assert_array_equal(res.prompt_index, [0, 0, 1, 1, 2, 2, 3, 3])
         learner = Learner(model, nnx.LoRAParam, optax.adamw(1e-3), loss(image_clip_eps=1e-3), RCFG.image)
         adv = jnp.asarray(advantages.compute("grpo", np.arange(8.0).reshape(4, 2)).reshape(-1))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from alphagrpo_jax.models import layers
+from alphagrpo_jax.parallel import rules as rules_lib
 
 CAUSAL, FULL, NOISE = 0, 1, 2
 MODES = {"causal": CAUSAL, "full": FULL, "noise": NOISE}
@@ -241,7 +242,54 @@ def unsupported(q, k, v, mask, cache_k=None) -> str | None:
 
 
 def attention(q, k, v, mask, cache_k=None, cache_v=None) -> jax.Array:
-    """The reference: the dense mask and `dot_product_attention`."""
+    """The reference: the dense mask and `dot_product_attention` (a CPU program: in batch chunks)."""
+    chunks = cpu_batch_chunks(q, k.shape[1] + (0 if cache_k is None else cache_k.shape[1]))
+    if chunks > 1:
+        return _in_batch_chunks(_dense_attention, chunks, q, k, v, mask, cache_k, cache_v)
+    return _dense_attention(q, k, v, mask, cache_k, cache_v)
+
+
+# A CPU program computes the jnp attention in batch chunks of about this many bytes of fp32 logits, so that
+# the logits, their softmax and the P@V operand stay in the core's L2 cache instead of streaming through
+# memory pass after pass (toy image sampling: [128, 4 heads, 66 queries, 322 keys] 2.9x faster, same bits).
+CPU_CHUNK_LOGIT_BYTES = 4 << 20
+
+
+def cpu_batch_chunks(q: jax.Array, num_keys: int) -> int:
+    """How many batch chunks a CPU program splits attention of q [B, Lq, Hq, D] over `num_keys` keys into
+    (1 = none; always 1 on TPU/GPU). Chunks split each device's rows when the mesh size divides B."""
+    b, lq, hq, _ = q.shape
+    row = hq * lq * num_keys * 4
+    if program_platform() != "cpu" or b * row <= 2 * CPU_CHUNK_LOGIT_BYTES:
+        return 1
+    rows = b // _batch_shards(b)
+    fit = max(1, min(rows, CPU_CHUNK_LOGIT_BYTES // row))
+    return rows // max(d for d in range(1, fit + 1) if rows % d == 0)
+
+
+def _batch_shards(b: int) -> int:
+    ctx = rules_lib.current()
+    n = ctx[0].size if ctx is not None else 1
+    return n if b % n == 0 else 1
+
+
+def _in_batch_chunks(fn, chunks: int, *args):
+    """fn(*args) with every array in `args` (batch-leading) split into `chunks` chunks of rows run one after
+    another (`lax.map`). Rows are grouped per device block ([shards, chunks, rows]), so no chunk spans two
+    devices' rows. Row-wise computations give the same values as one call."""
+    b = jax.tree.leaves(args)[0].shape[0]
+    shards = _batch_shards(b)
+
+    def split(x):  # [B, ...] -> [chunks, shards * rows, ...]
+        x = x.reshape((shards, chunks, b // (shards * chunks)) + x.shape[1:])
+        return jnp.moveaxis(x, 1, 0).reshape((chunks, b // chunks) + x.shape[3:])
+
+    out = jax.lax.map(lambda a: fn(*a), jax.tree.map(split, args))
+    out = out.reshape((chunks, shards, b // (shards * chunks)) + out.shape[2:])
+    return jnp.moveaxis(out, 0, 1).reshape((b,) + out.shape[3:])
+
+
+def _dense_attention(q, k, v, mask, cache_k=None, cache_v=None) -> jax.Array:
     keys, values = keys_and_values(k, v, mask, cache_k, cache_v)
     cache_size = 0 if cache_k is None else cache_k.shape[1]
     return dot_product_attention(q, keys, values, dense_mask(mask, cache_size, q.shape[1]))
