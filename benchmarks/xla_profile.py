@@ -6,8 +6,8 @@ The trace folder holds TensorBoard's profile (`plugins/profile/*/*.xplane.pb`, o
 plug-in or xprof) and a Perfetto trace (`perfetto_trace.json.gz`, open at ui.perfetto.dev). The summary reads
 the Perfetto trace: every complete event on a thread of the XLA runtime, summed by name (an XLA:CPU thunk is
 named after its HLO instruction, e.g. `dot.12`, `ynn_fusion.3`, `all-reduce.1`), as a share of the summed
-time of those events (threads running in parallel count each). Loops and calls (`while`, `conditional`,
-`call`) are left out: their time is that of the ops inside them.
+time of those events (threads running in parallel count each). Loops, branches and calls (`while`, `conditional`
+or jax's `cond`, `call`) are left out: their time is that of the ops inside them.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import re
 import jax
 
 _HLO_NAME = re.compile(r"^[a-z][a-z0-9_\-]*(\.\d+)?$")  # XLA ops (runtime spans are CamelCase or `$python`)
-_CONTAINERS = ("while", "conditional", "call")  # their time is their ops' time
+_CONTAINERS = ("while", "conditional", "cond", "call")  # their time is their ops' time
 
 
 def _events(trace_dir: str) -> list[dict]:

@@ -22,6 +22,9 @@ def get_config(arg=None):
     c.total_steps = 40
     c.model.release = "assets/toy_base"
     c.model.param_dtype = c.model.dtype = "float32"
+    # The backward recomputes the layers' per-token expert functions: on CPU cheaper than writing and reading
+    # their activation stacks (models/layers.py REMAT_POLICIES).
+    c.model.remat = "experts"
     c.train.lora_rank, c.train.lora_alpha = 8, 16.0
     # G = 16 with a 2-step SDE window: 128 samples per step for about the train time of 64 with a 5-step window
     # (the learner's cost is per sample x (window + 1)), and each trained step carries a larger share of its

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from alphagrpo_jax.models import layers
 from alphagrpo_jax.rl import lora, losses
 from alphagrpo_jax.rl.rollout import Rollout
 from alphagrpo_jax.sampling import flow
@@ -51,21 +52,23 @@ def think_log_probs(model, r: Rollout, temperature: float) -> jax.Array:
 
 
 def image_log_probs(model, r: Rollout, sampler_config: image_lib.ImageSamplerConfig):
-    """Log-probs [B, W] and SDE means [B, W, N, 64] of the stored window transitions. Each window step is
-    rematerialised in the backward pass unless the model's remat policy is "none" (then its activations are
-    kept, as the layers' are: one forward less per step)."""
+    """Log-probs [B, W] and SDE means [B, W, N, 64] of the stored window transitions. Under a jax.checkpoint
+    remat policy ("full", "save_dots*") the steps run one after another, each rematerialised as a whole in the
+    backward pass; under "none" and "experts" the W steps are one forward of W x B rows (one forward less, and
+    one program the size of a single step)."""
     branches = jax.tree.map(jax.lax.stop_gradient, r.branches)
+    steps = r.window_start + jnp.arange(sampler_config.sde_window)
+    if layers.REMAT_POLICIES[model.cfg.remat] is None:
+        x, x_next = (jnp.take(r.trajectory, steps + d, axis=1).swapaxes(0, 1) for d in (0, 1))
+        lps, means = image_lib.steps_log_prob(model, branches, x, x_next, steps, r.latent_pos, sampler_config)
+        return lps.T, means.swapaxes(0, 1)
 
-    def one(_, j):
-        i = r.window_start + j
+    @jax.checkpoint
+    def one(_, i):
         x, x_next = jnp.take(r.trajectory, i, axis=1), jnp.take(r.trajectory, i + 1, axis=1)
         return None, image_lib.step_log_prob(model, branches, x, x_next, i, r.latent_pos, sampler_config)
 
-    if model.cfg.remat == "none":
-        outs = [one(None, j)[1] for j in range(sampler_config.sde_window)]
-        lps, means = (jnp.stack(a) for a in zip(*outs))
-    else:
-        _, (lps, means) = jax.lax.scan(jax.checkpoint(one), None, jnp.arange(sampler_config.sde_window))
+    _, (lps, means) = jax.lax.scan(one, None, steps)
     return lps.T, means.swapaxes(0, 1)
 
 

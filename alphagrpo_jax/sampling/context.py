@@ -125,7 +125,7 @@ def _prefill(model, ctx: Context, batch: packed_forward.PackedBatch, rope_advanc
     return Context(cache, ctx.rope + rope_advance)
 
 
-def live_size(ctxs: Sequence[Context], smallest: int = 128) -> int:
+def live_size(ctxs: Sequence[Context], smallest: int = 64) -> int:
     """The smallest cache size of the form smallest * 2^k (at most the caches' size) that holds every row of
     `ctxs`: contexts `trim`med to it attend over about their live slots, in few distinct shapes (each new one
     compiles its programs once)."""

@@ -153,6 +153,32 @@ def step_log_prob(model, branches: Branches, x: jax.Array, x_next: jax.Array, i:
     return flow.mean_log_prob(flow.sde_log_prob(x_next, mean, std, t, t_next)), mean
 
 
+def steps_log_prob(model, branches: Branches, x: jax.Array, x_next: jax.Array, i: jax.Array,
+                   latent_pos: jax.Array, sampler_config: ImageSamplerConfig) -> tuple[jax.Array, jax.Array]:
+    """`step_log_prob` of W steps at once: x, x_next [W, B, N, 64] at step indices i [W] -> ([W, B] log-probs,
+    [W, B, N, 64] SDE means). One forward of W * B rows (each context repeated W times): every CFG branch runs
+    on every row, and a row outside the CFG interval takes its conditional velocity (same values per row)."""
+    w, b = x.shape[:2]
+    ts = jnp.asarray(sampler_config.timesteps())
+    t, t_next = jnp.repeat(ts[i], b), jnp.repeat(ts[i + 1], b)  # [W * B]
+    rows = functools.partial(jnp.reshape, shape=(w * b,) + x.shape[2:])
+    x_rows, pos = rows(x), jnp.tile(latent_pos, (w, 1))
+    guidance = sampler_config.cfg
+    tiled = Branches(*(None if c is None else Context.concat([c] * w)
+                       for c in (branches.cond, branches.text_uncond, branches.img_uncond)))
+    stacked = tiled.stacked(guidance)
+    k = stacked.batch // (w * b)
+    v = velocity(model, stacked, jnp.tile(x_rows, (k, 1, 1)), jnp.tile(t, k), jnp.tile(pos, (k, 1)))
+    if k > 1:
+        parts = [v[j * w * b:(j + 1) * w * b] for j in range(k)]
+        v = combine(guidance, parts[0], parts[1], parts[2] if k > 2 else None,
+                    active=guidance.active(t)[:, None, None])
+    t3, t_next3 = t[:, None, None], t_next[:, None, None]
+    mean, std = flow.sde_mean(x_rows, v, t3, t_next3, ts[1], sampler_config.eta)
+    lp = flow.mean_log_prob(flow.sde_log_prob(rows(x_next), mean, std, t3, t_next3))
+    return lp.reshape(w, b), mean.reshape(x.shape)
+
+
 @functools.partial(jax.jit, static_argnames=("sampler_config",))
 def window_log_probs(model, branches: Branches, trajectory: jax.Array, window_start: jax.Array,
                      latent_pos: jax.Array, sampler_config: ImageSamplerConfig) -> tuple[jax.Array, jax.Array]:

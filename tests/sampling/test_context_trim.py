@@ -15,12 +15,14 @@ def _ctx(lengths, size=1024):
 
 
 def test_live_size_is_a_power_of_two_bucket_of_the_longest_row():
-    assert ctx_lib.live_size([_ctx([5, 0])]) == 128
+    assert ctx_lib.live_size([_ctx([5, 0])]) == 64
+    assert ctx_lib.live_size([_ctx([64, 3])]) == 64
+    assert ctx_lib.live_size([_ctx([65, 3])]) == 128
     assert ctx_lib.live_size([_ctx([128, 3])]) == 128
     assert ctx_lib.live_size([_ctx([129, 3])]) == 256
     assert ctx_lib.live_size([_ctx([7]), _ctx([300])]) == 512       # the longest row of every context
     assert ctx_lib.live_size([_ctx([600], size=640)]) == 640        # never more than the caches hold
-    assert ctx_lib.live_size([_ctx([20], size=96)]) == 96
+    assert ctx_lib.live_size([_ctx([70], size=96)]) == 96
     assert ctx_lib.live_size([_ctx([20])], smallest=16) == 32
 
 

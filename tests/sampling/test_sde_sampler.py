@@ -53,3 +53,25 @@ def test_window_start_is_traced_no_recompile():
     for ws in (1, 2, 5):
         image_lib.sample(m, br, x0, pos, jax.random.key(ws), jnp.int32(ws), sampler_config)
     assert image_lib.sample._cache_size() == before
+
+
+def test_steps_at_once_equal_step_by_step():
+    """`steps_log_prob` (the W window steps as one forward of W x B rows, the learner's path without a
+    checkpoint remat policy) gives each step's `step_log_prob`, also for steps outside the CFG interval (the
+    shifted grid of 9 points has t <= 0.4 from step 7 on) and with the image-CFG branch."""
+    m, br, pos, x0 = _setup()
+    unc_img = ctx_lib.build(m, None, [[ctx_lib.Text((41 + i,))] for i in range(2)], cache_size=32)
+    for cfg, branches in ((CFG, br), (CFGConfig(4.0, 1.5, (0.4, 1.0), "text_channel"),
+                                      image_lib.Branches(br.cond, br.text_uncond, unc_img))):
+        sampler_config = image_lib.ImageSamplerConfig(num_timesteps=9, cfg=cfg, sde_window=4, eta=0.7)
+        assert [bool(cfg.active(t)) for t in sampler_config.timesteps()[4:8]] == [True, True, True, False]
+        out = image_lib.sample(m, branches, x0, pos, jax.random.key(2), jnp.int32(4), sampler_config)
+        steps = jnp.arange(4, 8)
+        x, x_next = (jnp.take(out.trajectory, steps + d, axis=1).swapaxes(0, 1) for d in (0, 1))
+        lps, means = jax.jit(image_lib.steps_log_prob, static_argnames="sampler_config")(
+            m, branches, x, x_next, steps, pos, sampler_config=sampler_config)
+        for j in range(4):
+            lp, mean = image_lib.step_log_prob(m, branches, x[j], x_next[j], steps[j], pos, sampler_config)
+            np.testing.assert_allclose(lps[j], lp, atol=1e-5, rtol=1e-6)
+            np.testing.assert_allclose(means[j], mean, atol=1e-5)
+        np.testing.assert_allclose(lps.T, out.log_probs, atol=1e-5, rtol=1e-6)
