@@ -257,7 +257,7 @@ CPU_CHUNK_LOGIT_BYTES = 4 << 20
 
 def cpu_batch_chunks(q: jax.Array, num_keys: int) -> int:
     """How many batch chunks a CPU program splits attention of q [B, Lq, Hq, D] over `num_keys` keys into
-    (1 = none; always 1 on TPU/GPU). Chunks split each device's rows when the mesh size divides B."""
+    (1 = none; always 1 on TPU/GPU). Chunks split each device's rows when the rules' batch shards divide B."""
     b, lq, hq, _ = q.shape
     row = hq * lq * num_keys * 4
     if program_platform() != "cpu" or b * row <= 2 * CPU_CHUNK_LOGIT_BYTES:
@@ -268,8 +268,13 @@ def cpu_batch_chunks(q: jax.Array, num_keys: int) -> int:
 
 
 def _batch_shards(b: int) -> int:
+    """How many blocks the active rules split a batch of b rows into (1 without rules or when they do not
+    divide b)."""
     ctx = rules_lib.current()
-    n = ctx[0].size if ctx is not None else 1
+    if ctx is None:
+        return 1
+    mesh, rules = ctx
+    n = rules_lib.shard_count(rules_lib.logical_to_spec(("batch",), rules, mesh)[0], mesh)
     return n if b % n == 0 else 1
 
 

@@ -33,6 +33,8 @@ def test_chunk_count(monkeypatch):
     with rules_lib.use_rules(mesh_lib.make_mesh({"data": 4, "fsdp": 2, "tensor": 1})):
         assert attn.cpu_batch_chunks(jnp.zeros((16, 10, 4, 8)), 50) == 2    # 2 rows per device, 1 per chunk
         assert attn.cpu_batch_chunks(q, 50) == 12                          # 8 does not divide 12: whole batch
+    with rules_lib.use_rules(mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})):
+        assert attn.cpu_batch_chunks(q, 50) == 3   # the batch is split 4 ways (not over tensor): 3 rows each
     monkeypatch.setattr(attn, "program_platform", lambda: "tpu")
     assert attn.cpu_batch_chunks(q, 50) == 1
 
