@@ -208,6 +208,7 @@ def main(config) -> None:
             kw = dict(vae_transform=vae, vit_transform=vit)
         rel, step = model.load(config.release, config.workdir, config.step, config.dtype)
         pipe = Pipeline(rel, cache_size=config.cache_size, **kw)
+        del rel  # the pipeline's copy (on CPU: layers split apart) is the one kept
         try:
             runner.generate(bench, mine, pipe, settings, config.out, variant, config.model_name, manifest,
                             score=score, refine=refine, gate=gate)

@@ -340,6 +340,7 @@ def main(argv=None) -> int:
     _phase(f"loaded in {time.perf_counter() - t0:.1f} s; compilation cache: {cache_dir or 'off'}")
     vae_transform, vit_transform = TRANSFORMS[args.transform]
     pipe = Pipeline(rel, vae_transform=vae_transform, vit_transform=vit_transform)
+    del rel  # the pipeline's copy (on CPU: layers split apart) is the one kept
     image = Image.open(io.BytesIO(paths.read_bytes(args.image))) if args.image else None
     prompts = [args.prompt] if args.prompt else file_prompts
     args.cache_size = cache_size(args, pipe, prompts, image)

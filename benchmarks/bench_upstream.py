@@ -88,7 +88,7 @@ def load(args, dtype: str):
 
 def workloads(rel, args):
     """name -> (zero-argument callable that runs once and blocks, FLOPs or None)."""
-    model, cfg = rel.model, rel.cfg
+    model, cfg = layers.split_layers(rel.model), rel.cfg  # as Pipeline: one buffer per layer on CPU
     graphdef, state = nnx.split(model)
     rng = np.random.default_rng(0)
     vocab = cfg.llm.vocab_size

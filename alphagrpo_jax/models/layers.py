@@ -211,6 +211,87 @@ def _nbytes(tree) -> int:
     return sum(a.size * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
 
 
+@jax.tree_util.register_pytree_node_class
+class Split:
+    """A stacked array [n, ...] held as n separate arrays (`parts`), each possibly a Split again (a layer's two
+    experts). Indexing its leading axis returns a whole buffer, which a CPU program's dots read in place; a
+    slice of a stacked array is copied first (see `split_layers`)."""
+
+    def __init__(self, parts):
+        self.parts = tuple(parts)
+
+    def tree_flatten(self):
+        return self.parts, None
+
+    @classmethod
+    def tree_unflatten(cls, _, parts):
+        return cls(parts)
+
+    def __getitem__(self, i):
+        return self if i is Ellipsis else self.parts[i]
+
+    def __len__(self):
+        return len(self.parts)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.parts),) + tuple(self.parts[0].shape)
+
+    @property
+    def dtype(self):
+        return self.parts[0].dtype
+
+
+def _is_split(x) -> bool:
+    return isinstance(x, Split)
+
+
+# Leading logical axes that `split_layers` holds as separate arrays.
+SPLIT_AXES = ("layers", "expert")
+
+
+def split_layers(module: nnx.Module) -> nnx.Module:
+    """A CPU inference copy of `module`: each layer stack (the Variables stacked on a leading `layers` axis
+    under one `...layers` attribute) of at least PRESLICE_MIN_BYTES per layer held as one array per layer, and
+    per expert where the next axis is `expert` (`Split`). `scan_layers` runs such a stack's layers one by one on
+    their own buffers: XLA:CPU copies a layer's weights out of a stacked array on every call (a third of a bf16
+    gen step on small_100m), these it reads in place.
+
+    For undifferentiated CPU programs (generation, evaluation). Costs compile time (the layers are inlined) and,
+    while the stacked original is alive, a second copy of those weights. Other platforms: `module` itself.
+    Values equal the stacked module's to rounding (the unrolled layers may fuse differently)."""
+    if jax.default_backend() != "cpu":
+        return module
+    graphdef, state = nnx.split(module)
+    flat = list(nnx.to_flat_state(state))
+
+    def stack_key(path, var):
+        axes = tuple(rules_lib.axes_of(var) or ())
+        if not axes or axes[0] != SPLIT_AXES[0] or _is_split(var.get_value()):
+            return None
+        return tuple(path[:path.index("layers") + 1]) if "layers" in path else tuple(path[:-1])
+
+    per_layer: dict = {}
+    for path, var in flat:
+        key = stack_key(path, var)
+        if key is not None:
+            per_layer[key] = per_layer.get(key, 0) + _nbytes(var.get_value()) // var.get_value().shape[0]
+
+    def split(value, depth):
+        return value if depth == 0 else Split(split(value[i], depth - 1) for i in range(value.shape[0]))
+
+    if not any(n >= PRESLICE_MIN_BYTES for n in per_layer.values()):
+        return module
+    out = []
+    for path, var in flat:
+        key = stack_key(path, var)
+        if key is not None and per_layer[key] >= PRESLICE_MIN_BYTES:
+            axes = rules_lib.axes_of(var)
+            var = var.replace(split(var.get_value(), 2 if axes[1:2] == SPLIT_AXES[1:] else 1))
+        out.append((path, var))
+    return nnx.merge(graphdef, nnx.from_flat_state(out))
+
+
 def take(a: jax.Array, i: int) -> jax.Array:
     """a[i] for a static i (a layer of a stack, an expert's weight). In a CPU program the slice is taken of the
     raw bits: XLA:CPU then hoists it out of an enclosing loop when `a` is loop-invariant, where a float slice is
@@ -218,6 +299,8 @@ def take(a: jax.Array, i: int) -> jax.Array:
     also converted to f32. Same values; a differentiated program takes the float slice (`attach`). Slices under
     RAW_TAKE_MIN_BYTES are taken plainly (their copies are cheap, and the raw form costs tracing and compile
     time in every program)."""
+    if isinstance(a, Split):  # a traced i (an expert id as data, `llm.apply_sorted`) indexes a restacked copy
+        return a.parts[i] if isinstance(i, int) else jnp.stack(a.parts)[i]
     dt = _RAW.get(jnp.dtype(a.dtype))
     if dt is None or program_platform() != "cpu" or _nbytes(a) < a.shape[0] * RAW_TAKE_MIN_BYTES:
         return a[i]
@@ -245,6 +328,8 @@ def presliced(*stacked: nnx.Module):
     entries = []
     for module in stacked:
         graphdef, state = nnx.split(module)
+        if _split_state(state):
+            continue  # its layers are separate arrays already (`split_layers`)
         n = jax.tree.leaves(state)[0].shape[0]
         if program_platform() != "cpu" or _nbytes(state) < n * PRESLICE_MIN_BYTES:
             continue
@@ -256,6 +341,10 @@ def presliced(*stacked: nnx.Module):
         yield
     finally:
         _PRESLICED.reset(token)
+
+
+def _split_state(state) -> bool:
+    return any(_is_split(a) for a in jax.tree.leaves(state, is_leaf=_is_split))
 
 
 def _run_presliced(graphdef, layer_states, body, carry, xs):
@@ -276,7 +365,7 @@ def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
     barrier and each layer slices its own from there, so XLA cannot hoist an f32 copy of the stack out of the
     loop (see `_BITS`). A differentiated program uses the scanned originals instead (`attach`): values and
     gradients are those of the plain scan. Inside `presliced(stacked)`, the layers run one by one on the copies
-    made there.
+    made there; a module from `split_layers` runs them one by one on its own per-layer arrays (no remat).
     """
     if remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
@@ -284,6 +373,11 @@ def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
         if module is stacked:
             return _run_presliced(graphdef, layer_states, body, carry, xs)
     graphdef, state = nnx.split(stacked)
+    if _split_state(state):
+        n = len(jax.tree.leaves(state, is_leaf=_is_split)[0])
+        layer_states = [jax.tree.map(lambda a, i=i: a.parts[i] if _is_split(a) else a[i], state, is_leaf=_is_split)
+                        for i in range(n)]
+        return _run_presliced(graphdef, layer_states, body, carry, xs)
     cpu = program_platform() == "cpu"
     whole = jax.tree.map(lambda a: jax.lax.stop_gradient(a) if cpu and is_16bit_float(a) else None, (state, xs))
     n = jax.tree.leaves(state)[0].shape[0]

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from alphagrpo_jax.models import layers
 from alphagrpo_jax.models.bagel import image_transform
 from alphagrpo_jax.models.bagel.release import Release
 from alphagrpo_jax.models.bagel.vae import decode_latent_tokens
@@ -43,6 +44,10 @@ class Pipeline:
     cache_size: int | None = None  # KV slots per sample; None = what each call's contexts need (see `build`)
     vae_transform: image_transform.ImageTransform = image_transform.VAE_TRANSFORM
     vit_transform: image_transform.ImageTransform = image_transform.VIT_TRANSFORM
+
+    def __post_init__(self):
+        # On CPU, one buffer per layer: XLA:CPU would copy each layer out of the stacks on every call.
+        self.release = dataclasses.replace(self.release, model=layers.split_layers(self.release.model))
 
     @property
     def cfg(self):

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from alphagrpo_jax import plugins
 from alphagrpo_jax.models.bagel import config as config_lib, packing
 from alphagrpo_jax.rl.config import rollout_config, think_system_setting
 from alphagrpo_jax.rl.tasks.srr import SRR
@@ -55,6 +56,7 @@ def test_explicit_think_prompt_wins_over_the_release(tmp_path):
 
 def test_configured_reflection_prompt_reaches_the_srr_context(tmp_path):
     c = toy_srr.get_config()
+    plugins.load(c)  # the toy config's transforms come from its plug-in, as in every program
     (tmp_path / "r.txt").write_text("Request: {prompt}. What is wrong? Say how to fix it.")
     c.prompts.reflection = f"file:{tmp_path / 'r.txt'}"
     srr = SRR.from_config(c, rollout_config(c, "SYS")).srr

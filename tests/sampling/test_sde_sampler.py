@@ -70,8 +70,9 @@ def test_steps_at_once_equal_step_by_step():
         x, x_next = (jnp.take(out.trajectory, steps + d, axis=1).swapaxes(0, 1) for d in (0, 1))
         lps, means = jax.jit(image_lib.steps_log_prob, static_argnames="sampler_config")(
             m, branches, x, x_next, steps, pos, sampler_config=sampler_config)
+        one = jax.jit(image_lib.step_log_prob, static_argnames="sampler_config")
         for j in range(4):
-            lp, mean = image_lib.step_log_prob(m, branches, x[j], x_next[j], steps[j], pos, sampler_config)
+            lp, mean = one(m, branches, x[j], x_next[j], steps[j], pos, sampler_config=sampler_config)
             np.testing.assert_allclose(lps[j], lp, atol=1e-5, rtol=1e-6)
             np.testing.assert_allclose(means[j], mean, atol=1e-5)
         np.testing.assert_allclose(lps.T, out.log_probs, atol=1e-5, rtol=1e-6)

@@ -1,5 +1,6 @@
-"""attention.py's batch chunks in CPU programs: how many, and that chunked attention is the same function
-(every mask kind, forward and gradients, unsharded and with the batch sharded over 8 devices)."""
+"""attention.py's CPU forms: batch chunks (how many, and that chunked attention is the same function: every mask
+kind, forward and gradients, unsharded and with the batch sharded over 8 devices), and (row, KV head) pairs as
+unrolled 2-D dots (the same function as the batched form)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +56,7 @@ def _cases():
 @pytest.mark.parametrize("case", ["cache causal", "cache full", "append", "packed"])
 def test_chunked_attention_is_the_same_function(monkeypatch, case):
     """Forward bit for bit; gradients of q, k, v and the cache to fp32 rounding (their sums run per chunk)."""
+    monkeypatch.setattr(attn, "CPU_UNROLL_PAIRS", 0)  # the batched form in both (a chunk has few pairs)
     q, k, v, mask, ck, cv = _cases()[case]
     valid = jnp.any(attn.dense_mask(mask, 0 if ck is None else ck.shape[1], q.shape[1]), -1)[:, :, None, None]
     w = jax.random.normal(jax.random.key(5), q.shape) * valid
@@ -78,6 +80,7 @@ def test_chunked_attention_is_the_same_function(monkeypatch, case):
 def test_chunks_under_a_sharded_batch(monkeypatch):
     """Batch over data x fsdp (8 devices), 2 rows per device, 1 row per chunk: same values, and the output keeps
     the batch sharding (chunks split each device's block, they do not gather rows across devices)."""
+    monkeypatch.setattr(attn, "CPU_UNROLL_PAIRS", 0)  # the batched form in both (a chunk has few pairs)
     q, k, v, mask, ck, cv = _cases()["cache full"]
     q, k, v, ck, cv = (jnp.concatenate([x, x]) for x in (q, k, v, ck, cv))
     mask = CacheMask(jnp.concatenate([mask.kv_len] * 2), jnp.concatenate([mask.q_len] * 2), False)
@@ -92,3 +95,33 @@ def test_chunks_under_a_sharded_batch(monkeypatch):
         hlo = jax.jit(lambda *a: attn.attention(a[0], a[1], a[2], mask, *a[3:])).lower(*args).compile().as_text()
     np.testing.assert_array_equal(np.asarray(out), want)
     assert "all-gather" not in hlo and "all-to-all" not in hlo
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", ["cache causal", "packed"])
+def test_pairs_are_the_batched_attention(monkeypatch, case, dtype):
+    """Up to CPU_UNROLL_PAIRS (row, KV head) pairs run as 2-D dots: forward and gradients equal the batched
+    form's to fp32 rounding (2-D and batched dots may take different kernels), in bf16 to bf16 rounding (the
+    batched dot runs on f32 copies of the bf16 operands)."""
+    q, k, v, mask, ck, cv = _cases()[case]
+    args = tuple(x.astype(dtype) for x in ((q, k, v) if ck is None else (q, k, v, ck, cv)))
+    valid = jnp.any(attn.dense_mask(mask, 0 if ck is None else ck.shape[1], q.shape[1]), -1)[:, :, None, None]
+    w = jax.random.normal(jax.random.key(5), q.shape) * valid
+    _chunks(monkeypatch, 1 << 40)
+
+    def run():
+        f = jax.jit(lambda *a: attn.attention(a[0], a[1], a[2], mask, *a[3:]))
+        loss = lambda *a: jnp.sum(f(*a).astype(jnp.float32) * w)  # noqa: E731
+        grads = jax.jit(jax.grad(loss, argnums=tuple(range(len(args)))))(*args)
+        return np.asarray(f(*args).astype(jnp.float32) * valid), [np.asarray(g.astype(jnp.float32)) for g in grads]
+
+    assert B * k.shape[2] == 16
+    monkeypatch.setattr(attn, "CPU_PAIR_MIN_LOGIT_BYTES", 0)  # these pairs are small
+    monkeypatch.setattr(attn, "CPU_UNROLL_PAIRS", 0)
+    want, want_grads = run()
+    monkeypatch.setattr(attn, "CPU_UNROLL_PAIRS", 16)
+    got, got_grads = run()
+    tol = 1e-6 if dtype == "float32" else 2 ** -6
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+    for g, h in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, h, rtol=0, atol=2 * tol * np.abs(h).max())
