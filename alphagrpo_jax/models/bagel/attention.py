@@ -124,14 +124,13 @@ def _folded_softmax_stats(logits):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _attend_folded(qf, kt, vt, mask, g):
     """softmax(mask(qf kt / sqrt(D))) @ vt -> [B, Hk, G*Lq, D] fp32 (vt [B, Hk, Lk, D])."""
+    if (program_platform() == "cpu" and qf.shape[0] * qf.shape[1] <= CPU_UNROLL_PAIRS
+            and qf.shape[2] * kt.shape[3] * 4 >= CPU_PAIR_MIN_LOGIT_BYTES):
+        return _attend_pairs(qf, kt, vt, mask, g)[0]  # undifferentiated programs only (see below)
     return _attend_folded_fwd(qf, kt, vt, mask, g)[0]
 
 
 def _attend_folded_fwd(qf, kt, vt, mask, g):
-    if (program_platform() == "cpu" and qf.shape[0] * qf.shape[1] <= CPU_UNROLL_PAIRS
-            and qf.shape[2] * kt.shape[3] * 4 >= CPU_PAIR_MIN_LOGIT_BYTES):
-        out, row_max, row_sum = _attend_pairs(qf, kt, vt, mask, g)
-        return out, (qf, kt, vt, mask, row_max, row_sum, out)
     logits = _folded_logits(qf, kt, mask, g)
     row_max, row_sum = _folded_softmax_stats(logits)
     probs = (jnp.exp(logits - row_max) / row_sum).astype(vt.dtype)  # == jax.nn.softmax, to the bit
@@ -139,8 +138,9 @@ def _attend_folded_fwd(qf, kt, vt, mask, g):
     return out, (qf, kt, vt, mask, row_max, row_sum, out)
 
 
-# A CPU program whose attention call has at most this many (row, KV head) pairs computes each pair with 2-D
-# dots, unrolled. XLA:CPU runs a batched 16-bit dot in f32 (both operands converted first) and fuses the softmax
+# An undifferentiated CPU program whose attention call has at most this many (row, KV head) pairs computes each
+# pair with 2-D dots, unrolled (a differentiated one keeps the batched forward: its programs stay the size they
+# were). XLA:CPU runs a batched 16-bit dot in f32 (both operands converted first) and fuses the softmax
 # into the logits' dot; 2-D dots keep bf16 operands on the fast (AMX) kernels, and the pairs run side by side
 # (a small_100m gen step's attention, [1, 4 KV heads, 774 folded queries, 386 keys]: 4.0 -> 2.2 ms in bf16,
 # 4.0 -> 3.2 ms in fp32; values to fp32 rounding). More pairs stay batched (the unrolled program grows with

@@ -100,9 +100,10 @@ def test_chunks_under_a_sharded_batch(monkeypatch):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("case", ["cache causal", "packed"])
 def test_pairs_are_the_batched_attention(monkeypatch, case, dtype):
-    """Up to CPU_UNROLL_PAIRS (row, KV head) pairs run as 2-D dots: forward and gradients equal the batched
-    form's to fp32 rounding (2-D and batched dots may take different kernels), in bf16 to bf16 rounding (the
-    batched dot runs on f32 copies of the bf16 operands)."""
+    """Up to CPU_UNROLL_PAIRS (row, KV head) pairs run as 2-D dots in an undifferentiated program: the forward
+    equals the batched form's to fp32 rounding (2-D and batched dots may take different kernels), in bf16 to
+    bf16 rounding (the batched dot runs on f32 copies of the bf16 operands). Gradients take the batched forward
+    and the flash backward either way."""
     q, k, v, mask, ck, cv = _cases()[case]
     args = tuple(x.astype(dtype) for x in ((q, k, v) if ck is None else (q, k, v, ck, cv)))
     valid = jnp.any(attn.dense_mask(mask, 0 if ck is None else ck.shape[1], q.shape[1]), -1)[:, :, None, None]
