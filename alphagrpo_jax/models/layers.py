@@ -14,18 +14,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from alphagrpo_jax.models import einsum16 as einsum16_lib
+from alphagrpo_jax.models.einsum16 import einsum16
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.state import param, prepend_axis
 
 Axes = tuple[str | None, ...]
 
 
-def to_dtype(name_or_dtype) -> jnp.dtype:
-    return jnp.dtype(name_or_dtype)
-
-
 def matmul(x: jax.Array, w: jax.Array, spec: str, dtype=None) -> jax.Array:
-    """einsum with fp32 accumulation; output cast to `dtype` (default: x.dtype).
+    """einsum with fp32 accumulation; output cast to `dtype` (default: x.dtype). 16-bit operands keep their
+    dtype in the backward dots (einsum16.py).
 
     A CPU program multiplying a single row (`spec` "...<in>,<in><out>->...<out>", every leading dim of x 1) by a
     large 16-bit `w` computes two rows and keeps the first: XLA:CPU hands a one-row dot to its own kernel, which
@@ -36,15 +35,15 @@ def matmul(x: jax.Array, w: jax.Array, spec: str, dtype=None) -> jax.Array:
     if (spec.startswith("...") and 0 < n_in < x.ndim and x.size == math.prod(x.shape[-n_in:])
             and is_16bit_float(w) and _nbytes(w) >= RAW_TAKE_MIN_BYTES and program_platform() == "cpu"):
         row = x.reshape((1,) + x.shape[-n_in:])
-        out = jnp.einsum(spec, jnp.concatenate([row, row]), w, preferred_element_type=jnp.float32)[:1]
+        out = einsum16(spec, jnp.concatenate([row, row]), w)[:1]
         return out.reshape(x.shape[:-n_in] + out.shape[1:]).astype(out_dtype)
     if _is_projection(spec) and program_platform() == "cpu":
         # As one 2-D [rows, in] x [in, out] dot: with several row or feature dims, XLA:CPU lays the gradient
         # dots out with a transposing copy of the [rows, out] cotangent (a third of a LoRA gradient's time).
         lead, w_in = x.shape[:x.ndim - n_in], math.prod(w.shape[:n_in])
-        out = jnp.dot(x.reshape(-1, w_in), w.reshape(w_in, -1), preferred_element_type=jnp.float32)
+        out = einsum16("ab,bc->ac", x.reshape(-1, w_in), w.reshape(w_in, -1))
         return out.reshape(lead + w.shape[n_in:]).astype(out_dtype)
-    return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32).astype(out_dtype)
+    return einsum16(spec, x, w).astype(out_dtype)
 
 
 def _is_projection(spec: str) -> bool:
@@ -132,15 +131,19 @@ class Frozen(nnx.Variable):
 
 # ------------------------------------------------------------------------------------------- scanned stacks
 
+_cp = jax.checkpoint_policies
 REMAT_POLICIES = {
     "none": None,
     # No layer-level remat: llm.DecoderLayer recomputes its per-token expert functions (norms, QKV, MLP) in
     # the backward and attention keeps only q/k/v and row statistics. Cheapest on CPU (the toy SFT: 0.33 ->
     # 0.30 s/step), where writing and reading per-layer activation stacks costs more than the recompute.
     "experts": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "save_dots_all": jax.checkpoint_policies.checkpoint_dots,
+    "full": _cp.nothing_saveable,
+    # The dots, and einsum16's by name (its custom gradient hides the dot from the policies).
+    "save_dots": _cp.save_from_both_policies(_cp.dots_with_no_batch_dims_saveable,
+                                             _cp.save_only_these_names(einsum16_lib.NAME)),
+    "save_dots_all": _cp.save_from_both_policies(_cp.checkpoint_dots, _cp.save_only_these_names(
+        einsum16_lib.NAME, einsum16_lib.BATCH_NAME)),
 }
 
 
@@ -211,7 +214,6 @@ def _nbytes(tree) -> int:
     return sum(a.size * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
 
 
-@jax.tree_util.register_pytree_node_class
 class Split:
     """A stacked array [n, ...] held as n separate arrays (`parts`), each possibly a Split again (a layer's two
     experts). Indexing its leading axis returns a whole buffer, which a CPU program's dots read in place; a
@@ -219,13 +221,6 @@ class Split:
 
     def __init__(self, parts):
         self.parts = tuple(parts)
-
-    def tree_flatten(self):
-        return self.parts, None
-
-    @classmethod
-    def tree_unflatten(cls, _, parts):
-        return cls(parts)
 
     def __getitem__(self, i):
         return self if i is Ellipsis else self.parts[i]
@@ -240,6 +235,9 @@ class Split:
     @property
     def dtype(self):
         return self.parts[0].dtype
+
+
+jax.tree_util.register_pytree_node(Split, lambda s: (s.parts, None), lambda _, parts: Split(parts))
 
 
 def _is_split(x) -> bool:
