@@ -30,14 +30,15 @@ _FREE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # letters for an expanded "..." (specs her
 NAME, BATCH_NAME = "einsum16", "einsum16_batch"
 
 
-def einsum16(spec: str, x: jax.Array, w: jax.Array) -> jax.Array:
-    """jnp.einsum(spec, x, w) accumulated in fp32 (fp32 output), with 16-bit backward dots (module doc)."""
+def einsum16(spec: str, x: jax.Array, w: jax.Array, cpu: bool = False) -> jax.Array:
+    """jnp.einsum(spec, x, w) accumulated in fp32 (fp32 output), with 16-bit backward dots (module doc).
+    `cpu`: the program is for XLA:CPU (see `_merged_einsum`)."""
     explicit = _explicit(spec, x.ndim, w.ndim) if x.dtype == w.dtype and x.dtype in _16BIT else None
     if explicit is None:
         return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
     xs, ws = explicit.partition("->")[0].split(",")
     batch = set(xs) & set(ws) & set(explicit.partition("->")[2])
-    return checkpoint_name(_einsum16(explicit, x, w), BATCH_NAME if batch else NAME)
+    return checkpoint_name(_einsum16(explicit, cpu, x, w), BATCH_NAME if batch else NAME)
 
 
 def _explicit(spec: str, x_ndim: int, w_ndim: int) -> str | None:
@@ -58,29 +59,30 @@ def _explicit(spec: str, x_ndim: int, w_ndim: int) -> str | None:
     return f"{xs},{ws}->{out}"
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _einsum16(spec, x, w):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _einsum16(spec, cpu, x, w):
     return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
 
 
-def _einsum16_fwd(spec, x, w):
-    return _einsum16(spec, x, w), (x, w)
+def _einsum16_fwd(spec, cpu, x, w):
+    return _einsum16(spec, cpu, x, w), (x, w)
 
 
-def _einsum16_bwd(spec, residuals, g):
+def _einsum16_bwd(spec, cpu, residuals, g):
     x, w = residuals
     lhs, _, out = spec.partition("->")
     xs, _, ws = lhs.partition(",")
     g = g.astype(x.dtype)
-    return _merged_einsum(f"{out},{ws}->{xs}", g, w).astype(x.dtype), _merged_einsum(f"{xs},{out}->{ws}", x, g
-                                                                                      ).astype(w.dtype)
+    dot = _merged_einsum if cpu else functools.partial(jnp.einsum, preferred_element_type=jnp.float32)
+    return dot(f"{out},{ws}->{xs}", g, w).astype(x.dtype), dot(f"{xs},{out}->{ws}", x, g).astype(w.dtype)
 
 
 def _merged_einsum(spec, a, b):
     """jnp.einsum(spec, a, b) in fp32 with every run of letters that moves as one block (adjacent, in the same
     order, in each term that has any of them) reshaped into one dimension first. XLA:CPU fails at run time
     ("Unsupported element type for DotThunk") on some bf16 x bf16 -> f32 dots whose operands it reshapes
-    itself, e.g. "Am,Ano->mno"; given as "Am,AN->mN" they run (on YNNPACK)."""
+    itself, e.g. "Am,Ano->mno"; given as "Am,AN->mN" they run (on YNNPACK). Other platforms take the plain
+    einsum: a merge across sharded dimensions can force a reshard."""
     lhs, _, out = spec.partition("->")
     terms = (*lhs.split(","), out)
 

@@ -35,15 +35,15 @@ def matmul(x: jax.Array, w: jax.Array, spec: str, dtype=None) -> jax.Array:
     if (spec.startswith("...") and 0 < n_in < x.ndim and x.size == math.prod(x.shape[-n_in:])
             and is_16bit_float(w) and _nbytes(w) >= RAW_TAKE_MIN_BYTES and program_platform() == "cpu"):
         row = x.reshape((1,) + x.shape[-n_in:])
-        out = einsum16(spec, jnp.concatenate([row, row]), w)[:1]
+        out = einsum16(spec, jnp.concatenate([row, row]), w, cpu=True)[:1]
         return out.reshape(x.shape[:-n_in] + out.shape[1:]).astype(out_dtype)
     if _is_projection(spec) and program_platform() == "cpu":
         # As one 2-D [rows, in] x [in, out] dot: with several row or feature dims, XLA:CPU lays the gradient
         # dots out with a transposing copy of the [rows, out] cotangent (a third of a LoRA gradient's time).
         lead, w_in = x.shape[:x.ndim - n_in], math.prod(w.shape[:n_in])
-        out = einsum16("ab,bc->ac", x.reshape(-1, w_in), w.reshape(w_in, -1))
+        out = einsum16("ab,bc->ac", x.reshape(-1, w_in), w.reshape(w_in, -1), cpu=True)
         return out.reshape(lead + w.shape[n_in:]).astype(out_dtype)
-    return einsum16(spec, x, w).astype(out_dtype)
+    return einsum16(spec, x, w, cpu=program_platform() == "cpu").astype(out_dtype)
 
 
 def _is_projection(spec: str) -> bool:

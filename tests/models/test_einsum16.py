@@ -5,9 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alphagrpo_jax.models import einsum16 as einsum16_lib, layers
 from alphagrpo_jax.models.einsum16 import einsum16
+from alphagrpo_jax.parallel import mesh as mesh_lib
 
 F32 = jnp.float32
 SPECS = [  # (spec, x shape, w shape): a projection with "...", multi-dim heads, attention-like batch dims
@@ -38,14 +40,15 @@ def _dots(jaxpr):
 @pytest.mark.parametrize("spec,xs,ws", SPECS)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_values_and_16bit_gradients(spec, xs, ws, dtype):
+    cpu = True  # the form for this backend (the other form's program: test_other_platforms_form)
     x, w, kg = _operands(xs, ws, dtype)
     want = jnp.einsum(spec, x, w, preferred_element_type=F32)
-    got = einsum16(spec, x, w)
+    got = einsum16(spec, x, w, cpu)
     assert got.dtype == F32 and got.shape == want.shape
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
     g = jax.random.normal(kg, want.shape, F32)
-    dx, dw = jax.grad(lambda x, w: jnp.sum(einsum16(spec, x, w) * g), (0, 1))(x, w)
+    dx, dw = jax.jit(jax.grad(lambda x, w: jnp.sum(einsum16(spec, x, w, cpu) * g), (0, 1)))(x, w)
     # The reference: the same products of the cotangent rounded to 16 bits, in fp32, rounded to each operand.
     g16 = g.astype(dtype).astype(F32)
     rx, rw = jax.grad(lambda x, w: jnp.sum(jnp.einsum(spec, x, w, precision="highest") * g16), (0, 1))(
@@ -57,7 +60,7 @@ def test_values_and_16bit_gradients(spec, xs, ws, dtype):
     np.testing.assert_allclose(np.asarray(dw, np.float32), np.asarray(rw.astype(dtype), np.float32), rtol=tol,
                                atol=tol)
     # Every dot of the gradient program multiplies 16-bit operands (JAX's own would promote to fp32).
-    dots = list(_dots(jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(einsum16(spec, x, w) * g), (0, 1)))(x, w)))
+    dots = list(_dots(jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(einsum16(spec, x, w, cpu) * g), (0, 1)))(x, w)))
     assert len(dots) == 3
     assert all(v.aval.dtype == dtype for e in dots for v in e.invars)
     plain = jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(jnp.einsum(spec, x, w, preferred_element_type=F32) * g),
@@ -76,6 +79,32 @@ def test_fp32_and_untransposable_specs_keep_jax_gradients():
         want = jax.grad(lambda x, w: jnp.sum(jnp.einsum(spec, x, w, preferred_element_type=F32) * gg), (0, 1))(xx, ww)
         for a, b in zip(got, want):
             np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+@pytest.mark.parametrize("spec,xs,ws", SPECS)
+def test_other_platforms_form(spec, xs, ws):
+    """cpu=False (TPU/GPU programs: no merged letter runs) has the same 16-bit gradient dots; its values are
+    the same products (XLA:CPU cannot run some of them: the reason for the merged form)."""
+    x, w, kg = _operands(xs, ws, jnp.bfloat16)
+    g = jax.random.normal(kg, jnp.einsum(spec, x, w).shape, F32)
+    grads = {cpu: jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(einsum16(spec, x, w, cpu) * g), (0, 1)))(x, w)
+             for cpu in (True, False)}
+    for jaxpr in grads.values():
+        dots = list(_dots(jaxpr.jaxpr))
+        assert len(dots) == 3 and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+    assert not any(e.primitive.name == "reshape" for e in grads[False].jaxpr.eqns)
+
+
+def test_sharded_gradients_equal_unsharded():
+    """On the 8-device mesh (Auto axes, as parallel/mesh.py), with heads sharded over `tensor` and rows over
+    `fsdp`, the gradients equal the unsharded ones (to a bf16 ulp: the row sum of dw runs in parts)."""
+    mesh8 = mesh_lib.make_mesh({"fsdp": 4, "tensor": 2})
+    x, w, _ = _operands((8, 6, 64), (64, 4, 16), jnp.bfloat16)
+    xs = jax.device_put(x, NamedSharding(mesh8, P("fsdp")))
+    ws = jax.device_put(w, NamedSharding(mesh8, P(None, "tensor")))
+    f = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.tanh(einsum16("...d,dhk->...hk", x, w, True))), (0, 1)))
+    for a, b in zip(f(xs, ws), f(x, w)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=2 ** -7, atol=1e-6)
 
 
 def test_explicit_spec():
