@@ -16,6 +16,7 @@ from flax import nnx
 
 from alphagrpo_jax.models import einsum16 as einsum16_lib
 from alphagrpo_jax.models.einsum16 import einsum16
+from alphagrpo_jax.models import transposed
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.state import param, prepend_axis
 
@@ -30,6 +31,8 @@ def matmul(x: jax.Array, w: jax.Array, spec: str, dtype=None) -> jax.Array:
     large 16-bit `w` computes two rows and keeps the first: XLA:CPU hands a one-row dot to its own kernel, which
     reads `w` as f32, and a two-row one to YNNPACK, which reads it as bf16 (a decode step at batch 1)."""
     out_dtype = dtype or x.dtype
+    if isinstance(w, transposed.Transposed):  # a decode loop's copy (`presliced`)
+        return w.matmul(x, out_dtype)
     x = x.astype(w.dtype) if x.dtype != w.dtype else x
     n_in = len(spec.split(",")[0]) - 3  # contracted dims of x after "..."
     if (spec.startswith("...") and 0 < n_in < x.ndim and x.size == math.prod(x.shape[-n_in:])
@@ -188,20 +191,11 @@ def to_bits(a: jax.Array) -> jax.Array | None:
 @jax.custom_vjp
 def attach(real: jax.Array, value: jax.Array) -> jax.Array:
     """`value` and `real` are equal, computed two ways: an undifferentiated program uses `value` (so computing
-    `real` is dead code), a differentiated one uses `real` and sends the gradient there (inside a scan, a
-    sliced input is kept for the backward without a copy; a value computed in the body would be stacked)."""
+    `real` is dead code), one differentiated with respect to them uses `real` and sends the gradient there."""
     return value
 
 
-def _attach_fwd(real, value):
-    return real, None
-
-
-def _attach_bwd(_, ct):
-    return ct, None
-
-
-attach.defvjp(_attach_fwd, _attach_bwd)
+attach.defvjp(lambda real, value: (real, None), lambda _, ct: (ct, None))
 
 
 # Size thresholds of the CPU copy avoidance below (per slice / per layer; the slice threshold also gates
@@ -299,7 +293,9 @@ def take(a: jax.Array, i: int) -> jax.Array:
     RAW_TAKE_MIN_BYTES are taken plainly (their copies are cheap, and the raw form costs tracing and compile
     time in every program)."""
     if isinstance(a, Split):  # a traced i (an expert id as data, `llm.apply_sorted`) indexes a restacked copy
-        return a.parts[i] if isinstance(i, int) else jnp.stack(a.parts)[i]
+        if isinstance(i, int):
+            return a.parts[i]
+        return transposed.stack_take(a.parts, i) if _is_transposed(a.parts[0]) else jnp.stack(a.parts)[i]
     dt = _RAW.get(jnp.dtype(a.dtype))
     if dt is None or program_platform() != "cpu" or _nbytes(a) < a.shape[0] * RAW_TAKE_MIN_BYTES:
         return a[i]
@@ -315,24 +311,22 @@ PRESLICE_MIN_BYTES = 4 << 20
 
 @contextlib.contextmanager
 def presliced(*stacked: nnx.Module):
-    """Copies each layer of the stacked modules out of its stack here, once; inside the block, `scan_layers`
-    over one of them runs the layers one by one on those copies instead of scanning the stack.
+    """Copies each layer of the stacked modules out of its stack here, once, with 16-bit projection kernels
+    transposed (`transposed.Transposed`: one-row products read them ~1.8x faster); inside the block,
+    `scan_layers` over one of them runs the layers one by one on those copies instead of scanning the stack.
 
     For the body of an undifferentiated loop traced inside the block (a decode loop): XLA:CPU materialises a
-    scanned layer's slice of the stack on every pass (the copy cost more than the matmuls of a one-token
-    step), and does not hoist those copies out of the loop itself. Costs one more copy of the layers' weights
-    while the program runs. A no-op in TPU and GPU programs (they read a layer's slice in place) and for
-    layers under PRESLICE_MIN_BYTES.
+    scanned layer's slice of the stack on every pass and does not hoist those copies out of the loop itself.
+    Costs one more copy of the layers' weights while the program runs. A no-op in TPU and GPU programs (they
+    read a layer's slice in place) and for layers under PRESLICE_MIN_BYTES (a `split_layers` module's are over).
     """
     entries = []
     for module in stacked:
         graphdef, state = nnx.split(module)
-        if _split_state(state):
-            continue  # its layers are separate arrays already (`split_layers`)
-        n = jax.tree.leaves(state)[0].shape[0]
-        if program_platform() != "cpu" or _nbytes(state) < n * PRESLICE_MIN_BYTES:
+        n = len(jax.tree.leaves(state, is_leaf=_is_split)[0])
+        if program_platform() != "cpu" or not _split_state(state) and _nbytes(state) < n * PRESLICE_MIN_BYTES:
             continue
-        copies = [jax.tree.map(lambda a, i=i: take(a, i), state) for i in range(n)]
+        copies = [transposed.kernels(module, _layer(state, i), Split) for i in range(n)]
         # Behind a barrier: XLA would otherwise sink the slices back into the loop body (fusible-op sinking).
         entries.append((module, graphdef, jax.lax.optimization_barrier(copies)))
     token = _PRESLICED.set(_PRESLICED.get() + tuple(entries))
@@ -344,6 +338,15 @@ def presliced(*stacked: nnx.Module):
 
 def _split_state(state) -> bool:
     return any(_is_split(a) for a in jax.tree.leaves(state, is_leaf=_is_split))
+
+
+def _is_transposed(a) -> bool:
+    return isinstance(a, transposed.Transposed)
+
+
+def _layer(state, i):
+    """Layer i of a stacked state: its own arrays for split stacks (`split_layers`), else a slice (`take`)."""
+    return jax.tree.map(lambda a: a.parts[i] if _is_split(a) else take(a, i), state, is_leaf=_is_split)
 
 
 def _run_presliced(graphdef, layer_states, body, carry, xs):
@@ -374,9 +377,7 @@ def scan_layers(stacked: nnx.Module, body, carry, xs=None, remat: str = "none"):
     graphdef, state = nnx.split(stacked)
     if _split_state(state):
         n = len(jax.tree.leaves(state, is_leaf=_is_split)[0])
-        layer_states = [jax.tree.map(lambda a, i=i: a.parts[i] if _is_split(a) else a[i], state, is_leaf=_is_split)
-                        for i in range(n)]
-        return _run_presliced(graphdef, layer_states, body, carry, xs)
+        return _run_presliced(graphdef, [_layer(state, i) for i in range(n)], body, carry, xs)
     cpu = program_platform() == "cpu"
     whole = jax.tree.map(lambda a: jax.lax.stop_gradient(a) if cpu and is_16bit_float(a) else None, (state, xs))
     n = jax.tree.leaves(state)[0].shape[0]
