@@ -14,9 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alphagrpo_jax.models import einsum16 as einsum16_lib
+from alphagrpo_jax.models import einsum16 as einsum16_lib, transposed
 from alphagrpo_jax.models.einsum16 import einsum16
-from alphagrpo_jax.models import transposed
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.state import param, prepend_axis
 

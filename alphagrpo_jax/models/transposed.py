@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 
 @jax.tree_util.register_pytree_node_class
@@ -59,8 +60,6 @@ def kernels(module, layer_state, split_cls):
     """`layer_state` (one layer of the stacked `module`) with each 16-bit projection kernel (a `kernel` of a
     module with `in_shape`: Dense, llm.ExpertDense) transposed; one per expert, as a `split_cls`
     (`layers.Split`) of them, where the kernel is a Split or has an expert axis."""
-    from flax import nnx
-
     out = []
     for path, var in nnx.to_flat_state(layer_state):
         owner = module
