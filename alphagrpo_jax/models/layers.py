@@ -294,7 +294,8 @@ def take(a: jax.Array, i: int) -> jax.Array:
     if isinstance(a, Split):  # a traced i (an expert id as data, `llm.apply_sorted`) indexes a restacked copy
         if isinstance(i, int):
             return a.parts[i]
-        return transposed.stack_take(a.parts, i) if _is_transposed(a.parts[0]) else jnp.stack(a.parts)[i]
+        parts = a.parts
+        return transposed.stack_take(parts, i) if isinstance(parts[0], transposed.Transposed) else jnp.stack(parts)[i]
     dt = _RAW.get(jnp.dtype(a.dtype))
     if dt is None or program_platform() != "cpu" or _nbytes(a) < a.shape[0] * RAW_TAKE_MIN_BYTES:
         return a[i]
@@ -337,10 +338,6 @@ def presliced(*stacked: nnx.Module):
 
 def _split_state(state) -> bool:
     return any(_is_split(a) for a in jax.tree.leaves(state, is_leaf=_is_split))
-
-
-def _is_transposed(a) -> bool:
-    return isinstance(a, transposed.Transposed)
 
 
 def _layer(state, i):
