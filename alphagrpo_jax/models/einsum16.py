@@ -33,12 +33,17 @@ NAME, BATCH_NAME = "einsum16", "einsum16_batch"
 def einsum16(spec: str, x: jax.Array, w: jax.Array, cpu: bool = False) -> jax.Array:
     """jnp.einsum(spec, x, w) accumulated in fp32 (fp32 output), with 16-bit backward dots (module doc).
     `cpu`: the program is for XLA:CPU (see `_merged_einsum`)."""
-    explicit = _explicit(spec, x.ndim, w.ndim) if x.dtype == w.dtype and x.dtype in _16BIT else None
+    explicit = _explicit(spec, x.ndim, w.ndim) if x.dtype == w.dtype and is_16bit_float(x) else None
     if explicit is None:
         return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
     xs, ws = explicit.partition("->")[0].split(",")
     batch = set(xs) & set(ws) & set(explicit.partition("->")[2])
     return checkpoint_name(_einsum16(explicit, cpu, x, w), BATCH_NAME if batch else NAME)
+
+
+def is_16bit_float(a) -> bool:
+    """a's dtype is bfloat16 or float16."""
+    return jnp.dtype(a.dtype) in _16BIT
 
 
 def _explicit(spec: str, x_ndim: int, w_ndim: int) -> str | None:

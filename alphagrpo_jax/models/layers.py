@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from alphagrpo_jax.models import einsum16 as einsum16_lib, transposed
-from alphagrpo_jax.models.einsum16 import einsum16
+from alphagrpo_jax.models.einsum16 import einsum16, is_16bit_float
 from alphagrpo_jax.parallel import rules as rules_lib
 from alphagrpo_jax.parallel.state import param, prepend_axis
 
@@ -174,10 +174,6 @@ def program_platform() -> str:
     if ctx is not None:
         return ctx[0].devices.flat[0].platform
     return jax.default_backend()
-
-
-def is_16bit_float(a) -> bool:
-    return jnp.dtype(a.dtype) in _BITS
 
 
 def to_bits(a: jax.Array) -> jax.Array | None:

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from alphagrpo_jax.models.einsum16 import is_16bit_float
+
 
 @jax.tree_util.register_pytree_node_class
 class Transposed:
@@ -66,7 +68,7 @@ def kernels(module, layer_state, split_cls):
         for p in path[:-1]:
             owner = owner[p] if isinstance(p, int) else getattr(owner, p)
         v = var.get_value()
-        if path[-1] == "kernel" and hasattr(owner, "in_shape") and jnp.dtype(v.dtype).itemsize == 2:
+        if path[-1] == "kernel" and hasattr(owner, "in_shape") and is_16bit_float(v):
             n_in = len(owner.in_shape)
             if isinstance(v, split_cls) or v.ndim > n_in + len(owner.out_shape):  # per expert
                 v = split_cls(Transposed.of(v[e], n_in) for e in range(v.shape[0]))
