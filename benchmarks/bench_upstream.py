@@ -113,8 +113,11 @@ def workloads(rel, args):
             logits, ctx = text_lib.step_logits(m, ctx, tok, ctx.rope, jnp.ones((b,), bool))
             return ctx, jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-        with layers.presliced(m.language_model.layers):  # as sampling/text.decode
-            return jax.lax.fori_loop(0, NEW_TOKENS, body, (ctx, jnp.zeros((b,), jnp.int32)))
+        with layers.presliced(m.language_model.layers) as one_by_one:  # as sampling/text.decode
+            if one_by_one:
+                ctx = ctx_lib.Context(ctx.cache.per_layer(), ctx.rope)
+            ctx, tok = jax.lax.fori_loop(0, NEW_TOKENS, body, (ctx, jnp.zeros((b,), jnp.int32)))
+        return ctx_lib.Context(ctx.cache.stacked(), ctx.rope), tok
 
     @jax.jit
     def gen_step(state, cache, x, t):

@@ -315,6 +315,7 @@ def presliced(*stacked: nnx.Module):
     scanned layer's slice of the stack on every pass and does not hoist those copies out of the loop itself.
     Costs one more copy of the layers' weights while the program runs. A no-op in TPU and GPU programs (they
     read a layer's slice in place) and for layers under PRESLICE_MIN_BYTES (a `split_layers` module's are over).
+    Yields whether every module's layers run one by one in the block: their `xs` may then hold `Split`s.
     """
     entries = []
     for module in stacked:
@@ -327,7 +328,7 @@ def presliced(*stacked: nnx.Module):
         entries.append((module, graphdef, jax.lax.optimization_barrier(copies)))
     token = _PRESLICED.set(_PRESLICED.get() + tuple(entries))
     try:
-        yield
+        yield len(entries) == len(stacked)
     finally:
         _PRESLICED.reset(token)
 
@@ -344,7 +345,8 @@ def _layer(state, i):
 def _run_presliced(graphdef, layer_states, body, carry, xs):
     ys = []
     for i, layer_state in enumerate(layer_states):
-        carry, y = body(nnx.merge(graphdef, layer_state), carry, jax.tree.map(lambda a: take(a, i), xs))
+        x = jax.tree.map(lambda a: take(a, i), xs, is_leaf=_is_split)  # a Split (per-layer buffers): its part
+        carry, y = body(nnx.merge(graphdef, layer_state), carry, x)
         ys.append(y)
     return carry, jax.tree.map(lambda *t: jnp.stack(t), *ys)
 

@@ -124,9 +124,13 @@ def decode(model, ctx: Context, keys: jax.Array, cfg: TextSamplerConfig) -> tupl
                     eos=eos | (can_sample & (tok == tok_ids.eos)), closed=closed | fed_eos,
                     last=jnp.where(can_sample, tok, st["last"]))
 
-    with layers.presliced(model.language_model.layers):  # CPU: each layer's weights copied once, not per token
+    # CPU: each layer's weights and cache copied out of their stacks once, not per token.
+    with layers.presliced(model.language_model.layers) as one_by_one:
+        if one_by_one:
+            init["ctx"] = Context(ctx.cache.per_layer(), ctx.rope)
         st = jax.lax.while_loop(cond, body, init)
-    return st["ctx"], DecodeOutput(st["tokens"], st["logp"], st["n"], ~st["eos"])
+    out = Context(st["ctx"].cache.stacked(), st["ctx"].rope)
+    return out, DecodeOutput(st["tokens"], st["logp"], st["n"], ~st["eos"])
 
 
 def continuation_log_probs(model, cache, prompt_len: jax.Array, prompt_rope: jax.Array, ids: jax.Array,

@@ -51,6 +51,35 @@ def test_mixed_length_batch_equals_single_runs():
         assert int(ctx.rope[i]) == int(c1.rope[0])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("prompts", [[[40, 50, 60]], [[40, 50, 60], [70, 80, 90, 100, 110, 120, 130], [33]]])
+def test_layers_one_by_one_decode_the_same(monkeypatch, prompts, precision):
+    """With each layer's weights copied out once (`layers.presliced`, here below its size threshold), the decode
+    loop carries the cache as per-layer buffers (KVCache.per_layer: one row -> raw-bit writes, several -> a
+    select per layer) and returns it stacked: the same tokens, log-probs and cache as the scanned layers."""
+    from alphagrpo_jax.models import layers
+    from alphagrpo_jax.models.bagel import llm
+
+    _, m = load_model(precision)
+    cfg = text_lib.TextSamplerConfig(max_new_tokens=6, temperature=1.0, top_p=0.9)
+    keys = jax.random.split(jax.random.key(3), len(prompts))
+    want_ctx, want = text_lib.decode(m, _prompt_ctx(m, prompts), keys, cfg)
+    calls = []
+    per_layer = llm.KVCache.per_layer
+    monkeypatch.setattr(llm.KVCache, "per_layer", lambda c: calls.append(1) or per_layer(c))
+    monkeypatch.setattr(layers, "PRESLICE_MIN_BYTES", 0)
+    jax.clear_caches()  # decode is jitted: trace it again under the new threshold
+    got_ctx, got = text_lib.decode(m, _prompt_ctx(m, prompts), keys, cfg)
+    assert calls and isinstance(got_ctx.cache.k, jax.Array) and got_ctx.cache.k.shape == want_ctx.cache.k.shape
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_array_equal(got.lengths, want.lengths)
+    tol = 1e-5 if precision == "fp32" else 2e-2
+    np.testing.assert_allclose(got.log_probs, want.log_probs, atol=tol)
+    np.testing.assert_array_equal(got_ctx.cache.length, want_ctx.cache.length)
+    for a, b in ((got_ctx.cache.k, want_ctx.cache.k), (got_ctx.cache.v, want_ctx.cache.v)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=2 * tol)
+
+
 def test_eos_stops_and_is_an_action():
     _, m = load_model("fp32")
     a, b = golden("a_text_prefill.npz"), golden("b_greedy.npz")

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from alphagrpo_jax.models import layers
+from alphagrpo_jax.models.bagel import attention_rows
 from alphagrpo_jax.parallel import rules as rules_lib
 
 CAUSAL, FULL, NOISE = 0, 1, 2
@@ -326,8 +327,11 @@ def _in_batch_chunks(fn, chunks: int, *args):
 
 
 def _dense_attention(q, k, v, mask, cache_k=None, cache_v=None) -> jax.Array:
-    keys, values = keys_and_values(k, v, mask, cache_k, cache_v)
     cache_size = 0 if cache_k is None else cache_k.shape[1]
+    if cache_k is not None and q.shape[1] == 1 and program_platform() == "cpu":  # a decode step
+        bias = jnp.where(dense_mask(mask, cache_size, 1), 0.0, _MASKED).astype(jnp.float32)
+        return attention_rows.attend_cached_rows(q, k, v, bias, cache_k, cache_v)
+    keys, values = keys_and_values(k, v, mask, cache_k, cache_v)
     return dot_product_attention(q, keys, values, dense_mask(mask, cache_size, q.shape[1]))
 
 

@@ -125,6 +125,16 @@ class KVCache:
     def size(self) -> int:
         return self.k.shape[2]
 
+    def per_layer(self) -> "KVCache":
+        """k/v as `layers.Split`s of per-layer buffers, for layers run one by one (`layers.presliced`): each
+        reads its own in place, where a CPU program copies a layer's slice of the stack on every pass."""
+        return self.replace(k=layers.Split(list(self.k)), v=layers.Split(list(self.v)))
+
+    def stacked(self) -> "KVCache":
+        """k/v as [layers, ...] arrays again (the inverse of `per_layer`; a stacked cache is returned as is)."""
+        return jax.tree.map(lambda a: jnp.stack(a.parts) if isinstance(a, layers.Split) else a, self,
+                            is_leaf=lambda a: isinstance(a, layers.Split))
+
 
 class ExpertDense(nnx.Module):
     """Per-expert projection: kernel [2, *in, *out] (+ bias [2, *out]); `__call__(x, expert)`.
@@ -337,10 +347,16 @@ class LanguageModel(nnx.Module):
         if write_cache:
             k, v = ys["k"], ys["v"]
             if write_after:
-                k = attn_lib.write_cache_layers(cache.k, k, cache.length)
-                v = attn_lib.write_cache_layers(cache.v, v, cache.length)
+                k, v = (_write_layers(c, new, cache.length) for c, new in ((cache.k, k), (cache.v, v)))
             new_cache = KVCache(k, v, cache.length + mask.q_len)
         return hidden, new_cache, ys.get("out")
+
+
+def _write_layers(cache: jax.Array | layers.Split, new: jax.Array, offsets: jax.Array):
+    """attn_lib.write_cache_layers, also into a per-layer cache (`KVCache.per_layer`), layer by layer."""
+    if not isinstance(cache, layers.Split):
+        return attn_lib.write_cache_layers(cache, new, offsets)
+    return layers.Split(attn_lib.write_cache_layers(c[None], new[i:i + 1], offsets)[0] for i, c in enumerate(cache))
 
 
 def weight_map(cfg: BagelConfig, prefix: tuple[str, ...] = ("language_model",)):
