@@ -126,8 +126,7 @@ class KVCache:
         return self.k.shape[2]
 
     def per_layer(self) -> "KVCache":
-        """k/v as `layers.Split`s of per-layer buffers, for layers run one by one (`layers.presliced`): each
-        reads its own in place, where a CPU program copies a layer's slice of the stack on every pass."""
+        """k/v as `layers.Split`s of per-layer buffers: layers run one by one read them in place (CPU decoding)."""
         return self.replace(k=layers.Split(list(self.k)), v=layers.Split(list(self.v)))
 
     def stacked(self) -> "KVCache":
@@ -347,13 +346,16 @@ class LanguageModel(nnx.Module):
         if write_cache:
             k, v = ys["k"], ys["v"]
             if write_after:
-                k, v = (_write_layers(c, new, cache.length) for c, new in ((cache.k, k), (cache.v, v)))
+                k, v = (_write_layers(c, new, cache.length, h) for c, new in ((cache.k, k), (cache.v, v)))
             new_cache = KVCache(k, v, cache.length + mask.q_len)
         return hidden, new_cache, ys.get("out")
 
 
-def _write_layers(cache: jax.Array | layers.Split, new: jax.Array, offsets: jax.Array):
-    """attn_lib.write_cache_layers, also into a per-layer cache (`KVCache.per_layer`), layer by layer."""
+def _write_layers(cache: jax.Array | layers.Split, new: jax.Array, offsets: jax.Array, after: jax.Array):
+    """attn_lib.write_cache_layers, also into a per-layer cache (`KVCache.per_layer`). XLA:CPU updates a cache
+    that is not 16-bit in place only after the layers' reads: `after` (the last layer's output) orders them."""
+    if not layers.is_16bit_float(cache):
+        new, _ = jax.lax.optimization_barrier((new, after))
     if not isinstance(cache, layers.Split):
         return attn_lib.write_cache_layers(cache, new, offsets)
     return layers.Split(attn_lib.write_cache_layers(c[None], new[i:i + 1], offsets)[0] for i, c in enumerate(cache))
@@ -364,17 +366,16 @@ def weight_map(cfg: BagelConfig, prefix: tuple[str, ...] = ("language_model",)):
     c = cfg.llm
     hq, hk, hd = c.num_heads, c.num_kv_heads, c.head_dim
     base = "language_model.model.layers.{i}."
-    suffixes = ("", "_moe_gen")
 
     def layer_keys(fmt: str):
         # fmt uses {x} for the expert suffix, e.g. "self_attn.q_proj{x}.weight" -> keys [L, 2]
-        return wm.np.array([[(base + fmt).format(i=i, x=x) for x in suffixes] for i in range(c.num_layers)],
+        return wm.np.array([[(base + fmt).format(i=i, x=x) for x in ("", "_moe_gen")] for i in range(c.num_layers)],
                            dtype=object)
 
     def entry(path, fmt, transforms):
         return wm.TensorMap(prefix + ("layers",) + path, layer_keys(fmt), *transforms)
 
-    maps = [
+    return [
         wm.TensorMap.single(prefix + ("embed_tokens",), "language_model.model.embed_tokens.weight",
                             *wm.identity()),
         wm.TensorMap.single(prefix + ("lm_head",), "language_model.lm_head.weight", *wm.linear()),
@@ -396,4 +397,3 @@ def weight_map(cfg: BagelConfig, prefix: tuple[str, ...] = ("language_model",)):
         entry(("input_layernorm", "weight"), "input_layernorm{x}.weight", wm.identity()),
         entry(("post_attention_layernorm", "weight"), "post_attention_layernorm{x}.weight", wm.identity()),
     ]
-    return maps
