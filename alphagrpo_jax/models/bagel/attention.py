@@ -154,16 +154,16 @@ CPU_PAIR_MIN_LOGIT_BYTES = 128 << 10
 def _attend_pairs(qf, kt, vt, mask, g):
     """`_attend_folded`'s forward pair by pair: (out [B, Hk, G*Lq, D], row max, row sum [B, Hk, G*Lq, 1])."""
     b, hk, gq, d = qf.shape
-    bias = jnp.where(mask, 0.0, _MASKED).astype(jnp.float32)  # [B, Lq, Lk]
 
-    def one(q2, k2, v2, bias2):  # [G*Lq, D], [D, Lk], [Lk, D], [Lq, Lk]
+    def one(q2, k2, v2, mask2):  # [G*Lq, D], [D, Lk], [Lk, D], [Lq, Lk]
         logits = jnp.dot(q2, k2, preferred_element_type=jnp.float32) * (d ** -0.5)
-        logits = (logits.reshape(g, gq // g, -1) + bias2).reshape(gq, -1)
+        # A select, not the additive bias (same values): XLA:CPU fuses it with the dot without materialising it.
+        logits = jnp.where(mask2[None], logits.reshape(g, gq // g, -1), _MASKED).reshape(gq, -1)
         row_max, row_sum = _folded_softmax_stats(logits)
         probs = (jnp.exp(logits - row_max) / row_sum).astype(v2.dtype)
         return jnp.dot(probs, v2, preferred_element_type=jnp.float32), row_max, row_sum
 
-    pairs = [one(qf[i, h], kt[i, h], vt[i, h], bias[i]) for i in range(b) for h in range(hk)]
+    pairs = [one(qf[i, h], kt[i, h], vt[i, h], mask[i]) for i in range(b) for h in range(hk)]
     return tuple(jnp.stack(t).reshape((b, hk) + t[0].shape) for t in zip(*pairs))
 
 
