@@ -157,7 +157,7 @@ def _attend_pairs(qf, kt, vt, mask, g):
 
     def one(q2, k2, v2, mask2):  # [G*Lq, D], [D, Lk], [Lk, D], [Lq, Lk]
         logits = jnp.dot(q2, k2, preferred_element_type=jnp.float32) * (d ** -0.5)
-        # A select, not the additive bias (same values): XLA:CPU fuses it with the dot without materialising it.
+        # A select, not the additive bias (same values): XLA:CPU fuses a bias into the dot, materialised first.
         logits = jnp.where(mask2[None], logits.reshape(g, gq // g, -1), _MASKED).reshape(gq, -1)
         row_max, row_sum = _folded_softmax_stats(logits)
         probs = (jnp.exp(logits - row_max) / row_sum).astype(v2.dtype)
