@@ -214,10 +214,12 @@ def write_cache_layers(cache: jax.Array, new: jax.Array, offsets: jax.Array) -> 
 
     The CPU formulation (LanguageModel writes per layer inside its scan elsewhere): XLA:CPU rewrites a whole
     16-bit cache (to f32 and back) for every dynamic-update-slice into it, so one row -> the update is written
-    as raw bits (in place); one token per row (decoding) -> one fused select over the cache; otherwise per-row
-    updates."""
+    as raw bits (in place); one token per row (decoding) -> one fused select over the cache (f32: one scatter,
+    in place, a smaller program than B updates); otherwise per-row updates."""
     bits = layers.to_bits(cache)
     new = new.astype(cache.dtype)
+    if bits is None and new.shape[2] == 1 and cache.shape[1] > 1:
+        return cache.at[:, jnp.arange(cache.shape[1]), offsets].set(new[:, :, 0], unique_indices=True)
     if bits is None:
         return _write_rows(cache, new, offsets)
     if cache.shape[1] == 1:
