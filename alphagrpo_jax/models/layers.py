@@ -36,8 +36,7 @@ def matmul(x: jax.Array, w: jax.Array, spec: str, dtype=None) -> jax.Array:
     n_in = len(spec.split(",")[0]) - 3  # contracted dims of x after "..."
     if (spec.startswith("...") and 0 < n_in < x.ndim and x.size == math.prod(x.shape[-n_in:])
             and is_16bit_float(w) and _nbytes(w) >= RAW_TAKE_MIN_BYTES and program_platform() == "cpu"):
-        row = x.reshape((1,) + x.shape[-n_in:])
-        out = einsum16(spec, jnp.concatenate([row, row]), w, cpu=True)[:1]
+        out = transposed.two_rows(lambda r: einsum16(spec, r, w, cpu=True), x.reshape((1,) + x.shape[-n_in:]))
         return out.reshape(x.shape[:-n_in] + out.shape[1:]).astype(out_dtype)
     if _is_projection(spec) and program_platform() == "cpu":
         # As one 2-D [rows, in] x [in, out] dot: with several row or feature dims, XLA:CPU lays the gradient

@@ -46,16 +46,19 @@ class Transposed:
         return Transposed(jnp.transpose(kernel, tuple(range(n_in, kernel.ndim)) + tuple(range(n_in))), n_in)
 
     def matmul(self, x: jax.Array, out_dtype) -> jax.Array:
-        """x [..., *in] @ kernel -> [..., *out] in `out_dtype`, accumulated in fp32. A single row is computed
-        as two (XLA:CPU hands one-row dots to its own kernel, which reads 16-bit weights as f32)."""
+        """x [..., *in] @ kernel -> [..., *out] in `out_dtype`, accumulated in fp32 (one row as two: `two_rows`)."""
         k = self.t.ndim - self.n_in
         w_in, out_shape = math.prod(self.t.shape[k:]), self.t.shape[:k]
-        x2 = x.reshape(-1, w_in).astype(self.t.dtype)
-        rows = x2.shape[0]
-        if rows == 1:
-            x2 = jnp.concatenate([x2, x2])
-        y = jnp.einsum("ab,cb->ac", x2, self.t.reshape(-1, w_in), preferred_element_type=jnp.float32)[:rows]
+        t = self.t.reshape(-1, w_in)
+        y = two_rows(lambda r: jnp.einsum("ab,cb->ac", r, t, preferred_element_type=jnp.float32),
+                     x.reshape(-1, w_in).astype(self.t.dtype))
         return y.reshape(x.shape[:x.ndim - self.n_in] + out_shape).astype(out_dtype)
+
+
+def two_rows(dot, x: jax.Array) -> jax.Array:
+    """dot(x) for x [rows, ...], a single row computed as two and the first kept: XLA:CPU hands a one-row dot
+    to its own kernel, which reads 16-bit weights as f32, and a two-row one to YNNPACK."""
+    return dot(x) if x.shape[0] != 1 else dot(jnp.concatenate([x, x]))[:1]
 
 
 def kernels(module, layer_state, split_cls):
