@@ -113,11 +113,8 @@ def workloads(rel, args):
             logits, ctx = text_lib.step_logits(m, ctx, tok, ctx.rope, jnp.ones((b,), bool))
             return ctx, jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-        with layers.presliced(m.language_model.layers) as one_by_one:  # as sampling/text.decode
-            if one_by_one:
-                ctx = ctx_lib.Context(ctx.cache.per_layer(), ctx.rope)
-            ctx, tok = jax.lax.fori_loop(0, NEW_TOKENS, body, (ctx, jnp.zeros((b,), jnp.int32)))
-        return ctx_lib.Context(ctx.cache.stacked(), ctx.rope), tok
+        return text_lib.decode_loop(m, ctx, lambda c: jax.lax.fori_loop(  # as sampling/text.decode
+            0, NEW_TOKENS, body, (c, jnp.zeros((b,), jnp.int32))))
 
     @jax.jit
     def gen_step(state, cache, x, t):

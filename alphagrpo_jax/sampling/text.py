@@ -100,7 +100,7 @@ def decode(model, ctx: Context, keys: jax.Array, cfg: TextSamplerConfig) -> tupl
     if ctx.cache.size < 1:
         raise ValueError("empty cache")
     init = dict(
-        s=jnp.int32(0), ctx=ctx, tokens=jnp.zeros((b, t_max), jnp.int32), logp=jnp.zeros((b, t_max), jnp.float32),
+        s=jnp.int32(0), tokens=jnp.zeros((b, t_max), jnp.int32), logp=jnp.zeros((b, t_max), jnp.float32),
         n=jnp.zeros((b,), jnp.int32), eos=jnp.zeros((b,), bool), closed=jnp.zeros((b,), bool),
         last=jnp.full((b,), tok_ids.bos, jnp.int32))
 
@@ -124,13 +124,23 @@ def decode(model, ctx: Context, keys: jax.Array, cfg: TextSamplerConfig) -> tupl
                     eos=eos | (can_sample & (tok == tok_ids.eos)), closed=closed | fed_eos,
                     last=jnp.where(can_sample, tok, st["last"]))
 
-    # CPU: each layer's weights and cache copied out of their stacks once, not per token.
+    def loop(c):
+        st = jax.lax.while_loop(cond, body, dict(init, ctx=c))
+        return st["ctx"], st
+
+    out, st = decode_loop(model, ctx, loop)
+    return out, DecodeOutput(st["tokens"], st["logp"], st["n"], ~st["eos"])
+
+
+def decode_loop(model, ctx: Context, loop):
+    """`loop(ctx) -> (ctx, other)`, a token loop over `ctx` (traced), run with each LLM layer's weights and cache
+    copied out of their stacks once rather than per token (CPU: `layers.presliced`, `KVCache.per_layer`).
+    Returns (ctx with a stacked cache, other)."""
     with layers.presliced(model.language_model.layers) as one_by_one:
         if one_by_one:
-            init["ctx"] = Context(ctx.cache.per_layer(), ctx.rope)
-        st = jax.lax.while_loop(cond, body, init)
-    out = Context(st["ctx"].cache.stacked(), st["ctx"].rope)
-    return out, DecodeOutput(st["tokens"], st["logp"], st["n"], ~st["eos"])
+            ctx = ctx.replace(cache=ctx.cache.per_layer())
+        ctx, other = loop(ctx)
+    return ctx.replace(cache=ctx.cache.stacked()), other
 
 
 def continuation_log_probs(model, cache, prompt_len: jax.Array, prompt_rope: jax.Array, ids: jax.Array,
