@@ -66,6 +66,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     # absl routes its own logs through Python logging once this handler exists.
     logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing ("Unable to initialize backend ...")
+    logging.getLogger("fsspec").setLevel(logging.WARNING)  # gcsfs: a read-ahead line per file opened on gs://
 
 
 def print_config(config) -> None:

@@ -18,6 +18,10 @@ if "xla_backend_optimization_level" not in _flags:
     _flags += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if "xla_cpu_use_fusion_emitters" not in _flags:
     _flags += " --xla_cpu_use_fusion_emitters=false"
+# One LLVM module per program instead of XLA:CPU's split into parallel codegen units: with two pytest workers on two
+# cores nothing runs in parallel; the split cost 9% of the suite's XLA compile time (docs/testing.md).
+if "xla_cpu_parallel_codegen_split_count" not in _flags:
+    _flags += " --xla_cpu_parallel_codegen_split_count=1"
 os.environ["XLA_FLAGS"] = _flags.strip()
 # XLA:CPU runs a partition's independent collectives concurrently on its client pool of max(cores, devices)
 # threads, and the 8 partitions may enter them in different orders: with 8 threads on 2 cores that deadlocked a

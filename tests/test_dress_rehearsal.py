@@ -1,14 +1,15 @@
 """Dress rehearsal of the 7B recipe: `configs/bagel_7b_srr.py:mixed` (RT2I and SRR rounds alternate) and, `slow`,
 `configs/bagel_7b_rt2i.py` run from the command line as on a pod, unchanged except for a tiny release (the golden
 tiny release), tiny image size, group and step counts, the `cpu-8` mesh preset (v5p-64's axis shape on the 8
-simulated CPU devices), the toy verifier served over HTTP as the DVReward endpoint, and a workdir in a local GCS
-server. SIGTERM during the first optimizer step (which finishes and is saved), resume, the second step, export
-from the run's recorded config, and the exported release loads back from gs://.
+simulated CPU devices), the toy verifier served over HTTP as the DVReward endpoint, and the base release, prompts
+and workdir in a local GCS server. SIGTERM during the first optimizer step (which finishes and is saved), resume,
+the second step, export from the run's recorded config, and the exported release loads back from gs://.
 
 It checks what only shows at this scale: fp32 trainable masters and optimizer state under a bf16 model, the
 reference's gradient normalisation (divisor = units x (window + 1)), LoRA A drawn with std 1/rank, the
 advantage population independent of the preset's prompts per round, the behaviour prompts recorded in the run's
-config, every file on gs:// (nothing written locally), preemption exit code 75 and an exact resume.
+config, every file on gs:// (nothing written locally: metrics, TensorBoard events, sample grids, checkpoints, the
+export, which equals a local export byte for byte), preemption exit code 75 and an exact resume.
 
 The default run rehearses the mixed config only: with the rehearsal's overrides the RT2I config is the mixed one
 without its SRR rounds (test_rt2i_config_is_the_mixed_run_without_srr_rounds), so the mixed run's RT2I rounds and
@@ -31,15 +32,16 @@ import yaml
 
 from alphagrpo_jax import paths
 from tests.models.bagel.parity_utils import GOLDENS
+from tests.test_gcs_e2e import upload_release
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"srr": "configs/bagel_7b_srr.py:mixed,cpu-8", "rt2i": "configs/bagel_7b_rt2i.py:cpu-8"}  # run order
 VERIFIER_MODEL = "Qwen/Qwen3-VL-30B-A3B-Instruct"  # the 7B configs' reward.model, served by the toy verifier
 
 
-def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
+def overrides(workdir: str, data: str, endpoint: str, release: str = str(GOLDENS)) -> list[str]:
     """Everything the rehearsal changes in the 7B configs: release, sizes, step counts, endpoint, gs:// paths."""
-    return [f"--config.model.release={GOLDENS}", f"--config.workdir={workdir}",
+    return [f"--config.model.release={release}", f"--config.workdir={workdir}",
             f"--config.data.train_prompts={data}/train.jsonl", f"--config.data.eval_prompts={data}/eval.jsonl",
             f"--config.reward.endpoints=('{endpoint}',)",
             # 2 rounds of the preset's 4 prompts per step: one advantage population (8 prompts) a step, not 4
@@ -60,10 +62,11 @@ def overrides(workdir: str, data: str, endpoint: str) -> list[str]:
             "--config.eval.num_timesteps=4"]
 
 
-def config_overrides(kind: str, workdir: str, data: str, endpoint: str) -> list[str]:
+def config_overrides(kind: str, workdir: str, data: str, endpoint: str, release: str = str(GOLDENS)) -> list[str]:
     """`overrides` for CONFIGS[kind]; a mixed step's 4 rounds: 2 RT2I rounds of 4 prompts make one advantage
     population of 8."""
-    return overrides(workdir, data, endpoint) + (["--config.rollout.rounds_per_step=4"] if kind == "srr" else [])
+    return overrides(workdir, data, endpoint, release) + (
+        ["--config.rollout.rounds_per_step=4"] if kind == "srr" else [])
 
 
 def _env(cache: str) -> dict:
@@ -134,13 +137,15 @@ def rehearsal(request, gcs, verifier, jax_cache, tmp_path_factory):
     from alphagrpo_jax.toy.prompt_files import write_prompt_files
 
     root = gcs.new_bucket(f"dress-{kind}")
+    base = paths.join(root, "base")  # the base release on gs:// too
+    upload_release(GOLDENS, base)
     files = write_prompt_files(paths.join(root, "data"), None, 1, seed=0)
     data = paths.dirname(files["train"])
     cwd = tmp_path_factory.mktemp("cwd")  # the programs run here: nothing may land in it
     env = _env(jax_cache)
     logs = tmp_path_factory.mktemp("logs")
     workdir, release = paths.join(root, kind), paths.join(root, f"{kind}_release")
-    args = config_overrides(kind, workdir, data, verifier)
+    args = config_overrides(kind, workdir, data, verifier, base)
     runs = [_train(kind, args, cwd, env, preempt=True), _train(kind, args, cwd, env)]
     done = subprocess.run([sys.executable, "-m", "alphagrpo_jax.export", f"--workdir={workdir}", f"--out={release}"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -162,6 +167,15 @@ def test_preempted_run_resumes_and_exports(rehearsal):
     assert [r["step"] for r in rows] == [1, 2]  # no row twice after the resume
     assert paths.listdir(paths.join(workdir, "checkpoints")) == ["1", "2"]
     assert not os.listdir(cwd), os.listdir(cwd)  # nothing local, no "gs:" folder
+    assert not any("fsspec" in text for _, text in (first, second, export))  # no line per file read from gs://
+
+
+def test_grids_and_tensorboard_live_in_the_bucket(rehearsal):
+    _, workdir, *_ = rehearsal
+    grids = [n for n in paths.listdir(workdir) if n.startswith("samples_")]
+    assert grids == ["samples_step00000.png", "samples_step00002.png"]  # the evals' grids
+    assert all(paths.read_bytes(paths.join(workdir, n))[:8] == b"\x89PNG\r\n\x1a\n" for n in grids)
+    assert any(n.startswith("events.out.tfevents") for n in paths.listdir(paths.join(workdir, "tensorboard")))
 
 
 def test_recorded_config_carries_the_reference_rules_and_prompts(rehearsal):
@@ -173,6 +187,7 @@ def test_recorded_config_carries_the_reference_rules_and_prompts(rehearsal):
     assert c["loss"]["grad_normalization"] == "reference" and c["train"]["skipped_rounds"] == "redraw"
     assert c["train"]["lora_init"] == "gaussian" and c["advantage"]["population"] == 8
     assert c["rollout"]["prompts_per_round"] == 4  # the preset's, not the population's
+    assert c["model"]["release"].startswith("gs://")
     for value in (c["prompts"]["think_system"], c["prompts"]["reflection"], c["reward"]["verifier_system_prompt"]):
         assert isinstance(value, str) and value.strip() and not value.startswith("file:")
 
@@ -205,6 +220,21 @@ def test_checkpoint_holds_fp32_masters_with_the_reference_lora_init(rehearsal):
     rank = yaml.safe_load(paths.read_text(paths.join(workdir, "config.yaml")))["train"]["lora_rank"]
     lora_a = np.concatenate([v.ravel() for k, v in leaves if k.startswith("['params']") and "'lora_a'" in k])
     assert abs(lora_a.std() * rank - 1.0) < 0.05, lora_a.std()  # 2 steps at lr 5e-5 barely move it
+
+
+def test_export_to_the_bucket_equals_a_local_export(rehearsal, tmp_path):
+    """The export CLI wrote the release to gs://; the same export to a local folder is byte for byte the same, and
+    an export onto an existing release is refused."""
+    from alphagrpo_jax import export, run_config
+
+    _, workdir, remote, _, _ = rehearsal
+    config = run_config.resolve(workdir, None)
+    local = export.export(config, str(tmp_path / paths.basename(remote)))  # the model card names its folder
+    assert paths.listdir(remote) == sorted(os.listdir(local))
+    for name in sorted(os.listdir(local)):
+        assert paths.read_bytes(paths.join(remote, name)) == paths.read_bytes(os.path.join(local, name)), name
+    with pytest.raises(FileExistsError, match="already holds an ema.safetensors"):
+        export.export(config, remote)
 
 
 def test_exported_release_loads_from_gs(rehearsal):

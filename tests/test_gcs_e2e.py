@@ -1,24 +1,16 @@
-"""gs:// end to end on a real local GCS server (tests/gcs_server.py): a short GRPO run (configs/toy_rt2i.py shrunk
-to the tiny golden release) whose base release, workdir, toy prompt files, checkpoints, sample grids and exported
-release all live in the server; then a resume from it, and the export loads back from gs://."""
+"""gs:// on a real local GCS server (tests/gcs_server.py): what Orbax needs from it, checkpoints of many arrays,
+generate and report reading and writing there. A training run whose base release, prompts, workdir, checkpoints,
+sample grids, TensorBoard events and export all live in the server, preempted and resumed, is the dress rehearsal
+(tests/test_dress_rehearsal.py)."""
 import io
 import json
-import logging
 import os
 
 import jax
 import numpy as np
-import pytest
-from flax import nnx
 
-from alphagrpo_jax import export, metrics as metrics_lib, paths, train
-from alphagrpo_jax.data.prompts import PromptRecords
-from alphagrpo_jax.models.bagel import release
-from alphagrpo_jax.parallel import mesh as mesh_lib
-from alphagrpo_jax.rl import trainer_state
+from alphagrpo_jax import paths
 from tests.models.bagel.parity_utils import GOLDENS
-from tests.test_train import tiny_config
-
 
 RELEASE_SUFFIXES = (".safetensors", ".json", ".txt")  # the golden folder also holds test cases (.npz, .png, .md)
 
@@ -27,91 +19,6 @@ def upload_release(src, dst: str) -> None:
     for name in sorted(os.listdir(src)):
         if name.endswith(RELEASE_SUFFIXES) and name not in ("cases_meta.json", "tolerances.json"):
             paths.copy(os.path.join(src, name), paths.join(dst, name))
-
-
-def gcs_config(root: str, steps: int):
-    """tests/test_train.py's tiny family (its programs come from the compilation cache), one round per step, an
-    eval (and grid) at step 0, TensorBoard on."""
-    return tiny_config(paths.join(root, "run"), steps, {
-        "model.release": paths.join(root, "base"), "rollout.rounds_per_step": 1, "advantage.population": 2,
-        "eval.every": 5, "log.grid_size": 2, "log.tensorboard": True})
-
-
-@pytest.fixture(scope="module")
-def gcs_run(gcs, tmp_path_factory):
-    """(bucket root, local folder the run was started in, first run, resumed run, first run's learner): 1 step on
-    gs://, then resumed to 2 (each run compiles its programs: the cost of this test)."""
-    root = gcs.new_bucket("e2e")
-    upload_release(GOLDENS, paths.join(root, "base"))
-    cwd = tmp_path_factory.mktemp("cwd")
-    old = os.getcwd()
-    os.chdir(cwd)  # anything written to a relative local path instead of gs:// lands here, where it is checked
-    logs, logger = _Messages(), logging.getLogger("alphagrpo_jax.train")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(logs)
-    try:
-        first, first_learner = train.run(gcs_config(root, 1))
-        logs.messages.clear()
-        resumed = train.train(gcs_config(root, 2))
-    finally:
-        os.chdir(old)
-        logger.removeHandler(logs)
-        logger.setLevel(level)
-    resumed["log"] = list(logs.messages)
-    return root, cwd, first, resumed, first_learner
-
-
-class _Messages(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def test_run_and_resume_live_in_the_bucket(gcs_run):
-    root, cwd, first, resumed, _ = gcs_run
-    run = paths.join(root, "run")
-    assert first["final_step"] == 1 and resumed["final_step"] == 2
-    assert "resumed from step 1" in resumed["log"]
-    assert paths.listdir(paths.join(run, "checkpoints")) == ["1", "2"]
-    for split in ("train", "eval"):
-        assert len(PromptRecords(paths.join(run, "data", "prompts", f"{split}.jsonl"))) > 0
-    assert [n for n in paths.listdir(run) if n.startswith("samples_")] == ["samples_step00000.png"]
-    assert paths.read_bytes(paths.join(run, "samples_step00000.png"))[:8] == b"\x89PNG\r\n\x1a\n"
-    local = sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*") if p.is_file())
-    assert not local, local  # metrics.jsonl and TensorBoard events too: nothing local, no "gs:" folder
-    assert [r["step"] for r in metrics_lib.read_metrics(paths.join(run, "metrics.jsonl")) if "reward/mean" in r] \
-        == [1, 2]
-    assert any(n.startswith("events.out.tfevents") for n in paths.listdir(paths.join(run, "tensorboard")))
-
-
-def test_checkpoint_on_gs_restores_the_trained_state(gcs_run):
-    """Step 1's checkpoint on gs:// (what the resume started from) holds exactly the first run's final params."""
-    root, _, _, _, first_learner = gcs_run
-    state, extras = trainer_state.restore_checkpoint(gcs_config(root, 2), first_learner, step=1)
-    assert int(extras["step"]) == 1
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-                 first_learner.trainable, state["params"])
-
-
-def test_export_to_the_bucket_matches_a_local_export_and_loads(gcs_run, tmp_path):
-    root, *_ = gcs_run
-    config = gcs_config(root, 2)
-    remote = export.export(config, paths.join(root, "release"))
-    local = export.export(config, str(tmp_path / "release"))
-    assert paths.listdir(remote) == sorted(os.listdir(local))
-    for name in sorted(os.listdir(local)):
-        assert paths.read_bytes(paths.join(remote, name)) == (tmp_path / "release" / name).read_bytes(), name
-    mesh = mesh_lib.mesh_from_config(config)
-    a, b = release.load_release(remote, mesh), release.load_release(local, mesh)
-    assert a.cfg == b.cfg and a.tokenizer.encode("a red cube") == b.tokenizer.encode("a red cube")
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
-                 nnx.state(a.model, nnx.Param), nnx.state(b.model, nnx.Param))
-    with pytest.raises(FileExistsError, match="already holds an ema.safetensors"):
-        export.export(config, remote)
 
 
 def test_tensorstore_generations_on_the_server(gcs):

@@ -68,8 +68,12 @@ def test_layers_one_by_one_decode_the_same(monkeypatch, prompts, precision):
     per_layer = llm.KVCache.per_layer
     monkeypatch.setattr(llm.KVCache, "per_layer", lambda c: calls.append(1) or per_layer(c))
     monkeypatch.setattr(layers, "PRESLICE_MIN_BYTES", 0)
-    jax.clear_caches()  # decode is jitted: trace it again under the new threshold
-    got_ctx, got = text_lib.decode(m, _prompt_ctx(m, prompts), keys, cfg)
+    # decode is jitted, and JAX keeps its trace per Python function: a new function is traced again under the new
+    # threshold (jax.clear_caches() would make every later test of this worker trace its programs again).
+    def fresh(model, ctx, keys, cfg):
+        return text_lib.decode.__wrapped__(model, ctx, keys, cfg)
+
+    got_ctx, got = jax.jit(fresh, static_argnames=("cfg",), donate_argnums=(1,))(m, _prompt_ctx(m, prompts), keys, cfg)
     assert calls and isinstance(got_ctx.cache.k, jax.Array) and got_ctx.cache.k.shape == want_ctx.cache.k.shape
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_array_equal(got.lengths, want.lengths)

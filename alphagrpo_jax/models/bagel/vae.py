@@ -20,6 +20,7 @@ from flax import nnx
 
 from alphagrpo_jax.models.bagel import weight_map as wm
 from alphagrpo_jax.models.bagel.config import ConfigError, VAEConfig
+from alphagrpo_jax.models.bagel.subpixel import upsample2x_conv3x3
 from alphagrpo_jax.models.layers import Dense
 from alphagrpo_jax.parallel.rules import constrain
 from alphagrpo_jax.parallel.state import param
@@ -123,7 +124,8 @@ class MidBlock(nnx.Module):
 
 
 class Resample(nnx.Module):
-    """`down`: zero-pad right/bottom by 1, 3x3 conv stride 2. `up`: nearest 2x, 3x3 conv pad 1."""
+    """`down`: zero-pad right/bottom by 1, 3x3 conv stride 2. `up`: nearest 2x, 3x3 conv pad 1; with an fp32
+    kernel as four 2x2 convs of the input (subpixel.py: 2.25x fewer FLOPs), with a 16-bit one as written."""
 
     def __init__(self, c: int, mode: str, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         self.mode = mode
@@ -132,6 +134,10 @@ class Resample(nnx.Module):
 
     def __call__(self, x):
         if self.mode == "up":
+            w = self.conv.kernel[...]
+            if w.dtype == jnp.float32:
+                y = upsample2x_conv3x3(x.astype(w.dtype), w)
+                return (y + self.conv.bias[...].astype(jnp.float32)).astype(x.dtype)
             x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
         return self.conv(x)
 
